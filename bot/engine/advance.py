@@ -1,0 +1,207 @@
+"""The conversation engine: a pure function from (flow, state, event) to (outputs, state).
+
+No I/O and no clock: the service layer loads state, calls :func:`advance`, and saves the
+result in one transaction. Because it is pure it is trivially testable and costs
+microseconds per step. A step breaker stops a runaway flow rather than spinning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.errors import ConversationClosed, NotCurrentStep
+from bot.flow import conditions as cond
+from bot.flow.model import Flow, Step
+from bot.flow.template import Template, plain_text
+from bot.engine.answers import Rejected, coerce
+from bot.engine.messages import (
+    Answer,
+    Ask,
+    ChoiceOption,
+    End,
+    Event,
+    InputSpec,
+    Output,
+    Recorded,
+    Say,
+    Start,
+    Stop,
+    Timeout,
+)
+from bot.engine.state import ConversationState
+
+MAX_STEPS_PER_EVENT = 500
+STOPPED_TEXT = "Okay, I've closed this survey. Thanks for your time."
+
+
+class FlowLoopError(RuntimeError):
+    """The step breaker tripped: a flow ran more steps in one event than it has."""
+
+
+@dataclass
+class Outcome:
+    outputs: list[Output]
+    state: ConversationState
+    recorded: Recorded | None = None
+    error: str | None = None
+    profile_updates: dict[str, Any] = field(default_factory=dict)
+
+
+def new_state(flow: Flow, profile: Mapping[str, Any] | None = None) -> ConversationState:
+    return ConversationState(flow_id=flow.id, flow_hash=flow.hash, profile=dict(profile or {}))
+
+
+def advance(flow: Flow, state: ConversationState, event: Event) -> Outcome:
+    """Apply one event; never mutates ``state``."""
+    state = state.copy()
+    if isinstance(event, Start):
+        if state.status == "new":
+            state.status = "active"
+            intro = [Say(_render(flow, flow.intro, state))] if flow.intro else []
+            outcome = _run_from(flow, state, 0)
+            outcome.outputs[:0] = intro
+            return outcome
+        return Outcome(resume(flow, state), state)
+    if not state.is_open:
+        raise ConversationClosed(f"this {flow.title!r} conversation is already {state.status}")
+    if isinstance(event, Stop):
+        state.status = "stopped"
+        state.current = None
+        return Outcome([End("stopped", STOPPED_TEXT)], state)
+    if isinstance(event, Timeout):
+        state.status = "expired"
+        state.current = None
+        return Outcome([End("expired")], state)
+    return _answer(flow, state, event)
+
+
+def _answer(flow: Flow, state: ConversationState, event: Answer) -> Outcome:
+    if state.current != event.step:
+        if event.step in state.answers:
+            raise NotCurrentStep(f"step '{event.step}' was already answered")
+        raise NotCurrentStep(f"step '{event.step}' is not the current question (that is '{state.current}')")
+    step = flow.step(event.step)
+    try:
+        value = coerce(step, event.value)
+    except Rejected as err:
+        return Outcome([Say(str(err)), ask_for(flow, step, state)], state, error=str(err))
+    state.answers[step.id] = value
+    tags = _tags(step, value, state)
+    for tag, weight in tags.items():
+        state.tags[tag] = state.tags.get(tag, 0.0) + weight
+    profile: dict[str, Any] = {}
+    if step.spec.save_as and value is not None:
+        profile[step.spec.save_as] = value
+        state.profile.update(profile)
+    outcome = _run_from(flow, state, flow.index(step.id) + 1)
+    outcome.recorded = Recorded(step.id, value, tags, profile)
+    outcome.profile_updates = profile
+    return outcome
+
+
+def _tags(step: Step, value: Any, state: ConversationState) -> dict[str, float]:
+    tags: dict[str, float] = {}
+    if value is None:
+        return tags
+    picked = value if isinstance(value, list) else [value] if step.type == "choice" else []
+    for choice_value in picked:
+        choice = step.choice(choice_value)
+        if choice is not None:
+            for tag, weight in choice.weights.items():
+                tags[tag] = tags.get(tag, 0.0) + weight
+    resolve = cond.truthy_in(state.answers, state.profile)
+    for rule in step.tag_rules:
+        if rule.when is None or cond.evaluate(rule.when, resolve):
+            for tag, weight in rule.weights.items():
+                tags[tag] = tags.get(tag, 0.0) + weight
+    return tags
+
+
+def _run_from(flow: Flow, state: ConversationState, start: int) -> Outcome:
+    outputs: list[Output] = []
+    resolve = cond.truthy_in(state.answers, state.profile)
+    for taken, step in enumerate(flow.steps[start:]):
+        if taken >= MAX_STEPS_PER_EVENT:
+            raise FlowLoopError(f"flow {flow.id} ran more than {MAX_STEPS_PER_EVENT} steps in one event")
+        state.steps_taken += 1
+        if step.when is not None and not cond.evaluate(step.when, resolve):
+            state.skipped.append(step.id)
+            continue
+        if not step.asks:
+            outputs.append(Say(_render(flow, step.text, state)))
+            if step.spec.end:  # type: ignore[union-attr]
+                return _finish(flow, state, outputs, with_outro=False)
+            continue
+        state.current = step.id
+        outputs.append(ask_for(flow, step, state))
+        return Outcome(outputs, state)
+    return _finish(flow, state, outputs, with_outro=True)
+
+
+def _finish(flow: Flow, state: ConversationState, outputs: list[Output], *, with_outro: bool) -> Outcome:
+    state.status = "completed"
+    state.current = None
+    text = _render(flow, flow.outro, state) if with_outro and flow.outro else None
+    outputs.append(End("completed", text))
+    return Outcome(outputs, state)
+
+
+def resume(flow: Flow, state: ConversationState) -> list[Output]:
+    """What to show someone coming back: the open question, or how it ended."""
+    if state.status == "active" and state.current is not None:
+        return [ask_for(flow, flow.step(state.current), state)]
+    if state.status == "new":
+        return []
+    reason = state.status if state.status in ("completed", "stopped", "expired") else "completed"
+    return [End(reason)]  # type: ignore[arg-type]
+
+
+def ask_for(flow: Flow, step: Step, state: ConversationState) -> Ask:
+    return Ask(
+        step=step.id,
+        text=_render(flow, step.text, state),
+        help=_render(flow, step.help, state) if step.help else None,
+        input=input_spec(step, state, flow),
+    )
+
+
+def input_spec(step: Step, state: ConversationState, flow: Flow) -> InputSpec:
+    spec = step.spec
+    required = spec.required
+    if step.bounds is not None:
+        lo, hi = step.bounds
+        return InputSpec(step.type, required, min=lo, max=hi, labels=step.end_labels)
+    if step.type in ("choice", "multi_choice"):
+        options = tuple(
+            ChoiceOption(c.value, _render(flow, label, state))
+            for c, label in zip(step.choices, step.choice_labels, strict=True)
+        )
+        if step.type == "choice":
+            return InputSpec("choice", required, choices=options)
+        top = spec.max_picks or len(options)  # type: ignore[union-attr]
+        return InputSpec("multi_choice", required, choices=options, min_picks=spec.min_picks, max_picks=top)  # type: ignore[union-attr]
+    if step.type == "text":
+        return InputSpec("text", required, max_length=spec.max_length, placeholder=spec.placeholder)  # type: ignore[union-attr]
+    if step.type == "email":
+        return InputSpec("email", False, consent=spec.consent)  # type: ignore[union-attr]
+    return InputSpec(step.type, required)
+
+
+def _render(flow: Flow, template: Template | None, state: ConversationState) -> str:
+    if template is None:
+        return ""
+    if template.is_plain:
+        return template.source
+
+    def display(name: cond.Name, value: Any) -> str:
+        if name.parts[0] != "respondent" and flow.has_step(name.parts[0]):
+            step = flow.step(name.parts[0])
+            if step.type in ("choice", "multi_choice") and value is not None:
+                values = value if isinstance(value, list) else [value]
+                labels = [c.label for v in values if (c := step.choice(v)) is not None]
+                return ", ".join(labels)
+        return plain_text(value)
+
+    return template.render(cond.truthy_in(state.answers, state.profile), display)

@@ -1,0 +1,37 @@
+"""Conversation state: plain data that round-trips through JSON, so any process can resume it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["new", "active", "completed", "stopped", "expired"]
+OPEN_STATUSES = frozenset({"new", "active"})
+
+
+@dataclass
+class ConversationState:
+    flow_id: str
+    flow_hash: str
+    status: Status = "new"
+    current: str | None = None
+    answers: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    tags: dict[str, float] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
+    steps_taken: int = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ConversationState:
+        return cls(**json.loads(text))
+
+    def copy(self) -> ConversationState:
+        return ConversationState.from_json(self.to_json())
