@@ -1,0 +1,1 @@
+"""Services: the only place the engine, the flows and the store meet."""

@@ -1,0 +1,138 @@
+"""The async engine and session factory, created per app (never at import) and disposed with it.
+
+SQLite gets WAL, ``synchronous=NORMAL``, foreign keys and a busy timeout on every connection;
+a plain ``postgresql://`` URL is mapped to asyncpg. Schema changes go through Alembic only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from bot.errors import ConfigError, DatabaseError, DatabaseNeedsUpgrade
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def database_url(value: str) -> str:
+    """Turn ``--db`` (a file path or a URL) into an async SQLAlchemy URL."""
+    if "://" not in value:
+        return f"sqlite+aiosqlite:///{Path(value).expanduser().resolve()}"
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if value.startswith(plain):
+            value = driver + value[len(plain) :]
+    try:
+        make_url(value)
+    except ArgumentError as err:
+        raise ConfigError(f"cannot read database URL {value!r}: {err}") from err
+    return value
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Take transactions into our own hands (see _sqlite_begin); pysqlite's implicit BEGIN
+    # would start deferred transactions that fail with SQLITE_BUSY_SNAPSHOT under WAL.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    """Writers queue on the busy timeout instead of failing mid-transaction."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+class Database:
+    """Owns one AsyncEngine; ``sessions()`` opens a session the caller commits."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = database_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        kwargs: dict[str, Any] = {"echo": echo}
+        if not self.is_sqlite:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+
+    @property
+    def display(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    async def revision(self) -> tuple[str | None, bool]:
+        """(current Alembic revision, whether the database has any tables at all)."""
+        try:
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(_revision)
+        except (SQLAlchemyError, OSError) as err:
+            raise DatabaseError(f"cannot open database {self.display}: {err}") from err
+
+    async def upgrade(self, revision: str = "head") -> tuple[str | None, str]:
+        """Apply migrations; returns (revision before, revision after)."""
+        before, _ = await self.revision()
+        try:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_upgrade, revision)
+        except SQLAlchemyError as err:
+            raise DatabaseError(f"migration failed on {self.display}: {err}") from err
+        after, _ = await self.revision()
+        return before, after or ""
+
+    async def ensure_ready(self, *, create_if_empty: bool = True) -> bool:
+        """Check the schema is current. A brand-new empty database is created (returns True);
+        an older one raises DatabaseNeedsUpgrade, because migrating live data is a decision."""
+        current, has_tables = await self.revision()
+        head = head_revision()
+        if current == head:
+            return False
+        if current is None and not has_tables and create_if_empty:
+            await self.upgrade()
+            return True
+        raise DatabaseNeedsUpgrade(
+            f"the database {self.display} is at schema revision {current or 'none'}, "
+            f"this Parley needs {head}: run `parley db upgrade` (back it up first)"
+        )
+
+
+def _revision(conn: Connection) -> tuple[str | None, bool]:
+    current = MigrationContext.configure(conn).get_current_revision()
+    return current, bool(inspect(conn).get_table_names())
+
+
+def _upgrade(conn: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)

@@ -1,0 +1,120 @@
+"""SQLModel tables. Migrations in ``bot/store/migrations`` create exactly this schema
+(a test compares them), so change both together: add a migration, never edit the first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow if not nullable else None,
+        sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index),
+    )
+
+
+class Respondent(SQLModel, table=True):
+    """A person, known by a channel key: ``web:<token>``, ``slack:<team>:<user>``, ``cli:<name>``."""
+
+    __tablename__ = "respondent"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=200, unique=True, index=True)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    timezone: str | None = Field(default=None, max_length=64)
+    opted_out: bool = Field(default=False)
+    opted_out_at: datetime | None = _ts(nullable=True)
+    last_surveyed_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+
+
+class Suppression(SQLModel, table=True):
+    """Opt-outs that outlive ``forget``: only a hash of the key, so the person stays unsurveyed."""
+
+    __tablename__ = "suppression"
+    key_hash: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = _ts()
+
+
+class FlowVersion(SQLModel, table=True):
+    """The exact flow (includes expanded) that conversations and answers refer to."""
+
+    __tablename__ = "flow_version"
+    __table_args__ = (UniqueConstraint("flow_id", "hash", name="uq_flow_version_flow_hash"),)
+    id: int | None = Field(default=None, primary_key=True)
+    flow_id: str = Field(max_length=64, index=True)
+    hash: str = Field(max_length=64)
+    title: str = Field(max_length=3000)
+    definition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts()
+
+
+class Conversation(SQLModel, table=True):
+    """One respondent taking one flow version; ``open_key`` makes "one open per flow" a constraint."""
+
+    __tablename__ = "conversation"
+    id: str = Field(primary_key=True, max_length=32)
+    respondent_id: int = Field(foreign_key="respondent.id", index=True)
+    flow_id: str = Field(max_length=64, index=True)
+    flow_version_id: int = Field(foreign_key="flow_version.id")
+    channel: str = Field(max_length=32)
+    status: str = Field(max_length=16, index=True)
+    current_step: str | None = Field(default=None, max_length=64)
+    state: str
+    version: int = Field(default=0)
+    open_key: str | None = Field(default=None, max_length=120, unique=True)
+    started_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    completed_at: datetime | None = _ts(nullable=True)
+
+
+class Answer(SQLModel, table=True):
+    """One accepted answer; the unique key turns a double submit into a no-op."""
+
+    __tablename__ = "answer"
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "step_id", name="uq_answer_conversation_step"),
+        Index("ix_answer_flow_created", "flow_id", "created_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: str = Field(foreign_key="conversation.id", index=True, max_length=32)
+    respondent_id: int | None = Field(default=None, foreign_key="respondent.id", index=True)
+    flow_id: str = Field(max_length=64)
+    flow_version_id: int = Field(foreign_key="flow_version.id")
+    step_id: str = Field(max_length=64)
+    step_type: str = Field(max_length=16)
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = _ts()
+
+
+class Tag(SQLModel, table=True):
+    """A weighted tag added by an answer; the history of segments is these rows over time."""
+
+    __tablename__ = "tag"
+    id: int | None = Field(default=None, primary_key=True)
+    respondent_id: int = Field(foreign_key="respondent.id", index=True)
+    conversation_id: str | None = Field(default=None, foreign_key="conversation.id", max_length=32)
+    dimension: str = Field(max_length=41, index=True)
+    segment: str = Field(max_length=61)
+    weight: float = Field(default=1.0)
+    source: str = Field(max_length=130)
+    created_at: datetime = _ts()
+
+
+class Event(SQLModel, table=True):
+    """Append-only log: conversation started/completed, opt-out, behaviour events from the API."""
+
+    __tablename__ = "event"
+    id: int | None = Field(default=None, primary_key=True)
+    respondent_id: int | None = Field(default=None, foreign_key="respondent.id", index=True)
+    kind: str = Field(max_length=64, index=True)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _ts()
