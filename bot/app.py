@@ -1,0 +1,56 @@
+"""The aiohttp application: one process serves the web chat, the Slack endpoint and the
+scheduler. Resources live in ``cleanup_ctx`` (created at start-up, closed at shutdown) and
+are reached through typed ``web.AppKey``s; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bot.config import Settings
+from bot.services.catalog import FlowCatalog
+from bot.services.conversations import Surveys
+from bot.store.database import Database
+
+log = logging.getLogger("parley")
+
+SETTINGS = web.AppKey("settings", Settings)
+CATALOG = web.AppKey("catalog", FlowCatalog)
+DATABASE = web.AppKey("database", Database)
+SURVEYS = web.AppKey("surveys", Surveys)
+
+MAX_BODY = 64 * 1024
+
+
+def create_app(settings: Settings, *, catalog: FlowCatalog | None = None) -> web.Application:
+    """Build the app; flows load now so a broken flow stops start-up with its file:line."""
+    from bot.channels import slack as slack_channel
+    from bot.channels import web as web_channel
+    from bot import scheduler
+
+    app = web.Application(client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    app[CATALOG] = catalog or FlowCatalog(settings.flows)
+    app.cleanup_ctx.append(_database)
+    web_channel.setup(app)
+    if settings.slack_enabled:
+        slack_channel.setup(app)
+    else:
+        log.info("Slack is not configured (no SLACK_BOT_TOKEN / SLACK_APP_TOKEN): running web-only")
+    app.cleanup_ctx.append(scheduler.run_scheduler)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    db = Database(app[SETTINGS].db)
+    try:
+        if await db.ensure_ready():
+            log.info("created a new database at %s", db.display)
+        app[DATABASE] = db
+        app[SURVEYS] = Surveys(db, app[CATALOG])
+        yield
+    finally:
+        await db.dispose()

@@ -1,0 +1,273 @@
+"""The ``parley`` command line. Every command takes ``--db`` and ``--flows``; flags beat env vars.
+
+Errors a user can act on (ParleyError) print as ``error: …`` and exit 1; flow problems print
+one ``file:line:col: message (hint)`` per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import getpass
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bot.config import Settings, load_settings
+from bot.errors import DatabaseNeedsUpgrade, FlowError, ParleyError
+from bot.store.database import Database
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def common(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --db and --flows, build Settings, and turn ParleyError into a clean exit 1."""
+
+    @click.option("--db", "db", default=None, help="SQLite file path or database URL (default: parley.db; env DATABASE_URL).")
+    @click.option("--flows", "flows", default=None, type=click.Path(path_type=Path), help="Flows folder (default: flows/; env PARLEY_FLOWS).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, db: str | None, flows: Path | None, **kwargs: Any) -> Any:
+        try:
+            settings = load_settings(db=db, flows=flows)
+            return func(*args, settings=settings, **kwargs)
+        except FlowError as err:
+            for problem in err.problems:
+                click.echo(str(problem), err=True)
+            raise SystemExit(1) from err
+        except ParleyError as err:
+            click.echo(f"error: {err.message}", err=True)
+            raise SystemExit(1) from err
+
+    return wrapper
+
+
+async def open_db(settings: Settings) -> Database:
+    db = Database(settings.db)
+    try:
+        if await db.ensure_ready():
+            click.echo(f"created a new database at {db.display}", err=True)
+    except DatabaseNeedsUpgrade:
+        await db.dispose()
+        raise
+    return db
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="parley-bot")
+def main() -> None:
+    """Parley: chat-style surveys written as YAML flows."""
+
+
+# --- validate ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@common
+def validate(path: Path | None, *, settings: Settings) -> None:
+    """Check every flow, block and config file (one line per file; errors as file:line:col)."""
+    from bot.flow import validate_tree
+
+    target = path or settings.flows
+    if not target.exists():
+        click.echo(f"{target}: no such file or folder", err=True)
+        raise SystemExit(1)
+    reports = validate_tree(target)
+    bad = 0
+    for report in reports:
+        if report.ok:
+            click.echo(f"ok    {report.path}: {report.summary}")
+        else:
+            bad += 1
+            click.echo(f"FAIL  {report.path}: {len(report.problems)} problem(s)")
+            for problem in report.problems:
+                click.echo(f"  {problem}", err=True)
+    if not reports:
+        click.echo(f"{target}: no .yml files found", err=True)
+        raise SystemExit(1)
+    if bad:
+        raise SystemExit(1)
+
+
+# --- chat --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("flow_id")
+@click.option("--as", "who", default=None, help="Respondent name (default: your login name).")
+@common
+def chat(flow_id: str, who: str | None, *, settings: Settings) -> None:
+    """Take a flow in the terminal. Ctrl-C pauses; run it again to resume."""
+    from bot.channels.terminal import chat_loop
+
+    key = f"cli:{who or getpass.getuser()}"
+    try:
+        code = chat_loop(settings, flow_id=flow_id, respondent_key=key)
+    except KeyboardInterrupt:
+        click.echo(f"\nPaused. Run `parley chat {flow_id}` again to pick up where you left off.")
+        code = 130
+    raise SystemExit(code)
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("flow_id")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@common
+def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
+    """Responses, completion rate, scores with distributions, top choices, recent open answers."""
+    from bot.services.catalog import FlowCatalog
+    from bot.services.results import flow_results, render_text
+
+    flow = FlowCatalog(settings.flows).get(flow_id)
+
+    async def go() -> Any:
+        db = await open_db(settings)
+        try:
+            return await flow_results(db, flow)
+        finally:
+            await db.dispose()
+
+    report = run(go())
+    if fmt == "json":
+        click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_text(report))
+
+
+# --- export / forget ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--flow", "flow_id", default=None, help="Only this flow's answers.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write to FILE (default: standard output).")
+@click.option("--respondent", "respondent", default=None, help="Export everything about one person as JSON.")
+@common
+def export(flow_id: str | None, fmt: str, out: Path | None, respondent: str | None, *, settings: Settings) -> None:
+    """Every answer with respondent, flow version, step, value and time."""
+    from bot.services import privacy
+
+    async def go() -> None:
+        db = await open_db(settings)
+        try:
+            if respondent is not None:
+                data = await privacy.export_respondent(db, key=respondent)
+                text = json.dumps(data, indent=2, ensure_ascii=False)
+                _write(out, text + "\n")
+                return
+            total = await privacy.count_answers(db, flow_id=flow_id)
+            stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout  # noqa: SIM115
+            try:
+                if fmt == "csv":
+                    stream.write(privacy.csv_header())
+                show = out is not None
+                with click.progressbar(length=total, label=f"exporting {total} answers", file=sys.stderr, hidden=not show) as bar:
+                    async for record in privacy.export_answers(db, flow_id=flow_id):
+                        stream.write(privacy.format_record(record, fmt))
+                        bar.update(1)
+            finally:
+                if out:
+                    stream.close()
+            if out:
+                click.echo(f"wrote {total} answers to {out}", err=True)
+        finally:
+            await db.dispose()
+
+    run(go())
+
+
+def _write(out: Path | None, text: str) -> None:
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}", err=True)
+
+
+@main.command()
+@click.argument("respondent")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@common
+def forget(respondent: str, yes: bool, *, settings: Settings) -> None:
+    """Delete every answer, tag and conversation of one person (e.g. slack:T1:U123)."""
+    from bot.services import privacy
+
+    if not yes:
+        click.confirm(f"Delete all data of {respondent}? This cannot be undone", abort=True)
+
+    async def go() -> privacy.Forgotten:
+        db = await open_db(settings)
+        try:
+            return await privacy.forget(db, key=respondent)
+        finally:
+            await db.dispose()
+
+    done = run(go())
+    counts = ", ".join(f"{n} {table}" for table, n in done.counts.items())
+    click.echo(f"forgot {respondent}: deleted {counts}")
+    if done.still_suppressed:
+        click.echo("they had opted out: a one-way hash of their id stays on the do-not-survey list")
+
+
+# --- db ----------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@common
+def db_upgrade(*, settings: Settings) -> None:
+    """Apply Alembic migrations up to this Parley's schema."""
+
+    async def go() -> tuple[str | None, str]:
+        database = Database(settings.db)
+        try:
+            return await database.upgrade()
+        finally:
+            await database.dispose()
+
+    before, after = run(go())
+    if before == after:
+        click.echo(f"database already at revision {after}")
+    else:
+        click.echo(f"upgraded database from {before or 'empty'} to {after}")
+
+
+# --- serve -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1; env PARLEY_HOST).")
+@click.option("--port", default=None, type=int, help="Port (default 8080; env PARLEY_PORT).")
+@common
+def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
+    """Serve the web chat, the Slack endpoint and the scheduler in one process."""
+    import logging
+
+    from aiohttp import web
+
+    from bot.app import create_app
+
+    settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    click.echo(f"Parley on http://{settings.host}:{settings.port}/  (database: {settings.db}, flows: {settings.flows})")
+    web.run_app(app, host=settings.host, port=settings.port, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""APScheduler 3 only wakes this process up; the database rows are the claims.
+
+Each replica runs its own scheduler with jobs derived from database state, so jobs are
+module-level functions that take what they need and are safe to run on every replica.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+log = logging.getLogger("parley.scheduler")
+
+SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
+EXPIRE_EVERY_MINUTES = 5
+
+
+async def expire_conversations(app: web.Application) -> None:
+    """Close conversations whose flow's ``expires_after`` has passed."""
+    from bot.app import SURVEYS
+
+    closed = await app[SURVEYS].expire_due()
+    if closed:
+        log.info("expired %d conversation(s)", closed)
+
+
+async def run_scheduler(app: web.Application) -> AsyncIterator[None]:
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_job(
+        expire_conversations,
+        "interval",
+        minutes=EXPIRE_EVERY_MINUTES,
+        args=[app],
+        id="expire_conversations",
+        coalesce=True,
+        max_instances=1,
+    )
+    app[SCHEDULER] = scheduler
+    scheduler.start()
+    try:
+        yield
+    finally:
+        scheduler.shutdown(wait=False)

@@ -1,0 +1,119 @@
+"""Export and forget: people can have their data back, and have it gone.
+
+``forget`` deletes every answer, tag, event and conversation of a person in one transaction.
+If they had opted out, a hash of their key stays on the suppression list so the opt-out
+outlives the deletion.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import SQLModel
+
+from bot.errors import RespondentNotFound
+from bot.store import repo
+from bot.store.database import Database
+from bot.store.models import Answer
+
+EXPORT_COLUMNS = ("respondent", "flow", "flow_version", "conversation", "step", "step_type", "value", "answered_at")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def answer_record(answer: Answer, key: str | None, version: str) -> dict[str, Any]:
+    return {
+        "respondent": key,
+        "flow": answer.flow_id,
+        "flow_version": version,
+        "conversation": answer.conversation_id,
+        "step": answer.step_id,
+        "step_type": answer.step_type,
+        "value": answer.value,
+        "answered_at": answer.created_at.isoformat(),
+    }
+
+
+async def export_answers(db: Database, *, flow_id: str | None) -> AsyncIterator[dict[str, Any]]:
+    async with db.sessions() as session:
+        async for answer, key, version in repo.flow_answers(session, flow_id=flow_id):
+            yield answer_record(answer, key, version)
+
+
+async def count_answers(db: Database, *, flow_id: str | None) -> int:
+    async with db.sessions() as session:
+        return await repo.count_answers(session, flow_id=flow_id)
+
+
+def format_record(record: dict[str, Any], fmt: str) -> str:
+    """One line of CSV or JSON Lines (CSV values that are lists/bools are JSON-encoded)."""
+    if fmt == "jsonl":
+        return json.dumps(record, ensure_ascii=False, default=_json_default) + "\n"
+    row = dict(record)
+    if not isinstance(row["value"], str):
+        row["value"] = json.dumps(row["value"], ensure_ascii=False)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([row[c] if row[c] is not None else "" for c in EXPORT_COLUMNS])
+    return buf.getvalue()
+
+
+def csv_header() -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(EXPORT_COLUMNS)
+    return buf.getvalue()
+
+
+def _row(model: SQLModel) -> dict[str, Any]:
+    return json.loads(json.dumps(model.model_dump(), default=_json_default))
+
+
+async def export_respondent(db: Database, *, key: str) -> dict[str, Any]:
+    """Everything Parley stores about one person, as JSON-ready data."""
+    async with db.sessions() as session:
+        respondent = await repo.get_respondent(session, key=key)
+        if respondent is None or respondent.id is None:
+            raise RespondentNotFound(f"no respondent with id {key!r}")
+        rows = await repo.rows_of(session, respondent_id=respondent.id)
+        data: dict[str, Any] = {"respondent": _row(respondent)}
+        conversations = []
+        for conversation in rows["conversations"]:
+            item = _row(conversation)
+            item["state"] = json.loads(conversation.state)
+            item.pop("open_key", None)
+            conversations.append(item)
+        data["conversations"] = conversations
+        data["answers"] = [_row(a) for a in rows["answers"]]
+        data["tags"] = [_row(t) for t in rows["tags"]]
+        data["events"] = [_row(e) for e in rows["events"]]
+        return data
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    key: str
+    counts: dict[str, int]
+    still_suppressed: bool
+
+
+async def forget(db: Database, *, key: str, on_progress: Callable[[str], None] | None = None) -> Forgotten:
+    async with db.sessions() as session, session.begin():
+        respondent = await repo.get_respondent(session, key=key)
+        if respondent is None or respondent.id is None:
+            raise RespondentNotFound(f"no respondent with id {key!r}")
+        suppressed = respondent.opted_out
+        counts = await repo.delete_respondent(session, respondent_id=respondent.id)
+        if suppressed:
+            await repo.suppress(session, key=key)
+        if on_progress:
+            on_progress("deleted")
+        return Forgotten(key, counts, suppressed)

@@ -1,0 +1,159 @@
+"""Results of one flow: response and completion counts, scale scores, top choices, recent
+open answers. Shared by ``parley results``, ``/survey results`` and the web API, so every
+surface shows the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from analysis.scores import ScaleSummary, bar, summarise_scale
+from bot.flow import Flow
+from bot.flow.model import SCALE_TYPES
+from bot.store import repo
+from bot.store.database import Database
+
+RECENT_TEXTS = 5
+TOP_CHOICES = 10
+
+
+@dataclass
+class StepResult:
+    id: str
+    type: str
+    text: str
+    answers: int = 0
+    scale: ScaleSummary | None = None
+    choices: list[tuple[str, str, int]] = field(default_factory=list)  # value, label, count
+    yes: int = 0
+    no: int = 0
+    recent: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "type": self.type, "text": self.text, "answers": self.answers}
+        if self.scale is not None:
+            data["scale"] = self.scale.to_dict()
+        if self.type in ("choice", "multi_choice"):
+            data["choices"] = [{"value": v, "label": label, "count": n} for v, label, n in self.choices]
+        if self.type == "yes_no":
+            data["yes"], data["no"] = self.yes, self.no
+        if self.type == "text":
+            data["recent"] = self.recent
+        return data
+
+
+@dataclass
+class FlowResults:
+    flow_id: str
+    title: str
+    started: int
+    completed: int
+    open: int
+    steps: list[StepResult]
+
+    @property
+    def completion_rate(self) -> float | None:
+        return round(100 * self.completed / self.started, 1) if self.started else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow_id,
+            "title": self.title,
+            "responses": self.started,
+            "completed": self.completed,
+            "open": self.open,
+            "completion_rate": self.completion_rate,
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+    @property
+    def headline(self) -> str:
+        """One line for Slack and dashboards: responses, completion, first score."""
+        parts = [f"{self.started} responses", f"{self.completion_rate if self.completion_rate is not None else 0}% completed"]
+        for step in self.steps:
+            if step.scale is not None and step.scale.score is not None:
+                parts.append(f"{step.scale.score_name} {step.scale.score:+g}" if step.type == "nps" else f"{step.scale.score_name} {step.scale.score:g}")
+                break
+        return " · ".join(parts)
+
+
+async def flow_results(db: Database, flow: Flow) -> FlowResults:
+    """Aggregate every stored answer of the flow (all versions), streaming in batches."""
+    steps = {s.id: StepResult(s.id, s.type, s.text.source) for s in flow.steps if s.asks}
+    scale_values: dict[str, list[int]] = defaultdict(list)
+    choice_counts: dict[str, Counter[str]] = defaultdict(Counter)
+    recent: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=RECENT_TEXTS))
+    async with db.sessions() as session:
+        counts = await repo.conversation_counts(session, flow_id=flow.id)
+        async for answer, key, _version in repo.flow_answers(session, flow_id=flow.id):
+            result = steps.get(answer.step_id)
+            if result is None or answer.step_type != result.type:
+                continue  # a step removed or retyped in a later version: not comparable
+            result.answers += 1
+            value = answer.value
+            if result.type in SCALE_TYPES and isinstance(value, int):
+                scale_values[answer.step_id].append(value)
+            elif result.type == "choice" and isinstance(value, str):
+                choice_counts[answer.step_id][value] += 1
+            elif result.type == "multi_choice" and isinstance(value, list):
+                choice_counts[answer.step_id].update(v for v in value if isinstance(v, str))
+            elif result.type == "yes_no" and isinstance(value, bool):
+                result.yes += value
+                result.no += not value
+            elif result.type == "text" and isinstance(value, str):
+                recent[answer.step_id].append({"text": value, "at": answer.created_at.isoformat(), "respondent": key})
+    for step in flow.steps:
+        result = steps.get(step.id)
+        if result is None:
+            continue
+        if step.bounds is not None:
+            result.scale = summarise_scale(step.type, scale_values[step.id], *step.bounds)
+        if step.type in ("choice", "multi_choice"):
+            labels = {c.value: c.label for c in step.choices}
+            result.choices = [(v, labels.get(v, v), n) for v, n in choice_counts[step.id].most_common(TOP_CHOICES)]
+        if step.type == "text":
+            result.recent = list(reversed(recent[step.id]))
+    started = sum(counts.values())
+    return FlowResults(
+        flow.id,
+        flow.title,
+        started=started,
+        completed=counts.get("completed", 0),
+        open=counts.get("active", 0) + counts.get("new", 0),
+        steps=list(steps.values()),
+    )
+
+
+def render_text(results: FlowResults) -> str:
+    """Plain-text report with bar charts, for terminals and Slack code blocks."""
+    rate = f"{results.completion_rate}%" if results.completion_rate is not None else "n/a"
+    lines = [
+        f"{results.title} ({results.flow_id})",
+        f"responses: {results.started}   completed: {results.completed}   open: {results.open}   completion rate: {rate}",
+    ]
+    for step in results.steps:
+        lines.append("")
+        lines.append(f"[{step.id}] {step.text}  ({step.answers} answers)")
+        if step.scale is not None:
+            scale = step.scale
+            if scale.score is not None:
+                groups = ", ".join(f"{k} {v}" for k, v in scale.groups.items())
+                lines.append(f"  {scale.score_name}: {scale.score:g}   mean {scale.mean}   ({groups})")
+            elif scale.mean is not None:
+                lines.append(f"  mean {scale.mean}")
+            biggest = max(scale.distribution.values(), default=0)
+            for point, n in scale.distribution.items():
+                lines.append(f"  {point:>3} {bar(n, biggest):<30} {n}")
+        elif step.type in ("choice", "multi_choice"):
+            biggest = max((n for _, _, n in step.choices), default=0)
+            for _value, label, n in step.choices:
+                lines.append(f"  {label[:40]:<40} {bar(n, biggest, 20):<20} {n}")
+        elif step.type == "yes_no":
+            lines.append(f"  yes {step.yes}   no {step.no}")
+        elif step.type == "text":
+            for item in step.recent:
+                text = item["text"].replace("\n", " ")
+                lines.append(f"  “{text[:100]}{'…' if len(text) > 100 else ''}”")
+    return "\n".join(lines)
