@@ -180,7 +180,7 @@ def _expand(
             out.at(file, pos, f"include path '{rel}' is outside the flows folder")
             continue
         if target in stack:
-            chain = " -> ".join(_display(p, root) for p in (*stack, target))
+            chain = " -> ".join(str(p.relative_to(root.resolve())) for p in (*stack, target))
             out.at(file, pos, f"include cycle: {chain}")
             continue
         if len(stack) > MAX_INCLUDE_DEPTH:
@@ -201,10 +201,15 @@ def _expand(
 
 
 def _display(path: Path, root: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(root.resolve().parent))
-    except ValueError:
-        return str(path)
+    """How a file is named in messages: relative to the working directory when under it
+    (``flows/nps.yml``), else relative to the flows folder's parent."""
+    resolved = path.resolve()
+    for base in (Path.cwd(), root.resolve().parent):
+        try:
+            return str(resolved.relative_to(base))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def _check_schema(cls: type[BaseModel], node: Any, file: str, out: _Collector) -> bool:
@@ -243,16 +248,16 @@ def _expr_pos(raw: RawStep, path: tuple[Any, ...], offset: int) -> tuple[int, in
 
 
 def _check_expr(
-    node: cond.Node, raw: RawStep, path: tuple[Any, ...], scope: _Scope, out: _Collector
+    node: cond.Node, raw: RawStep, path: tuple[Any, ...], scope: _Scope, out: _Collector, base: int = 0
 ) -> None:
     for name in cond.names(node):
-        pos = _expr_pos(raw, path, name.offset)
+        pos = _expr_pos(raw, path, base + name.offset)
         head = name.parts[0]
         if head == "respondent":
             if len(name.parts) != 2:
                 out.at(raw.file, pos, f"'{name.dotted}': write respondent.ATTRIBUTE", "e.g. respondent.role")
             continue
-        if head in scope.later:
+        if head in scope.later and head not in scope.earlier:
             out.at(raw.file, pos, f"'{head}' is asked later, so it has no answer here", "conditions can only use earlier steps")
         elif head not in scope.earlier:
             known = [*scope.earlier, "respondent"]
@@ -262,7 +267,7 @@ def _check_expr(
         elif len(name.parts) > 1:
             out.at(raw.file, pos, f"'{name.dotted}': a step's answer has no attributes")
     for comp in cond.comparisons(node):
-        _check_comparison(comp, raw, path, scope, out)
+        _check_comparison(comp, raw, path, scope, out, base)
 
 
 def _literals(node: cond.Node) -> list[Any] | None:
@@ -274,7 +279,7 @@ def _literals(node: cond.Node) -> list[Any] | None:
 
 
 def _check_comparison(
-    comp: cond.Compare, raw: RawStep, path: tuple[Any, ...], scope: _Scope, out: _Collector
+    comp: cond.Compare, raw: RawStep, path: tuple[Any, ...], scope: _Scope, out: _Collector, base: int = 0
 ) -> None:
     for name_side, other in ((comp.left, comp.right), (comp.right, comp.left)):
         if not isinstance(name_side, cond.Name) or name_side.parts[0] not in scope.earlier:
@@ -283,7 +288,7 @@ def _check_comparison(
         values = _literals(other)
         if values is None:
             continue
-        pos = _expr_pos(raw, path, name_side.offset)
+        pos = _expr_pos(raw, path, base + name_side.offset)
         step_id = spec.id
         for value in values:
             if value is None:
@@ -320,9 +325,9 @@ def _template(source: str | None, raw: RawStep, path: tuple[Any, ...], scope: _S
     except cond.ConditionSyntaxError as err:
         out.at(raw.file, _expr_pos(raw, path, err.offset), f"bad {{{{...}}}} in text: {err.message}")
         return None
-    for part in template.parts:
-        if not isinstance(part, str):
-            _check_expr(part, raw, path, scope, out)
+    expressions = [p for p in template.parts if not isinstance(p, str)]
+    for part, offset in zip(expressions, template.offsets, strict=True):
+        _check_expr(part, raw, path, scope, out, offset)
     return template
 
 
@@ -392,6 +397,8 @@ def _build_steps(
             for i, choice in enumerate(spec.choices):
                 if values.index(choice.value) != i:
                     out.at(raw.file, position(raw.node, ("choices", i, "value")), f"duplicate choice value '{choice.value}' in step '{spec.id}'")
+    if len(specs) < len(raws):
+        return [], specs  # a step failed its schema: name checks would only add noise
     steps: list[Step] = []
     all_ids = [s.id for s, _ in specs]
     may_skip: dict[str, bool] = {}
@@ -435,16 +442,16 @@ def _build_steps(
 def build_flow(node: Any, *, file: str, root: Path | None, expected_id: str | None) -> Flow:
     """Stages 2 and 3 over parsed YAML (from a file, or a stored definition when root is None)."""
     out = _Collector()
-    if not _check_schema(FlowMeta, node, file, out):
+    meta_ok = _check_schema(FlowMeta, node, file, out)
+    items = node.get("steps") if isinstance(node, dict) else None
+    if isinstance(items, list):  # check the steps even when the header is wrong: report everything
+        raws = list(_expand(items, file, root, (), out)) if root is not None else [RawStep(s, file) for s in items]
+        steps, _ = _build_steps(raws, file, out)
+    if not meta_ok:
         out.raise_if_any()
     meta = FlowMeta.model_validate(node)
     if expected_id is not None and meta.id != expected_id:
         out.at(file, position(node, ("id",)), f"flow id '{meta.id}' must match its file name", f"rename it to '{expected_id}'")
-    if root is not None:
-        raws = list(_expand(node["steps"], file, root, (), out))
-    else:
-        raws = [RawStep(s, file) for s in node["steps"]]
-    steps, _ = _build_steps(raws, file, out)
     if not any(s.asks for s in steps) and not out.problems:
         out.at(file, position(node, ("steps",)), "a flow needs at least one question")
     all_specs = {s.id: s.spec for s in steps}

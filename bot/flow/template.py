@@ -22,6 +22,7 @@ class Template:
 
     source: str
     parts: tuple[str | Node, ...]
+    offsets: tuple[int, ...] = ()  # where each expression starts in ``source``
 
     @property
     def is_plain(self) -> bool:
@@ -59,15 +60,17 @@ def _plain(value: Any) -> str:
 def compile_template(source: str) -> Template:
     """Compile ``source``; raises ConditionSyntaxError with an offset into ``source``."""
     parts: list[str | Node] = []
+    offsets: list[int] = []
     pos = 0
     for m in _PIPE.finditer(source):
         if m.start() > pos:
             parts.append(source[pos : m.start()])
         inner = m.group(1)
+        lead = len(inner) - len(inner.lstrip())
         try:
             parts.append(parse(inner.strip()))
+            offsets.append(m.start(1) + lead)
         except ConditionSyntaxError as err:
-            lead = len(inner) - len(inner.lstrip())
             raise ConditionSyntaxError(err.message, m.start(1) + lead + err.offset) from err
         pos = m.end()
     if pos < len(source):
@@ -75,7 +78,7 @@ def compile_template(source: str) -> Template:
     rest = _PIPE.sub("", source)
     if "{{" in rest:
         raise ConditionSyntaxError("'{{' without a closing '}}'", source.index("{{"))
-    return Template(source, tuple(parts))
+    return Template(source, tuple(parts), tuple(offsets))
 
 
 def plain_text(value: Any) -> str:

@@ -1,0 +1,396 @@
+"""The flow loader: every rejection comes with file:line:col and a hint; good flows compile."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bot.errors import FlowError
+from bot.flow import load_all, load_flow, validate_tree
+from bot.flow.loader import flow_from_definition
+from bot.flow.yamlsource import MAX_FILE_BYTES
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+def problems(root: Path, name: str, text: str) -> list[str]:
+    path = write(root, name, text)
+    with pytest.raises(FlowError) as info:
+        load_flow(path, root=root)
+    return [str(p).removeprefix(f"{root.name}/") for p in info.value.problems]
+
+
+GOOD = """
+id: demo
+kind: microsurvey
+title: Demo
+steps:
+  - id: score
+    type: nps
+    text: How likely?
+  - id: why
+    when: score <= 6
+    type: text
+    text: Why {{score}}?
+"""
+
+
+def test_good_flow_compiles(tmp_path: Path) -> None:
+    flow = load_flow(write(tmp_path, "demo.yml", GOOD), root=tmp_path)
+    assert flow.id == "demo"
+    assert [s.id for s in flow.steps] == ["score", "why"]
+    assert flow.step("why").when is not None
+    assert len(flow.hash) == 16
+
+
+def test_hash_changes_with_content_and_is_stable(tmp_path: Path) -> None:
+    path = write(tmp_path, "demo.yml", GOOD)
+    first = load_flow(path, root=tmp_path).hash
+    assert load_flow(path, root=tmp_path).hash == first
+    path.write_text(path.read_text().replace("How likely?", "How likely are you?"))
+    assert load_flow(path, root=tmp_path).hash != first
+
+
+def test_stored_definition_rebuilds_same_flow(tmp_path: Path) -> None:
+    flow = load_flow(write(tmp_path, "demo.yml", GOOD), root=tmp_path)
+    again = flow_from_definition(flow.definition)
+    assert again.hash == flow.hash
+    assert [s.id for s in again.steps] == ["score", "why"]
+
+
+def test_unknown_key_with_did_you_mean(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path,
+        "demo.yml",
+        """
+        id: demo
+        kind: microsurvey
+        title: Demo
+        steps:
+          - id: score
+            type: nps
+            text: How likely?
+            wehn: score > 1
+        """,
+    )
+    assert out == ["demo.yml:8:5: unknown key 'wehn' (did you mean 'when'?)"]
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("title: Demo", "title: Demo\ntitel: Oops"))
+    assert out == ["demo.yml:4:1: unknown key 'titel' (did you mean 'title'?)"]
+
+
+def test_unknown_key_in_choice(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path,
+        "demo.yml",
+        """
+        id: demo
+        kind: microsurvey
+        title: Demo
+        steps:
+          - id: pick
+            type: choice
+            text: Pick
+            choices:
+              - {value: a, label: A, tag: {needs:price: 1}}
+        """,
+    )
+    assert len(out) == 1
+    assert out[0].startswith("demo.yml:9:30: unknown key 'tag'")
+    assert "did you mean 'tags'?" in out[0]
+
+
+def test_duplicate_step_ids(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("id: why", "id: score"))
+    assert len(out) == 1
+    assert out[0].startswith("demo.yml:8:9: duplicate step id 'score' (first used at ")
+    assert out[0].endswith("demo.yml:5)")
+
+
+def test_condition_naming_unknown_step(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("when: score <= 6", "when: scroe <= 6"))
+    assert out == ["demo.yml:9:11: unknown name 'scroe' (did you mean 'score'?)"]
+
+
+def test_condition_naming_later_step(tmp_path: Path) -> None:
+    text = GOOD.replace("    when: score <= 6\n", "") + "  - id: later\n    type: text\n    text: x\n"
+    text = text.replace("  - id: score\n    type: nps", "  - id: score\n    when: later == 'x'\n    type: nps")
+    out = problems(tmp_path, "demo.yml", text)
+    assert out == ["demo.yml:6:11: 'later' is asked later, so it has no answer here (conditions can only use earlier steps)"]
+
+
+def test_condition_syntax_error_position(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("when: score <= 6", 'when: "score = 6"'))
+    assert out == ["demo.yml:9:18: bad condition: unexpected character '=' (use == to compare)"]
+
+
+def test_condition_with_unknown_choice_value(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path,
+        "demo.yml",
+        """
+        id: demo
+        kind: churn
+        title: Demo
+        steps:
+          - id: reason
+            type: choice
+            text: Why?
+            choices:
+              - {value: too_expensive, label: Too expensive}
+              - {value: missing_features, label: Missing features}
+          - id: price_detail
+            when: reason == "too_expensiv"
+            type: text
+            text: Tell us more
+        """,
+    )
+    assert out[0] == "demo.yml:12:11: 'reason' has no choice with value 'too_expensiv' (did you mean 'too_expensive'?)"
+
+
+def test_comparing_scale_with_text_is_a_type_error(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("when: score <= 6", "when: score == 'high'"))
+    assert out == ["demo.yml:9:11: 'score' is a number scale; compare it with a number, not 'high'"]
+
+
+def test_unreachable_step_by_condition(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("when: score <= 6", "when: score > 10"))
+    assert out == ["demo.yml:9:11: step 'why' can never be asked: its when: is never true (check the values and ranges it compares)"]
+
+
+def test_unreachable_step_after_unconditional_end(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path,
+        "demo.yml",
+        """
+        id: demo
+        kind: interview
+        title: Demo
+        steps:
+          - id: ok
+            type: yes_no
+            text: Up for it?
+          - id: bye
+            type: message
+            text: Bye
+            end: true
+          - id: never
+            type: text
+            text: Never asked
+        """,
+    )
+    assert out == ["demo.yml:12:9: step 'never' can never be asked (step 'bye' always ends the flow before it)"]
+
+
+def test_bad_types_and_values(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path,
+        "demo.yml",
+        """
+        id: demo
+        kind: survey
+        title: Demo
+        steps:
+          - id: Score
+            type: nps
+            text: How likely?
+          - id: r
+            type: rating
+            text: Rate
+            min: 5
+            max: 3
+          - id: t
+            type: text
+            text: Say
+            max_length: lots
+        """,
+    )
+    joined = "\n".join(out)
+    assert "demo.yml:2:7: kind: Input should be 'welcome', 'microsurvey', 'churn' or 'interview'" in joined
+    assert "demo.yml:5:9: id: 'Score' is not allowed here (use lower-case letters, digits and _ (e.g. why_low))" in joined
+    assert "demo.yml:8:5: max (3) must be greater than min (5)" in joined
+    assert "demo.yml:16:17: max_length: Input should be a valid integer" in joined
+
+
+def test_unknown_step_type(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("type: text", "type: txt"))
+    assert out == ["demo.yml:10:11: unknown step type 'txt' (did you mean 'text'?)"]
+
+
+def test_empty_choices_and_missing_label(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path,
+        "demo.yml",
+        """
+        id: demo
+        kind: microsurvey
+        title: Demo
+        steps:
+          - id: pick
+            type: choice
+            text: Pick
+            choices: []
+          - id: pick2
+            type: multi_choice
+            text: Pick more
+            choices:
+              - {value: a}
+        """,
+    )
+    assert any("demo.yml:8:5: choices: List should have at least 1 item" in p for p in out)
+    assert any("demo.yml:13:9: missing required key 'label'" in p for p in out)
+
+
+def test_missing_required_keys(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", "id: demo\nkind: microsurvey\nsteps:\n  - id: a\n    type: nps\n")
+    assert "demo.yml:1:1: missing required key 'title'" in out
+    out = problems(tmp_path, "demo.yml", GOOD.replace("    text: How likely?\n", ""))
+    assert out == ["demo.yml:5:5: missing required key 'text'"]
+
+
+def test_id_must_match_file_name(tmp_path: Path) -> None:
+    out = problems(tmp_path, "other.yml", GOOD)
+    assert out == ["other.yml:1:5: flow id 'demo' must match its file name (rename it to 'other')"]
+
+
+def test_yaml_syntax_error(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", "id: demo\nkind: [microsurvey\ntitle: x\n")
+    assert len(out) == 1
+    assert out[0].startswith("demo.yml:3:")
+    assert "YAML syntax error" in out[0]
+
+
+def test_yaml_aliases_refused(tmp_path: Path) -> None:
+    text = GOOD.replace("title: Demo", "title: &t Demo\ndescription: *t")
+    out = problems(tmp_path, "demo.yml", text)
+    assert len(out) == 1
+    assert "aliases (*name) are not allowed" in out[0]
+    assert out[0].startswith("demo.yml:4:14:")
+
+
+def test_duplicate_yaml_keys_refused(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("title: Demo", "title: Demo\ntitle: Again"))
+    assert out == ["demo.yml:4:1: YAML syntax error: duplicate key 'title'"]
+
+
+def test_python_tags_refused(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("title: Demo", "title: !!python/object/apply:os.system ['true']"))
+    assert len(out) == 1
+    assert "YAML syntax error" in out[0]
+
+
+def test_size_limit(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD + "# " + "x" * MAX_FILE_BYTES + "\n")
+    assert out == ["demo.yml:1:1: file is larger than 256 KiB (split it with include:)"]
+
+
+def test_nesting_limit(tmp_path: Path) -> None:
+    deep = "[" * 40 + "]" * 40
+    out = problems(tmp_path, "demo.yml", GOOD.replace("title: Demo", f"title: Demo\ndescription: {deep}"))
+    assert len(out) == 1
+    assert "nesting deeper than" in out[0]
+
+
+def test_include_pulls_steps_and_reports_their_own_file(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "blocks/role.yml",
+        """
+        steps:
+          - id: role
+            type: choice
+            text: Your role?
+            save_as: role
+            choices:
+              - {value: pm, label: Product manager}
+              - {value: eng, label: Engineer}
+        """,
+    )
+    text = GOOD.replace("steps:\n", "steps:\n  - include: blocks/role.yml\n")
+    flow = load_flow(write(tmp_path, "demo.yml", text), root=tmp_path)
+    assert [s.id for s in flow.steps] == ["role", "score", "why"]
+    # a problem inside the block is reported against the block file
+    (tmp_path / "blocks/role.yml").write_text((tmp_path / "blocks/role.yml").read_text().replace("save_as", "save_ass"))
+    with pytest.raises(FlowError) as info:
+        load_flow(tmp_path / "demo.yml", root=tmp_path)
+    assert [str(p).removeprefix(f"{tmp_path.name}/") for p in info.value.problems] == [
+        "blocks/role.yml:5:5: unknown key 'save_ass' (did you mean 'save_as'?)"
+    ]
+
+
+def test_editing_a_block_changes_the_flow_version(tmp_path: Path) -> None:
+    block = write(tmp_path, "blocks/b.yml", "steps:\n  - id: hello\n    type: message\n    text: Hello\n")
+    path = write(tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/b.yml\n"))
+    before = load_flow(path, root=tmp_path).hash
+    block.write_text(block.read_text().replace("Hello", "Hello again"))
+    assert load_flow(path, root=tmp_path).hash != before
+
+
+def test_include_cycle(tmp_path: Path) -> None:
+    write(tmp_path, "blocks/a.yml", "steps:\n  - include: blocks/b.yml\n")
+    write(tmp_path, "blocks/b.yml", "steps:\n  - include: blocks/a.yml\n")
+    out = problems(tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/a.yml\n"))
+    assert out == ["blocks/b.yml:2:5: include cycle: blocks/a.yml -> blocks/b.yml -> blocks/a.yml"]
+
+
+def test_include_missing_or_outside_root(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/nope.yml\n"))
+    assert out == ["demo.yml:5:5: included file 'blocks/nope.yml' not found (paths are relative to the flows folder)"]
+    out = problems(tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: ../secrets.yml\n"))
+    assert out == ["demo.yml:5:5: include path '../secrets.yml' is outside the flows folder"]
+
+
+def test_pipe_naming_unknown_step(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("Why {{score}}?", "Why {{scor}}?"))
+    assert out == ["demo.yml:11:17: unknown name 'scor' (did you mean 'score'?)"]
+
+
+def test_email_needs_consent_line(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD + "  - id: mail\n    type: email\n    text: Email?\n")
+    assert out == ["demo.yml:12:5: missing required key 'consent'"]
+
+
+def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    text = GOOD.replace("title: Demo", "title: Demo\ncolour: red").replace("type: text", "type: txt")
+    out = problems(tmp_path, "demo.yml", text)
+    assert len(out) == 2
+
+
+def test_validate_tree_checks_flows_blocks_and_config(tmp_path: Path) -> None:
+    write(tmp_path, "demo.yml", GOOD)
+    write(tmp_path, "blocks/b.yml", "steps:\n  - id: hello\n    type: message\n    text: Hi\n")
+    write(tmp_path, "segments.yml", "dimensions:\n  needs:\n    segments: [price, quality]\n    keywords: {price: [cheap]}\n")
+    write(tmp_path, "personas.yml", "personas:\n  - {id: saver, name: The saver, colour: blue}\n")
+    reports = {r.path: r for r in validate_tree(tmp_path)}
+    root = tmp_path.name
+    assert reports[f"{root}/demo.yml"].ok
+    assert reports[f"{root}/blocks/b.yml"].ok
+    assert reports[f"{root}/segments.yml"].ok
+    bad = reports[f"{root}/personas.yml"]
+    assert not bad.ok
+    assert str(bad.problems[0]).startswith(f"{root}/personas.yml:2:34: unknown key 'colour'")
+
+
+def test_segments_keywords_must_name_known_segments(tmp_path: Path) -> None:
+    write(tmp_path, "segments.yml", "dimensions:\n  needs:\n    segments: [price]\n    keywords: {quality: [best]}\n")
+    (report,) = validate_tree(tmp_path)
+    assert "keywords for unknown segment(s) quality" in str(report.problems[0])
+
+
+def test_load_all_collects_problems_from_every_file(tmp_path: Path) -> None:
+    write(tmp_path, "a.yml", GOOD.replace("id: demo", "id: a").replace("type: text", "type: txt"))
+    write(tmp_path, "b.yml", GOOD.replace("id: demo", "id: b").replace("kind: microsurvey", "kind: nope"))
+    write(tmp_path, "themes.yml", "themes: {}\n")
+    with pytest.raises(FlowError) as info:
+        load_all(tmp_path)
+    files = {p.file for p in info.value.problems}
+    assert files == {"a.yml", "b.yml"} or files == {f"{tmp_path.name}/a.yml", f"{tmp_path.name}/b.yml"}
