@@ -171,7 +171,10 @@ class Surveys:
                     conversation, respondent, flow = await self._load(session, conversation_id, respondent_key)
                     state = self._state(conversation)
                     if step in state.answers and step != state.current:
-                        return self._duplicate(flow, conversation, state, step, value, respondent_key)
+                        if self._same_answer(flow, state, step, value):
+                            return self._reply(conversation, resume(flow, state), state, respondent_key, duplicate=True)
+                        if state.is_open:
+                            raise NotCurrentStep(f"step '{step}' was already answered; the current question is '{state.current}'")
                     if not state.is_open:
                         raise ConversationClosed(f"this conversation is already {state.status}")
                     if self._expired(flow, conversation):
@@ -189,14 +192,13 @@ class Surveys:
                 raise ConversationClosed("this survey has expired")
         raise NotCurrentStep("the conversation changed while answering; please reload it")
 
-    def _duplicate(self, flow: Flow, conversation: Conversation, state: ConversationState, step: str, value: Any, key: str) -> Reply:
+    @staticmethod
+    def _same_answer(flow: Flow, state: ConversationState, step: str, value: Any) -> bool:
+        """Whether a repeat carries the answer already recorded (a double click or a retry)."""
         try:
-            same = coerce(flow.step(step), value) == state.answers.get(step)
+            return bool(coerce(flow.step(step), value) == state.answers.get(step))
         except Rejected:
-            same = False
-        if not same:
-            raise NotCurrentStep(f"step '{step}' was already answered; the current question is '{state.current or 'none'}'")
-        return self._reply(conversation, resume(flow, state), state, key, duplicate=True)
+            return False
 
     async def stop(self, *, conversation_id: str, respondent_key: str) -> Reply:
         async with self.db.sessions() as session, session.begin():
@@ -210,7 +212,7 @@ class Surveys:
 
     async def show(self, *, conversation_id: str, respondent_key: str) -> Reply:
         """The conversation as it stands (to resume after a reload)."""
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             conversation, _respondent, flow = await self._load(session, conversation_id, respondent_key, allow_opted_out=True)
             state = self._state(conversation)
             return self._reply(conversation, resume(flow, state), state, respondent_key)
@@ -245,14 +247,14 @@ class Surveys:
             return changed
 
     async def is_opted_out(self, *, respondent_key: str) -> bool:
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             respondent = await repo.get_respondent(session, key=respondent_key)
             if respondent is not None:
                 return respondent.opted_out
             return await repo.is_suppressed(session, key=respondent_key)
 
     async def open_conversations(self, *, respondent_key: str) -> list[Reply]:
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             respondent = await repo.get_respondent(session, key=respondent_key)
             if respondent is None or respondent.id is None:
                 return []

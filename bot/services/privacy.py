@@ -45,13 +45,13 @@ def answer_record(answer: Answer, key: str | None, version: str) -> dict[str, An
 
 
 async def export_answers(db: Database, *, flow_id: str | None) -> AsyncIterator[dict[str, Any]]:
-    async with db.sessions() as session:
+    async with db.reads() as session:
         async for answer, key, version in repo.flow_answers(session, flow_id=flow_id):
             yield answer_record(answer, key, version)
 
 
 async def count_answers(db: Database, *, flow_id: str | None) -> int:
-    async with db.sessions() as session:
+    async with db.reads() as session:
         return await repo.count_answers(session, flow_id=flow_id)
 
 
@@ -79,7 +79,7 @@ def _row(model: SQLModel) -> dict[str, Any]:
 
 async def export_respondent(db: Database, *, key: str) -> dict[str, Any]:
     """Everything Parley stores about one person, as JSON-ready data."""
-    async with db.sessions() as session:
+    async with db.reads() as session:
         respondent = await repo.get_respondent(session, key=key)
         if respondent is None or respondent.id is None:
             raise RespondentNotFound(f"no respondent with id {key!r}")

@@ -85,7 +85,7 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
     scale_values: dict[str, list[int]] = defaultdict(list)
     choice_counts: dict[str, Counter[str]] = defaultdict(Counter)
     recent: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=RECENT_TEXTS))
-    async with db.sessions() as session:
+    async with db.reads() as session:
         counts = await repo.conversation_counts(session, flow_id=flow.id)
         async for answer, key, _version in repo.flow_answers(session, flow_id=flow.id):
             result = steps.get(answer.step_id)

@@ -54,8 +54,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    """Writers queue on the busy timeout instead of failing mid-transaction."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """Writers queue on the busy timeout instead of failing mid-transaction; readers
+    (``Database.reads``) take a plain snapshot so a long export never blocks the chat."""
+    if conn.get_execution_options().get("parley_readonly"):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def alembic_config() -> Config:
@@ -71,7 +75,8 @@ def head_revision() -> str:
 
 
 class Database:
-    """Owns one AsyncEngine; ``sessions()`` opens a session the caller commits."""
+    """Owns one AsyncEngine; ``sessions()`` opens a session the caller commits, ``reads()``
+    one that only reads (on SQLite it does not take the write lock)."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = database_url(url)
@@ -84,6 +89,9 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        self.reads = async_sessionmaker(
+            self.engine.execution_options(parley_readonly=True), expire_on_commit=False, class_=AsyncSession
+        )
 
     @property
     def display(self) -> str:

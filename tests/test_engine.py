@@ -1,0 +1,310 @@
+"""The pure engine: every step type, skip logic, piping, tags, save_as, consent, stop/timeout."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.engine import Answer, Ask, ConversationState, End, Say, Start, Stop, Timeout, advance, new_state
+from bot.errors import ConversationClosed, NotCurrentStep
+from bot.flow import Flow, load_flow
+
+ALL_TYPES = """
+id: all
+kind: microsurvey
+title: Every type
+intro: Hi {{respondent.first_name or "there"}}!
+steps:
+  - id: hello
+    type: message
+    text: A few questions.
+  - id: score
+    type: nps
+    text: Recommend us?
+    tags:
+      - {when: "score >= 9", add: nps:promoter}
+      - {when: "score <= 6", add: {nps:detractor: 2}}
+  - id: sat
+    type: csat
+    text: Satisfied?
+  - id: effort
+    type: ces
+    text: Easy?
+  - id: stars
+    type: rating
+    text: Stars?
+    min: 1
+    max: 10
+    labels: {min: Awful, max: Superb}
+  - id: value
+    type: choice
+    text: What matters most?
+    save_as: priority
+    choices:
+      - {value: price, label: The lowest price, tags: {needs:price: 2}}
+      - {value: quality, label: The best quality, tags: [needs:quality]}
+  - id: tools
+    type: multi_choice
+    text: Which tools, {{respondent.first_name or "friend"}}?
+    min_picks: 1
+    max_picks: 2
+    choices:
+      - {value: slack, label: Slack}
+      - {value: jira, label: Jira}
+      - {value: figma, label: Figma}
+  - id: why
+    type: text
+    text: You picked {{value}} and gave {{score}}. Why?
+    max_length: 20
+  - id: extra
+    type: text
+    text: Anything else?
+    required: false
+  - id: ok
+    type: yes_no
+    text: Can we follow up?
+  - id: mail
+    when: ok == true
+    type: email
+    text: Your email?
+    consent: I agree Acme may email me about this.
+outro: Thanks {{respondent.first_name or "there"}} — {{tools}}.
+"""
+
+
+@pytest.fixture
+def flow(tmp_path: Path) -> Flow:
+    path = tmp_path / "all.yml"
+    path.write_text(textwrap.dedent(ALL_TYPES).lstrip())
+    return load_flow(path, root=tmp_path)
+
+
+def run(flow: Flow, answers: list[tuple[str, Any]], profile: dict | None = None) -> tuple[ConversationState, list]:
+    outcome = advance(flow, new_state(flow, profile), Start())
+    transcript = list(outcome.outputs)
+    state = outcome.state
+    for step, value in answers:
+        outcome = advance(flow, state, Answer(step, value))
+        assert outcome.error is None, (step, value, outcome.error)
+        state = outcome.state
+        transcript += outcome.outputs
+    return state, transcript
+
+
+FULL = [
+    ("score", 10),
+    ("sat", "4"),
+    ("effort", 6),
+    ("stars", 7),
+    ("value", "The lowest price"),
+    ("tools", "1, 3"),
+    ("why", "cheap and good"),
+    ("extra", ""),
+    ("ok", "yes"),
+    ("mail", {"email": "ann@example.com", "consent": True}),
+]
+
+
+def test_full_run_stores_values_in_documented_forms(flow: Flow) -> None:
+    state, transcript = run(flow, FULL, {"first_name": "Ann"})
+    assert state.status == "completed"
+    assert state.answers == {
+        "score": 10,
+        "sat": 4,
+        "effort": 6,
+        "stars": 7,
+        "value": "price",
+        "tools": ["slack", "figma"],
+        "why": "cheap and good",
+        "extra": None,
+        "ok": True,
+        "mail": "ann@example.com",
+    }
+    assert isinstance(transcript[0], Say) and transcript[0].text == "Hi Ann!"
+    assert isinstance(transcript[1], Say) and transcript[1].text == "A few questions."
+    assert isinstance(transcript[-1], End)
+    assert transcript[-1].text == "Thanks Ann — Slack, Figma."
+
+
+def test_piping_uses_labels_and_defaults(flow: Flow) -> None:
+    _, transcript = run(flow, FULL[:6])
+    asks = [o for o in transcript if isinstance(o, Ask)]
+    tools_ask = next(a for a in asks if a.step == "tools")
+    assert tools_ask.text == "Which tools, friend?"
+    why = next(a for a in asks if a.step == "why")
+    assert why.text == "You picked The lowest price and gave 10. Why?"
+
+
+def test_tags_from_rules_and_choices(flow: Flow) -> None:
+    state, _ = run(flow, FULL)
+    assert state.tags == {"nps:promoter": 1.0, "needs:price": 2.0}
+    low, _ = run(flow, [("score", 3), ("sat", 1), ("effort", 1), ("stars", 1), ("value", "quality")])
+    assert low.tags == {"nps:detractor": 2.0, "needs:quality": 1.0}
+
+
+def test_save_as_updates_profile(flow: Flow) -> None:
+    outcome = advance(flow, new_state(flow), Start())
+    state = outcome.state
+    for step, value in FULL[:4]:
+        state = advance(flow, state, Answer(step, value)).state
+    outcome = advance(flow, state, Answer("value", "quality"))
+    assert outcome.profile_updates == {"priority": "quality"}
+    assert outcome.state.profile["priority"] == "quality"
+    assert outcome.recorded is not None and outcome.recorded.profile == {"priority": "quality"}
+
+
+def test_skip_logic_skips_email_when_no(flow: Flow) -> None:
+    answers = [*FULL[:8], ("ok", "no")]
+    state, transcript = run(flow, answers)
+    assert state.status == "completed"
+    assert "mail" in state.skipped
+    assert "mail" not in state.answers
+    assert not any(isinstance(o, Ask) and o.step == "mail" for o in transcript)
+
+
+def test_input_specs_describe_each_type(flow: Flow) -> None:
+    _, transcript = run(flow, FULL[:9])
+    specs = {o.step: o.input for o in transcript if isinstance(o, Ask)}
+    assert (specs["score"].min, specs["score"].max, specs["score"].labels) == (0, 10, ("Not at all likely", "Extremely likely"))
+    assert (specs["sat"].min, specs["sat"].max) == (1, 5)
+    assert (specs["effort"].min, specs["effort"].max) == (1, 7)
+    assert (specs["stars"].min, specs["stars"].max, specs["stars"].labels) == (1, 10, ("Awful", "Superb"))
+    assert [c.value for c in specs["value"].choices] == ["price", "quality"]
+    assert (specs["tools"].min_picks, specs["tools"].max_picks) == (1, 2)
+    assert specs["why"].max_length == 20
+    assert specs["extra"].required is False
+    assert specs["mail"].consent == "I agree Acme may email me about this."
+    assert specs["mail"].to_dict()["kind"] == "email"
+
+
+def _at(flow: Flow, step: str) -> ConversationState:
+    state = advance(flow, new_state(flow), Start()).state
+    for name, value in FULL:
+        if name == step:
+            return state
+        state = advance(flow, state, Answer(name, value)).state
+    raise AssertionError(step)
+
+
+@pytest.mark.parametrize(
+    ("step", "value", "message"),
+    [
+        ("score", 11, "whole number from 0 to 10 (0 = Not at all likely, 10 = Extremely likely)"),
+        ("score", "nine", "whole number from 0 to 10"),
+        ("score", True, "whole number from 0 to 10"),
+        ("score", 7.5, "whole number from 0 to 10"),
+        ("score", None, "whole number from 0 to 10"),
+        ("sat", 0, "from 1 to 5"),
+        ("effort", 8, "from 1 to 7"),
+        ("stars", 11, "from 1 to 10 (1 = Awful, 10 = Superb)"),
+        ("value", "cheapest", "Please pick one of: The lowest price; The best quality."),
+        ("value", 3, "Please pick one of"),
+        ("tools", "1,2,3", "Please pick 1 to 2 of"),
+        ("tools", [], "Please pick 1 to 2 of"),
+        ("tools", "teams", "Please pick 1 to 2 of"),
+        ("why", "x" * 21, "Please keep it under 20 characters (yours has 21)."),
+        ("why", "   ", "Please type an answer."),
+        ("ok", "maybe", "Please answer yes or no."),
+        ("mail", "ann@example.com", "Please also confirm: I agree Acme may email me about this."),
+        ("mail", {"email": "nope", "consent": True}, "does not look like an email"),
+        ("mail", {"email": "a@b.co", "consent": "yes"}, "Please confirm"),
+    ],
+)
+def test_invalid_answers_reask_with_what_is_expected(flow: Flow, step: str, value: Any, message: str) -> None:
+    state = _at(flow, step)
+    outcome = advance(flow, state, Answer(step, value))
+    assert outcome.error is not None and message in outcome.error
+    assert outcome.recorded is None
+    assert outcome.state == state  # nothing changed
+    assert isinstance(outcome.outputs[0], Say) and message in outcome.outputs[0].text
+    assert isinstance(outcome.outputs[1], Ask) and outcome.outputs[1].step == step
+
+
+def test_email_without_consent_stores_nothing(flow: Flow) -> None:
+    state = _at(flow, "mail")
+    outcome = advance(flow, state, Answer("mail", {"email": "ann@example.com", "consent": False}))
+    assert outcome.error is None
+    assert outcome.recorded is not None and outcome.recorded.value is None
+    assert outcome.state.answers["mail"] is None
+    assert outcome.state.status == "completed"
+
+
+def test_text_is_cleaned_of_control_characters(flow: Flow) -> None:
+    state = _at(flow, "why")
+    outcome = advance(flow, state, Answer("why", "  ok\x00\x1b[31m fine\n "))
+    assert outcome.state.answers["why"] == "ok[31m fine"
+
+
+def test_answering_a_step_that_is_not_current(flow: Flow) -> None:
+    state = _at(flow, "sat")
+    with pytest.raises(NotCurrentStep, match="already answered"):
+        advance(flow, state, Answer("score", 5))
+    with pytest.raises(NotCurrentStep, match="not the current question"):
+        advance(flow, state, Answer("why", "later"))
+
+
+def test_stop_and_timeout_close_the_conversation(flow: Flow) -> None:
+    state = _at(flow, "sat")
+    stopped = advance(flow, state, Stop())
+    assert stopped.state.status == "stopped"
+    assert isinstance(stopped.outputs[0], End) and stopped.outputs[0].reason == "stopped"
+    with pytest.raises(ConversationClosed):
+        advance(flow, stopped.state, Answer("sat", 3))
+    expired = advance(flow, state, Timeout())
+    assert expired.state.status == "expired"
+
+
+def test_start_again_resumes_at_the_open_question(flow: Flow) -> None:
+    state = _at(flow, "effort")
+    outcome = advance(flow, state, Start())
+    assert outcome.state == state
+    assert [o.step for o in outcome.outputs if isinstance(o, Ask)] == ["effort"]
+
+
+def test_advance_never_mutates_its_input(flow: Flow) -> None:
+    state = _at(flow, "score")
+    before = state.to_json()
+    advance(flow, state, Answer("score", 9))
+    assert state.to_json() == before
+
+
+def test_state_round_trips_through_json(flow: Flow) -> None:
+    state, _ = run(flow, FULL[:6])
+    assert ConversationState.from_json(state.to_json()) == state
+
+
+def test_message_with_end_finishes_early(tmp_path: Path) -> None:
+    (tmp_path / "early.yml").write_text(
+        textwrap.dedent(
+            """
+            id: early
+            kind: interview
+            title: Early
+            outro: Never shown when ended early
+            steps:
+              - id: willing
+                type: yes_no
+                text: Up for a chat?
+              - id: bye
+                when: willing == false
+                type: message
+                end: true
+                text: No problem, thanks anyway!
+              - id: when
+                type: text
+                text: When suits you?
+            """
+        )
+    )
+    flow = load_flow(tmp_path / "early.yml", root=tmp_path)
+    state = advance(flow, new_state(flow), Start()).state
+    no = advance(flow, state, Answer("willing", "no"))
+    assert no.state.status == "completed"
+    assert [type(o).__name__ for o in no.outputs] == ["Say", "End"]
+    assert no.outputs[0].text == "No problem, thanks anyway!"
+    assert no.outputs[1].text is None
+    yes = advance(flow, state, Answer("willing", "yes"))
+    assert yes.state.current == "when"

@@ -1,0 +1,291 @@
+"""The conversation service against a real database (SQLite, and PostgreSQL when configured):
+resume, idempotency under concurrency, one open conversation per flow, opt-out, version pinning,
+expiry, anonymous flows, export and forget."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.errors import (
+    ConversationClosed,
+    ConversationNotFound,
+    FlowNotFound,
+    InvalidAnswer,
+    NotCurrentStep,
+    NotYourConversation,
+    OptedOut,
+    RespondentNotFound,
+)
+from bot.services import privacy
+from bot.services.catalog import FlowCatalog
+from bot.services.conversations import Surveys
+from bot.services.results import flow_results
+from bot.store.database import Database
+from bot.store.models import Answer, Conversation, Event, FlowVersion, Respondent, Suppression, Tag
+
+NPS = """
+id: nps
+kind: microsurvey
+title: NPS
+expires_after: 7d
+steps:
+  - id: score
+    type: nps
+    text: How likely?
+    tags:
+      - {when: "score <= 6", add: nps:detractor}
+      - {when: "score >= 9", add: nps:promoter}
+  - id: why
+    type: text
+    text: Why {{score}}?
+  - id: role
+    type: choice
+    text: Your role?
+    save_as: role
+    choices:
+      - {value: pm, label: PM, tags: {firmographic:pm: 1}}
+      - {value: eng, label: Engineer}
+"""
+
+ANON = """
+id: anon
+kind: microsurvey
+title: Anonymous pulse
+anonymous: true
+steps:
+  - id: mood
+    type: csat
+    text: How are you?
+    tags: [{add: mood:any}]
+"""
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> Path:
+    root = tmp_path / "flows"
+    root.mkdir()
+    (root / "nps.yml").write_text(textwrap.dedent(NPS).lstrip())
+    (root / "anon.yml").write_text(textwrap.dedent(ANON).lstrip())
+    return root
+
+
+@pytest.fixture
+def svc(database: Database, flows: Path) -> Surveys:
+    return Surveys(database, FlowCatalog(flows))
+
+
+async def count(db: Database, model: type) -> int:
+    async with db.reads() as session:
+        return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
+
+
+async def complete(svc: Surveys, key: str, score: int = 9) -> str:
+    reply = await svc.start(flow_id="nps", respondent_key=key, channel="test")
+    await svc.answer(conversation_id=reply.conversation_id, respondent_key=key, step="score", value=score)
+    await svc.answer(conversation_id=reply.conversation_id, respondent_key=key, step="why", value="because")
+    await svc.answer(conversation_id=reply.conversation_id, respondent_key=key, step="role", value="pm")
+    return reply.conversation_id
+
+
+async def test_start_answer_complete_stores_answers_tags_and_profile(svc: Surveys, database: Database) -> None:
+    conversation_id = await complete(svc, "t:ann", score=4)
+    async with database.reads() as session:
+        answers = (await session.execute(select(Answer).order_by(Answer.id))).scalars().all()
+        assert [(a.step_id, a.value) for a in answers] == [("score", 4), ("why", "because"), ("role", "pm")]
+        version = await session.get(FlowVersion, answers[0].flow_version_id)
+        assert version is not None and version.hash == svc.catalog.get("nps").hash
+        tags = (await session.execute(select(Tag).order_by(Tag.id))).scalars().all()
+        assert [(t.dimension, t.segment, t.weight, t.source) for t in tags] == [
+            ("nps", "detractor", 1.0, "nps.score"),
+            ("firmographic", "pm", 1.0, "nps.role"),
+        ]
+        respondent = (await session.execute(select(Respondent))).scalar_one()
+        assert respondent.attributes == {"role": "pm"}
+        conversation = await session.get(Conversation, conversation_id)
+        assert conversation is not None and conversation.status == "completed" and conversation.open_key is None
+        kinds = (await session.execute(select(Event.kind).order_by(Event.id))).scalars().all()
+        assert kinds == ["conversation.started", "conversation.completed"]
+
+
+async def test_start_twice_resumes_the_open_conversation(svc: Surveys) -> None:
+    first = await svc.start(flow_id="nps", respondent_key="t:bob", channel="test")
+    assert first.created
+    await svc.answer(conversation_id=first.conversation_id, respondent_key="t:bob", step="score", value=8)
+    again = await svc.start(flow_id="nps", respondent_key="t:bob", channel="test")
+    assert not again.created
+    assert again.conversation_id == first.conversation_id
+    assert again.step == "why"
+    assert [m.to_dict()["text"] for m in again.outputs] == ["Why 8?"]
+
+
+async def test_concurrent_starts_open_one_conversation(svc: Surveys, database: Database) -> None:
+    replies = await asyncio.gather(*[svc.start(flow_id="nps", respondent_key="t:cat", channel="test") for _ in range(6)])
+    assert len({r.conversation_id for r in replies}) == 1
+    assert sum(r.created for r in replies) == 1
+    assert await count(database, Conversation) == 1
+
+
+async def test_double_submit_records_one_answer(svc: Surveys, database: Database) -> None:
+    reply = await svc.start(flow_id="nps", respondent_key="t:dan", channel="test")
+    results = await asyncio.gather(
+        *[svc.answer(conversation_id=reply.conversation_id, respondent_key="t:dan", step="score", value="7") for _ in range(5)]
+    )
+    assert sorted(r.duplicate for r in results) == [False, True, True, True, True]
+    assert all(r.step == "why" for r in results)
+    assert await count(database, Answer) == 1
+    # a different value for an answered step is a conflict, not an overwrite
+    with pytest.raises(NotCurrentStep):
+        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:dan", step="score", value=2)
+    async with database.reads() as session:
+        assert (await session.execute(select(Answer.value))).scalar_one() == 7
+
+
+async def test_invalid_answer_changes_nothing(svc: Surveys, database: Database) -> None:
+    reply = await svc.start(flow_id="nps", respondent_key="t:eve", channel="test")
+    with pytest.raises(InvalidAnswer) as info:
+        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:eve", step="score", value=12)
+    assert info.value.step == "score"
+    assert info.value.outputs[-1].step == "score"
+    assert await count(database, Answer) == 0
+    again = await svc.show(conversation_id=reply.conversation_id, respondent_key="t:eve")
+    assert again.step == "score"
+
+
+async def test_wrong_respondent_and_unknown_ids(svc: Surveys) -> None:
+    reply = await svc.start(flow_id="nps", respondent_key="t:fay", channel="test")
+    with pytest.raises(NotYourConversation):
+        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:mallory", step="score", value=1)
+    with pytest.raises(NotYourConversation):
+        await svc.show(conversation_id=reply.conversation_id, respondent_key="t:mallory")
+    with pytest.raises(ConversationNotFound):
+        await svc.show(conversation_id="0" * 32, respondent_key="t:fay")
+    with pytest.raises(FlowNotFound, match="no flow called 'nope'"):
+        await svc.start(flow_id="nope", respondent_key="t:fay", channel="test")
+
+
+async def test_finished_conversation_refuses_answers_and_restart_opens_new(svc: Surveys) -> None:
+    first = await complete(svc, "t:gus")
+    with pytest.raises(ConversationClosed, match="already completed"):
+        await svc.answer(conversation_id=first, respondent_key="t:gus", step="why", value="changed my mind")
+    repeat = await svc.answer(conversation_id=first, respondent_key="t:gus", step="role", value="pm")
+    assert repeat.duplicate and repeat.done  # a retried last answer is answered, not refused
+    stopped = await svc.stop(conversation_id=first, respondent_key="t:gus")
+    assert stopped.status == "completed"
+    again = await svc.start(flow_id="nps", respondent_key="t:gus", channel="test")
+    assert again.created and again.conversation_id != first
+
+
+async def test_opt_out_sticks_and_survives_forget(svc: Surveys, database: Database) -> None:
+    reply = await svc.start(flow_id="nps", respondent_key="t:hal", channel="test")
+    assert await svc.opt_out(respondent_key="t:hal", source="test")
+    assert not await svc.opt_out(respondent_key="t:hal", source="test")  # idempotent
+    with pytest.raises(OptedOut):
+        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:hal", step="score", value=5)
+    with pytest.raises(OptedOut):
+        await svc.start(flow_id="nps", respondent_key="t:hal", channel="test")
+    async with database.reads() as session:
+        conversation = await session.get(Conversation, reply.conversation_id)
+        assert conversation is not None and conversation.status == "stopped"
+    done = await privacy.forget(database, key="t:hal")
+    assert done.still_suppressed
+    assert await count(database, Respondent) == 0
+    assert await count(database, Suppression) == 1
+    with pytest.raises(OptedOut):  # a new row for the same key comes back opted out
+        await svc.start(flow_id="nps", respondent_key="t:hal", channel="test")
+
+
+async def test_editing_a_flow_keeps_conversations_on_their_version(svc: Surveys, flows: Path, database: Database) -> None:
+    reply = await svc.start(flow_id="nps", respondent_key="t:ivy", channel="test")
+    old_hash = svc.catalog.get("nps").hash
+    path = flows / "nps.yml"
+    path.write_text(path.read_text().replace("Why {{score}}?", "What drove your {{score}}?").replace("  - id: role", "  - id: extra\n    type: yes_no\n    text: More?\n  - id: role"))
+    svc.catalog.reload()
+    assert svc.catalog.get("nps").hash != old_hash
+    r1 = await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:ivy", step="score", value=10)
+    assert r1.outputs[0].to_dict()["text"] == "Why 10?"  # the old wording: the version it started on
+    r2 = await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:ivy", step="why", value="great")
+    assert r2.step == "role"  # the new 'extra' step is not part of this conversation
+    fresh = await svc.start(flow_id="nps", respondent_key="t:joe", channel="test")
+    r3 = await svc.answer(conversation_id=fresh.conversation_id, respondent_key="t:joe", step="score", value=10)
+    assert r3.outputs[0].to_dict()["text"] == "What drove your 10?"
+    assert await count(database, FlowVersion) == 2
+
+
+async def test_broken_edit_keeps_last_good_flows(svc: Surveys, flows: Path) -> None:
+    good = svc.catalog.get("nps").hash
+    (flows / "nps.yml").write_text("id: nps\nkind: nope\n")
+    svc.catalog.refresh()
+    assert svc.catalog.get("nps").hash == good
+
+
+async def test_expired_conversation_is_closed_and_a_new_one_starts(database: Database, flows: Path) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    svc = Surveys(database, FlowCatalog(flows), clock=lambda: now[0])
+    reply = await svc.start(flow_id="nps", respondent_key="t:kim", channel="test")
+    now[0] += timedelta(days=8)
+    with pytest.raises(ConversationClosed, match="expired"):
+        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:kim", step="score", value=3)
+    again = await svc.start(flow_id="nps", respondent_key="t:kim", channel="test")
+    assert again.created and again.conversation_id != reply.conversation_id
+    now[0] += timedelta(days=8)
+    assert await svc.expire_due() == 1
+    async with database.reads() as session:
+        statuses = (await session.execute(select(Conversation.status))).scalars().all()
+        assert sorted(statuses) == ["expired", "expired"]
+
+
+async def test_anonymous_flow_links_no_answers_or_tags(svc: Surveys, database: Database) -> None:
+    reply = await svc.start(flow_id="anon", respondent_key="t:lee", channel="test")
+    await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:lee", step="mood", value=4)
+    async with database.reads() as session:
+        answer = (await session.execute(select(Answer))).scalar_one()
+        assert answer.respondent_id is None and answer.value == 4
+        assert await count(database, Tag) == 0
+    records = [r async for r in privacy.export_answers(database, flow_id="anon")]
+    assert records[0]["respondent"] is None
+    # forget still removes it: it hangs off the person's conversation
+    await privacy.forget(database, key="t:lee")
+    assert await count(database, Answer) == 0
+
+
+async def test_export_and_forget_one_person(svc: Surveys, database: Database) -> None:
+    await complete(svc, "t:max", score=10)
+    await complete(svc, "t:ned", score=2)
+    data = await privacy.export_respondent(database, key="t:max")
+    assert data["respondent"]["key"] == "t:max"
+    assert [a["step_id"] for a in data["answers"]] == ["score", "why", "role"]
+    assert {t["segment"] for t in data["tags"]} == {"promoter", "pm"}
+    assert data["conversations"][0]["state"]["answers"]["score"] == 10
+    done = await privacy.forget(database, key="t:max")
+    assert done.counts == {"tags": 2, "answers": 3, "events": 2, "conversations": 1, "respondents": 1}
+    assert not done.still_suppressed
+    remaining = [r async for r in privacy.export_answers(database, flow_id=None)]
+    assert {r["respondent"] for r in remaining} == {"t:ned"}
+    with pytest.raises(RespondentNotFound):
+        await privacy.export_respondent(database, key="t:max")
+    with pytest.raises(RespondentNotFound):
+        await privacy.forget(database, key="t:max")
+
+
+async def test_results_numbers(svc: Surveys, database: Database) -> None:
+    for i, score in enumerate([10, 9, 8, 3, 0]):
+        await complete(svc, f"t:r{i}", score=score)
+    await svc.start(flow_id="nps", respondent_key="t:open", channel="test")
+    report = await flow_results(database, svc.catalog.get("nps"))
+    assert (report.started, report.completed, report.open) == (6, 5, 1)
+    assert report.completion_rate == pytest.approx(83.3)
+    score = report.steps[0]
+    assert score.scale is not None
+    assert score.scale.score == 0.0  # 2 promoters, 1 passive, 2 detractors of 5
+    assert score.scale.distribution[10] == 1 and score.scale.distribution[0] == 1
+    role = next(s for s in report.steps if s.id == "role")
+    assert role.choices == [("pm", "PM", 5)]
+    why = next(s for s in report.steps if s.id == "why")
+    assert len(why.recent) == 5 and why.recent[0]["text"] == "because"
+    assert report.headline.startswith("6 responses · 83.3% completed · NPS +0")
