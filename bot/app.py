@@ -27,9 +27,9 @@ MAX_BODY = 64 * 1024
 
 def create_app(settings: Settings, *, catalog: FlowCatalog | None = None) -> web.Application:
     """Build the app; flows load now so a broken flow stops start-up with its file:line."""
+    from bot import scheduler
     from bot.channels import slack as slack_channel
     from bot.channels import web as web_channel
-    from bot import scheduler
 
     app = web.Application(client_max_size=MAX_BODY)
     app[SETTINGS] = settings

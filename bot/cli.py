@@ -31,8 +31,19 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def common(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add --db and --flows, build Settings, and turn ParleyError into a clean exit 1."""
 
-    @click.option("--db", "db", default=None, help="SQLite file path or database URL (default: parley.db; env DATABASE_URL).")
-    @click.option("--flows", "flows", default=None, type=click.Path(path_type=Path), help="Flows folder (default: flows/; env PARLEY_FLOWS).")
+    @click.option(
+        "--db",
+        "db",
+        default=None,
+        help="SQLite file path or database URL (default: parley.db; env DATABASE_URL).",
+    )
+    @click.option(
+        "--flows",
+        "flows",
+        default=None,
+        type=click.Path(path_type=Path),
+        help="Flows folder (default: flows/; env PARLEY_FLOWS).",
+    )
     @functools.wraps(func)
     def wrapper(*args: Any, db: str | None, flows: Path | None, **kwargs: Any) -> Any:
         try:
@@ -122,7 +133,9 @@ def chat(flow_id: str, who: str | None, *, settings: Settings) -> None:
 
 @main.command()
 @click.argument("flow_id")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @common
 def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
     """Responses, completion rate, scores with distributions, top choices, recent open answers."""
@@ -150,11 +163,23 @@ def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
 
 @main.command()
 @click.option("--flow", "flow_id", default=None, help="Only this flow's answers.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
-@click.option("--out", "out", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write to FILE (default: standard output).")
-@click.option("--respondent", "respondent", default=None, help="Export everything about one person as JSON.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write to FILE (default: standard output).",
+)
+@click.option(
+    "--respondent", "respondent", default=None, help="Export everything about one person as JSON."
+)
 @common
-def export(flow_id: str | None, fmt: str, out: Path | None, respondent: str | None, *, settings: Settings) -> None:
+def export(
+    flow_id: str | None, fmt: str, out: Path | None, respondent: str | None, *, settings: Settings
+) -> None:
     """Every answer with respondent, flow version, step, value and time."""
     from bot.services import privacy
 
@@ -172,7 +197,12 @@ def export(flow_id: str | None, fmt: str, out: Path | None, respondent: str | No
                 if fmt == "csv":
                     stream.write(privacy.csv_header())
                 show = out is not None
-                with click.progressbar(length=total, label=f"exporting {total} answers", file=sys.stderr, hidden=not show) as bar:
+                with click.progressbar(
+                    length=total,
+                    label=f"exporting {total} answers",
+                    file=sys.stderr,
+                    hidden=not show,
+                ) as bar:
                     async for record in privacy.export_answers(db, flow_id=flow_id):
                         stream.write(privacy.format_record(record, fmt))
                         bar.update(1)
@@ -251,7 +281,9 @@ def db_upgrade(*, settings: Settings) -> None:
 
 
 @main.command()
-@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1; env PARLEY_HOST).")
+@click.option(
+    "--host", default=None, help="Interface to listen on (default 127.0.0.1; env PARLEY_HOST)."
+)
 @click.option("--port", default=None, type=int, help="Port (default 8080; env PARLEY_PORT).")
 @common
 def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
@@ -262,10 +294,16 @@ def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
 
     from bot.app import create_app
 
-    settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings.model_copy(
+        update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(settings)
-    click.echo(f"Parley on http://{settings.host}:{settings.port}/  (database: {settings.db}, flows: {settings.flows})")
+    click.echo(
+        f"Parley on http://{settings.host}:{settings.port}/  (database: {settings.db}, flows: {settings.flows})"
+    )
     web.run_app(app, host=settings.host, port=settings.port, print=None)
 
 

@@ -32,7 +32,7 @@ def ev(source: str, answers: dict | None = None, respondent: dict | None = None)
         ("score != 5", {"score": 4}, True),
         ("score == 7.5", {"score": 7.5}, True),
         ("(score >= 7) and (score <= 8)", {"score": 8}, True),
-        ("name == \"O'Brien\"", {"name": "O'Brien"}, True),
+        ('name == "O\'Brien"', {"name": "O'Brien"}, True),
     ],
 )
 def test_evaluates(source: str, answers: dict, expected: bool) -> None:

@@ -8,7 +8,18 @@ from typing import Any
 
 import pytest
 
-from bot.engine import Answer, Ask, ConversationState, End, Say, Start, Stop, Timeout, advance, new_state
+from bot.engine import (
+    Answer,
+    Ask,
+    ConversationState,
+    End,
+    Say,
+    Start,
+    Stop,
+    Timeout,
+    advance,
+    new_state,
+)
 from bot.errors import ConversationClosed, NotCurrentStep
 from bot.flow import Flow, load_flow
 
@@ -82,7 +93,9 @@ def flow(tmp_path: Path) -> Flow:
     return load_flow(path, root=tmp_path)
 
 
-def run(flow: Flow, answers: list[tuple[str, Any]], profile: dict | None = None) -> tuple[ConversationState, list]:
+def run(
+    flow: Flow, answers: list[tuple[str, Any]], profile: dict | None = None
+) -> tuple[ConversationState, list]:
     outcome = advance(flow, new_state(flow, profile), Start())
     transcript = list(outcome.outputs)
     state = outcome.state
@@ -141,7 +154,9 @@ def test_piping_uses_labels_and_defaults(flow: Flow) -> None:
 def test_tags_from_rules_and_choices(flow: Flow) -> None:
     state, _ = run(flow, FULL)
     assert state.tags == {"nps:promoter": 1.0, "needs:price": 2.0}
-    low, _ = run(flow, [("score", 3), ("sat", 1), ("effort", 1), ("stars", 1), ("value", "quality")])
+    low, _ = run(
+        flow, [("score", 3), ("sat", 1), ("effort", 1), ("stars", 1), ("value", "quality")]
+    )
     assert low.tags == {"nps:detractor": 2.0, "needs:quality": 1.0}
 
 
@@ -168,10 +183,18 @@ def test_skip_logic_skips_email_when_no(flow: Flow) -> None:
 def test_input_specs_describe_each_type(flow: Flow) -> None:
     _, transcript = run(flow, FULL[:9])
     specs = {o.step: o.input for o in transcript if isinstance(o, Ask)}
-    assert (specs["score"].min, specs["score"].max, specs["score"].labels) == (0, 10, ("Not at all likely", "Extremely likely"))
+    assert (specs["score"].min, specs["score"].max, specs["score"].labels) == (
+        0,
+        10,
+        ("Not at all likely", "Extremely likely"),
+    )
     assert (specs["sat"].min, specs["sat"].max) == (1, 5)
     assert (specs["effort"].min, specs["effort"].max) == (1, 7)
-    assert (specs["stars"].min, specs["stars"].max, specs["stars"].labels) == (1, 10, ("Awful", "Superb"))
+    assert (specs["stars"].min, specs["stars"].max, specs["stars"].labels) == (
+        1,
+        10,
+        ("Awful", "Superb"),
+    )
     assert [c.value for c in specs["value"].choices] == ["price", "quality"]
     assert (specs["tools"].min_picks, specs["tools"].max_picks) == (1, 2)
     assert specs["why"].max_length == 20
@@ -213,7 +236,9 @@ def _at(flow: Flow, step: str) -> ConversationState:
         ("mail", {"email": "a@b.co", "consent": "yes"}, "Please confirm"),
     ],
 )
-def test_invalid_answers_reask_with_what_is_expected(flow: Flow, step: str, value: Any, message: str) -> None:
+def test_invalid_answers_reask_with_what_is_expected(
+    flow: Flow, step: str, value: Any, message: str
+) -> None:
     state = _at(flow, step)
     outcome = advance(flow, state, Answer(step, value))
     assert outcome.error is not None and message in outcome.error

@@ -122,10 +122,16 @@ def test_condition_naming_unknown_step(tmp_path: Path) -> None:
 
 
 def test_condition_naming_later_step(tmp_path: Path) -> None:
-    text = GOOD.replace("    when: score <= 6\n", "") + "  - id: later\n    type: text\n    text: x\n"
-    text = text.replace("  - id: score\n    type: nps", "  - id: score\n    when: later == 'x'\n    type: nps")
+    text = (
+        GOOD.replace("    when: score <= 6\n", "") + "  - id: later\n    type: text\n    text: x\n"
+    )
+    text = text.replace(
+        "  - id: score\n    type: nps", "  - id: score\n    when: later == 'x'\n    type: nps"
+    )
     out = problems(tmp_path, "demo.yml", text)
-    assert out == ["demo.yml:6:11: 'later' is asked later, so it has no answer here (conditions can only use earlier steps)"]
+    assert out == [
+        "demo.yml:6:11: 'later' is asked later, so it has no answer here (conditions can only use earlier steps)"
+    ]
 
 
 def test_condition_syntax_error_position(tmp_path: Path) -> None:
@@ -154,7 +160,10 @@ def test_condition_with_unknown_choice_value(tmp_path: Path) -> None:
             text: Tell us more
         """,
     )
-    assert out[0] == "demo.yml:12:11: 'reason' has no choice with value 'too_expensiv' (did you mean 'too_expensive'?)"
+    assert (
+        out[0]
+        == "demo.yml:12:11: 'reason' has no choice with value 'too_expensiv' (did you mean 'too_expensive'?)"
+    )
 
 
 def test_comparing_scale_with_text_is_a_type_error(tmp_path: Path) -> None:
@@ -164,7 +173,9 @@ def test_comparing_scale_with_text_is_a_type_error(tmp_path: Path) -> None:
 
 def test_unreachable_step_by_condition(tmp_path: Path) -> None:
     out = problems(tmp_path, "demo.yml", GOOD.replace("when: score <= 6", "when: score > 10"))
-    assert out == ["demo.yml:9:11: step 'why' can never be asked: its when: is never true (check the values and ranges it compares)"]
+    assert out == [
+        "demo.yml:9:11: step 'why' can never be asked: its when: is never true (check the values and ranges it compares)"
+    ]
 
 
 def test_unreachable_step_after_unconditional_end(tmp_path: Path) -> None:
@@ -188,7 +199,9 @@ def test_unreachable_step_after_unconditional_end(tmp_path: Path) -> None:
             text: Never asked
         """,
     )
-    assert out == ["demo.yml:12:9: step 'never' can never be asked (step 'bye' always ends the flow before it)"]
+    assert out == [
+        "demo.yml:12:9: step 'never' can never be asked (step 'bye' always ends the flow before it)"
+    ]
 
 
 def test_bad_types_and_values(tmp_path: Path) -> None:
@@ -215,8 +228,14 @@ def test_bad_types_and_values(tmp_path: Path) -> None:
         """,
     )
     joined = "\n".join(out)
-    assert "demo.yml:2:7: kind: Input should be 'welcome', 'microsurvey', 'churn' or 'interview'" in joined
-    assert "demo.yml:5:9: id: 'Score' is not allowed here (use lower-case letters, digits and _ (e.g. why_low))" in joined
+    assert (
+        "demo.yml:2:7: kind: Input should be 'welcome', 'microsurvey', 'churn' or 'interview'"
+        in joined
+    )
+    assert (
+        "demo.yml:5:9: id: 'Score' is not allowed here (use lower-case letters, digits and _ (e.g. why_low))"
+        in joined
+    )
     assert "demo.yml:8:5: max (3) must be greater than min (5)" in joined
     assert "demo.yml:16:17: max_length: Input should be a valid integer" in joined
 
@@ -251,7 +270,9 @@ def test_empty_choices_and_missing_label(tmp_path: Path) -> None:
 
 
 def test_missing_required_keys(tmp_path: Path) -> None:
-    out = problems(tmp_path, "demo.yml", "id: demo\nkind: microsurvey\nsteps:\n  - id: a\n    type: nps\n")
+    out = problems(
+        tmp_path, "demo.yml", "id: demo\nkind: microsurvey\nsteps:\n  - id: a\n    type: nps\n"
+    )
     assert "demo.yml:1:1: missing required key 'title'" in out
     out = problems(tmp_path, "demo.yml", GOOD.replace("    text: How likely?\n", ""))
     assert out == ["demo.yml:5:5: missing required key 'text'"]
@@ -283,7 +304,11 @@ def test_duplicate_yaml_keys_refused(tmp_path: Path) -> None:
 
 
 def test_python_tags_refused(tmp_path: Path) -> None:
-    out = problems(tmp_path, "demo.yml", GOOD.replace("title: Demo", "title: !!python/object/apply:os.system ['true']"))
+    out = problems(
+        tmp_path,
+        "demo.yml",
+        GOOD.replace("title: Demo", "title: !!python/object/apply:os.system ['true']"),
+    )
     assert len(out) == 1
     assert "YAML syntax error" in out[0]
 
@@ -295,7 +320,9 @@ def test_size_limit(tmp_path: Path) -> None:
 
 def test_nesting_limit(tmp_path: Path) -> None:
     deep = "[" * 40 + "]" * 40
-    out = problems(tmp_path, "demo.yml", GOOD.replace("title: Demo", f"title: Demo\ndescription: {deep}"))
+    out = problems(
+        tmp_path, "demo.yml", GOOD.replace("title: Demo", f"title: Demo\ndescription: {deep}")
+    )
     assert len(out) == 1
     assert "nesting deeper than" in out[0]
 
@@ -319,7 +346,9 @@ def test_include_pulls_steps_and_reports_their_own_file(tmp_path: Path) -> None:
     flow = load_flow(write(tmp_path, "demo.yml", text), root=tmp_path)
     assert [s.id for s in flow.steps] == ["role", "score", "why"]
     # a problem inside the block is reported against the block file
-    (tmp_path / "blocks/role.yml").write_text((tmp_path / "blocks/role.yml").read_text().replace("save_as", "save_ass"))
+    (tmp_path / "blocks/role.yml").write_text(
+        (tmp_path / "blocks/role.yml").read_text().replace("save_as", "save_ass")
+    )
     with pytest.raises(FlowError) as info:
         load_flow(tmp_path / "demo.yml", root=tmp_path)
     assert [str(p).removeprefix(f"{tmp_path.name}/") for p in info.value.problems] == [
@@ -328,8 +357,12 @@ def test_include_pulls_steps_and_reports_their_own_file(tmp_path: Path) -> None:
 
 
 def test_editing_a_block_changes_the_flow_version(tmp_path: Path) -> None:
-    block = write(tmp_path, "blocks/b.yml", "steps:\n  - id: hello\n    type: message\n    text: Hello\n")
-    path = write(tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/b.yml\n"))
+    block = write(
+        tmp_path, "blocks/b.yml", "steps:\n  - id: hello\n    type: message\n    text: Hello\n"
+    )
+    path = write(
+        tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/b.yml\n")
+    )
     before = load_flow(path, root=tmp_path).hash
     block.write_text(block.read_text().replace("Hello", "Hello again"))
     assert load_flow(path, root=tmp_path).hash != before
@@ -338,14 +371,22 @@ def test_editing_a_block_changes_the_flow_version(tmp_path: Path) -> None:
 def test_include_cycle(tmp_path: Path) -> None:
     write(tmp_path, "blocks/a.yml", "steps:\n  - include: blocks/b.yml\n")
     write(tmp_path, "blocks/b.yml", "steps:\n  - include: blocks/a.yml\n")
-    out = problems(tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/a.yml\n"))
+    out = problems(
+        tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/a.yml\n")
+    )
     assert out == ["blocks/b.yml:2:5: include cycle: blocks/a.yml -> blocks/b.yml -> blocks/a.yml"]
 
 
 def test_include_missing_or_outside_root(tmp_path: Path) -> None:
-    out = problems(tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/nope.yml\n"))
-    assert out == ["demo.yml:5:5: included file 'blocks/nope.yml' not found (paths are relative to the flows folder)"]
-    out = problems(tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: ../secrets.yml\n"))
+    out = problems(
+        tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/nope.yml\n")
+    )
+    assert out == [
+        "demo.yml:5:5: included file 'blocks/nope.yml' not found (paths are relative to the flows folder)"
+    ]
+    out = problems(
+        tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: ../secrets.yml\n")
+    )
     assert out == ["demo.yml:5:5: include path '../secrets.yml' is outside the flows folder"]
 
 
@@ -360,7 +401,9 @@ def test_email_needs_consent_line(tmp_path: Path) -> None:
 
 
 def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
-    text = GOOD.replace("title: Demo", "title: Demo\ncolour: red").replace("type: text", "type: txt")
+    text = GOOD.replace("title: Demo", "title: Demo\ncolour: red").replace(
+        "type: text", "type: txt"
+    )
     out = problems(tmp_path, "demo.yml", text)
     assert len(out) == 2
 
@@ -368,7 +411,11 @@ def test_every_problem_is_reported_not_just_the_first(tmp_path: Path) -> None:
 def test_validate_tree_checks_flows_blocks_and_config(tmp_path: Path) -> None:
     write(tmp_path, "demo.yml", GOOD)
     write(tmp_path, "blocks/b.yml", "steps:\n  - id: hello\n    type: message\n    text: Hi\n")
-    write(tmp_path, "segments.yml", "dimensions:\n  needs:\n    segments: [price, quality]\n    keywords: {price: [cheap]}\n")
+    write(
+        tmp_path,
+        "segments.yml",
+        "dimensions:\n  needs:\n    segments: [price, quality]\n    keywords: {price: [cheap]}\n",
+    )
     write(tmp_path, "personas.yml", "personas:\n  - {id: saver, name: The saver, colour: blue}\n")
     reports = {r.path: r for r in validate_tree(tmp_path)}
     root = tmp_path.name
@@ -381,16 +428,27 @@ def test_validate_tree_checks_flows_blocks_and_config(tmp_path: Path) -> None:
 
 
 def test_segments_keywords_must_name_known_segments(tmp_path: Path) -> None:
-    write(tmp_path, "segments.yml", "dimensions:\n  needs:\n    segments: [price]\n    keywords: {quality: [best]}\n")
+    write(
+        tmp_path,
+        "segments.yml",
+        "dimensions:\n  needs:\n    segments: [price]\n    keywords: {quality: [best]}\n",
+    )
     (report,) = validate_tree(tmp_path)
     assert "keywords for unknown segment(s) quality" in str(report.problems[0])
 
 
 def test_load_all_collects_problems_from_every_file(tmp_path: Path) -> None:
     write(tmp_path, "a.yml", GOOD.replace("id: demo", "id: a").replace("type: text", "type: txt"))
-    write(tmp_path, "b.yml", GOOD.replace("id: demo", "id: b").replace("kind: microsurvey", "kind: nope"))
+    write(
+        tmp_path,
+        "b.yml",
+        GOOD.replace("id: demo", "id: b").replace("kind: microsurvey", "kind: nope"),
+    )
     write(tmp_path, "themes.yml", "themes: {}\n")
     with pytest.raises(FlowError) as info:
         load_all(tmp_path)
     files = {p.file for p in info.value.problems}
-    assert files == {"a.yml", "b.yml"} or files == {f"{tmp_path.name}/a.yml", f"{tmp_path.name}/b.yml"}
+    assert files == {"a.yml", "b.yml"} or files == {
+        f"{tmp_path.name}/a.yml",
+        f"{tmp_path.name}/b.yml",
+    }

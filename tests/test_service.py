@@ -87,17 +87,29 @@ async def count(db: Database, model: type) -> int:
 
 async def complete(svc: Surveys, key: str, score: int = 9) -> str:
     reply = await svc.start(flow_id="nps", respondent_key=key, channel="test")
-    await svc.answer(conversation_id=reply.conversation_id, respondent_key=key, step="score", value=score)
-    await svc.answer(conversation_id=reply.conversation_id, respondent_key=key, step="why", value="because")
-    await svc.answer(conversation_id=reply.conversation_id, respondent_key=key, step="role", value="pm")
+    await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key=key, step="score", value=score
+    )
+    await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key=key, step="why", value="because"
+    )
+    await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key=key, step="role", value="pm"
+    )
     return reply.conversation_id
 
 
-async def test_start_answer_complete_stores_answers_tags_and_profile(svc: Surveys, database: Database) -> None:
+async def test_start_answer_complete_stores_answers_tags_and_profile(
+    svc: Surveys, database: Database
+) -> None:
     conversation_id = await complete(svc, "t:ann", score=4)
     async with database.reads() as session:
         answers = (await session.execute(select(Answer).order_by(Answer.id))).scalars().all()
-        assert [(a.step_id, a.value) for a in answers] == [("score", 4), ("why", "because"), ("role", "pm")]
+        assert [(a.step_id, a.value) for a in answers] == [
+            ("score", 4),
+            ("why", "because"),
+            ("role", "pm"),
+        ]
         version = await session.get(FlowVersion, answers[0].flow_version_id)
         assert version is not None and version.hash == svc.catalog.get("nps").hash
         tags = (await session.execute(select(Tag).order_by(Tag.id))).scalars().all()
@@ -108,7 +120,11 @@ async def test_start_answer_complete_stores_answers_tags_and_profile(svc: Survey
         respondent = (await session.execute(select(Respondent))).scalar_one()
         assert respondent.attributes == {"role": "pm"}
         conversation = await session.get(Conversation, conversation_id)
-        assert conversation is not None and conversation.status == "completed" and conversation.open_key is None
+        assert (
+            conversation is not None
+            and conversation.status == "completed"
+            and conversation.open_key is None
+        )
         kinds = (await session.execute(select(Event.kind).order_by(Event.id))).scalars().all()
         assert kinds == ["conversation.started", "conversation.completed"]
 
@@ -116,7 +132,9 @@ async def test_start_answer_complete_stores_answers_tags_and_profile(svc: Survey
 async def test_start_twice_resumes_the_open_conversation(svc: Surveys) -> None:
     first = await svc.start(flow_id="nps", respondent_key="t:bob", channel="test")
     assert first.created
-    await svc.answer(conversation_id=first.conversation_id, respondent_key="t:bob", step="score", value=8)
+    await svc.answer(
+        conversation_id=first.conversation_id, respondent_key="t:bob", step="score", value=8
+    )
     again = await svc.start(flow_id="nps", respondent_key="t:bob", channel="test")
     assert not again.created
     assert again.conversation_id == first.conversation_id
@@ -125,7 +143,9 @@ async def test_start_twice_resumes_the_open_conversation(svc: Surveys) -> None:
 
 
 async def test_concurrent_starts_open_one_conversation(svc: Surveys, database: Database) -> None:
-    replies = await asyncio.gather(*[svc.start(flow_id="nps", respondent_key="t:cat", channel="test") for _ in range(6)])
+    replies = await asyncio.gather(
+        *[svc.start(flow_id="nps", respondent_key="t:cat", channel="test") for _ in range(6)]
+    )
     assert len({r.conversation_id for r in replies}) == 1
     assert sum(r.created for r in replies) == 1
     assert await count(database, Conversation) == 1
@@ -134,14 +154,24 @@ async def test_concurrent_starts_open_one_conversation(svc: Surveys, database: D
 async def test_double_submit_records_one_answer(svc: Surveys, database: Database) -> None:
     reply = await svc.start(flow_id="nps", respondent_key="t:dan", channel="test")
     results = await asyncio.gather(
-        *[svc.answer(conversation_id=reply.conversation_id, respondent_key="t:dan", step="score", value="7") for _ in range(5)]
+        *[
+            svc.answer(
+                conversation_id=reply.conversation_id,
+                respondent_key="t:dan",
+                step="score",
+                value="7",
+            )
+            for _ in range(5)
+        ]
     )
     assert sorted(r.duplicate for r in results) == [False, True, True, True, True]
     assert all(r.step == "why" for r in results)
     assert await count(database, Answer) == 1
     # a different value for an answered step is a conflict, not an overwrite
     with pytest.raises(NotCurrentStep):
-        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:dan", step="score", value=2)
+        await svc.answer(
+            conversation_id=reply.conversation_id, respondent_key="t:dan", step="score", value=2
+        )
     async with database.reads() as session:
         assert (await session.execute(select(Answer.value))).scalar_one() == 7
 
@@ -149,7 +179,9 @@ async def test_double_submit_records_one_answer(svc: Surveys, database: Database
 async def test_invalid_answer_changes_nothing(svc: Surveys, database: Database) -> None:
     reply = await svc.start(flow_id="nps", respondent_key="t:eve", channel="test")
     with pytest.raises(InvalidAnswer) as info:
-        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:eve", step="score", value=12)
+        await svc.answer(
+            conversation_id=reply.conversation_id, respondent_key="t:eve", step="score", value=12
+        )
     assert info.value.step == "score"
     assert info.value.outputs[-1].step == "score"
     assert await count(database, Answer) == 0
@@ -160,7 +192,9 @@ async def test_invalid_answer_changes_nothing(svc: Surveys, database: Database) 
 async def test_wrong_respondent_and_unknown_ids(svc: Surveys) -> None:
     reply = await svc.start(flow_id="nps", respondent_key="t:fay", channel="test")
     with pytest.raises(NotYourConversation):
-        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:mallory", step="score", value=1)
+        await svc.answer(
+            conversation_id=reply.conversation_id, respondent_key="t:mallory", step="score", value=1
+        )
     with pytest.raises(NotYourConversation):
         await svc.show(conversation_id=reply.conversation_id, respondent_key="t:mallory")
     with pytest.raises(ConversationNotFound):
@@ -172,8 +206,12 @@ async def test_wrong_respondent_and_unknown_ids(svc: Surveys) -> None:
 async def test_finished_conversation_refuses_answers_and_restart_opens_new(svc: Surveys) -> None:
     first = await complete(svc, "t:gus")
     with pytest.raises(ConversationClosed, match="already completed"):
-        await svc.answer(conversation_id=first, respondent_key="t:gus", step="why", value="changed my mind")
-    repeat = await svc.answer(conversation_id=first, respondent_key="t:gus", step="role", value="pm")
+        await svc.answer(
+            conversation_id=first, respondent_key="t:gus", step="why", value="changed my mind"
+        )
+    repeat = await svc.answer(
+        conversation_id=first, respondent_key="t:gus", step="role", value="pm"
+    )
     assert repeat.duplicate and repeat.done  # a retried last answer is answered, not refused
     stopped = await svc.stop(conversation_id=first, respondent_key="t:gus")
     assert stopped.status == "completed"
@@ -186,7 +224,9 @@ async def test_opt_out_sticks_and_survives_forget(svc: Surveys, database: Databa
     assert await svc.opt_out(respondent_key="t:hal", source="test")
     assert not await svc.opt_out(respondent_key="t:hal", source="test")  # idempotent
     with pytest.raises(OptedOut):
-        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:hal", step="score", value=5)
+        await svc.answer(
+            conversation_id=reply.conversation_id, respondent_key="t:hal", step="score", value=5
+        )
     with pytest.raises(OptedOut):
         await svc.start(flow_id="nps", respondent_key="t:hal", channel="test")
     async with database.reads() as session:
@@ -200,19 +240,33 @@ async def test_opt_out_sticks_and_survives_forget(svc: Surveys, database: Databa
         await svc.start(flow_id="nps", respondent_key="t:hal", channel="test")
 
 
-async def test_editing_a_flow_keeps_conversations_on_their_version(svc: Surveys, flows: Path, database: Database) -> None:
+async def test_editing_a_flow_keeps_conversations_on_their_version(
+    svc: Surveys, flows: Path, database: Database
+) -> None:
     reply = await svc.start(flow_id="nps", respondent_key="t:ivy", channel="test")
     old_hash = svc.catalog.get("nps").hash
     path = flows / "nps.yml"
-    path.write_text(path.read_text().replace("Why {{score}}?", "What drove your {{score}}?").replace("  - id: role", "  - id: extra\n    type: yes_no\n    text: More?\n  - id: role"))
+    path.write_text(
+        path.read_text()
+        .replace("Why {{score}}?", "What drove your {{score}}?")
+        .replace("  - id: role", "  - id: extra\n    type: yes_no\n    text: More?\n  - id: role")
+    )
     svc.catalog.reload()
     assert svc.catalog.get("nps").hash != old_hash
-    r1 = await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:ivy", step="score", value=10)
-    assert r1.outputs[0].to_dict()["text"] == "Why 10?"  # the old wording: the version it started on
-    r2 = await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:ivy", step="why", value="great")
+    r1 = await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key="t:ivy", step="score", value=10
+    )
+    assert (
+        r1.outputs[0].to_dict()["text"] == "Why 10?"
+    )  # the old wording: the version it started on
+    r2 = await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key="t:ivy", step="why", value="great"
+    )
     assert r2.step == "role"  # the new 'extra' step is not part of this conversation
     fresh = await svc.start(flow_id="nps", respondent_key="t:joe", channel="test")
-    r3 = await svc.answer(conversation_id=fresh.conversation_id, respondent_key="t:joe", step="score", value=10)
+    r3 = await svc.answer(
+        conversation_id=fresh.conversation_id, respondent_key="t:joe", step="score", value=10
+    )
     assert r3.outputs[0].to_dict()["text"] == "What drove your 10?"
     assert await count(database, FlowVersion) == 2
 
@@ -224,13 +278,17 @@ async def test_broken_edit_keeps_last_good_flows(svc: Surveys, flows: Path) -> N
     assert svc.catalog.get("nps").hash == good
 
 
-async def test_expired_conversation_is_closed_and_a_new_one_starts(database: Database, flows: Path) -> None:
+async def test_expired_conversation_is_closed_and_a_new_one_starts(
+    database: Database, flows: Path
+) -> None:
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     svc = Surveys(database, FlowCatalog(flows), clock=lambda: now[0])
     reply = await svc.start(flow_id="nps", respondent_key="t:kim", channel="test")
     now[0] += timedelta(days=8)
     with pytest.raises(ConversationClosed, match="expired"):
-        await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:kim", step="score", value=3)
+        await svc.answer(
+            conversation_id=reply.conversation_id, respondent_key="t:kim", step="score", value=3
+        )
     again = await svc.start(flow_id="nps", respondent_key="t:kim", channel="test")
     assert again.created and again.conversation_id != reply.conversation_id
     now[0] += timedelta(days=8)
@@ -242,7 +300,9 @@ async def test_expired_conversation_is_closed_and_a_new_one_starts(database: Dat
 
 async def test_anonymous_flow_links_no_answers_or_tags(svc: Surveys, database: Database) -> None:
     reply = await svc.start(flow_id="anon", respondent_key="t:lee", channel="test")
-    await svc.answer(conversation_id=reply.conversation_id, respondent_key="t:lee", step="mood", value=4)
+    await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key="t:lee", step="mood", value=4
+    )
     async with database.reads() as session:
         answer = (await session.execute(select(Answer))).scalar_one()
         assert answer.respondent_id is None and answer.value == 4
@@ -263,7 +323,13 @@ async def test_export_and_forget_one_person(svc: Surveys, database: Database) ->
     assert {t["segment"] for t in data["tags"]} == {"promoter", "pm"}
     assert data["conversations"][0]["state"]["answers"]["score"] == 10
     done = await privacy.forget(database, key="t:max")
-    assert done.counts == {"tags": 2, "answers": 3, "events": 2, "conversations": 1, "respondents": 1}
+    assert done.counts == {
+        "tags": 2,
+        "answers": 3,
+        "events": 2,
+        "conversations": 1,
+        "respondents": 1,
+    }
     assert not done.still_suppressed
     remaining = [r async for r in privacy.export_answers(database, flow_id=None)]
     assert {r["respondent"] for r in remaining} == {"t:ned"}

@@ -17,7 +17,7 @@ from bot.config import Settings
 from bot.engine import Ask, End, Output, Say
 from bot.errors import InvalidAnswer, OptedOut
 from bot.services.catalog import FlowCatalog
-from bot.services.conversations import Reply, Surveys
+from bot.services.conversations import Surveys
 
 Prompt = Callable[[str], str]
 STOP_WORDS = {"/stop"}
@@ -46,7 +46,9 @@ def chat_loop(
         try:
             surveys = Surveys(db, catalog)
             try:
-                reply = runner.run(surveys.start(flow_id=flow_id, respondent_key=respondent_key, channel="cli"))
+                reply = runner.run(
+                    surveys.start(flow_id=flow_id, respondent_key=respondent_key, channel="cli")
+                )
             except OptedOut:
                 echo("You opted out of surveys, so Parley will not ask you anything.")
                 return 0
@@ -67,15 +69,26 @@ def chat_loop(
                         runner.run(surveys.opt_out(respondent_key=respondent_key, source="cli"))
                         echo("Done — you will not be surveyed again.")
                         return 0
-                    reply = runner.run(surveys.stop(conversation_id=reply.conversation_id, respondent_key=respondent_key))
+                    reply = runner.run(
+                        surveys.stop(
+                            conversation_id=reply.conversation_id, respondent_key=respondent_key
+                        )
+                    )
                     outputs = reply.outputs
                     continue
                 except EOFError:
-                    echo(f"\nPaused. Run `parley chat {flow_id}` again to pick up where you left off.")
+                    echo(
+                        f"\nPaused. Run `parley chat {flow_id}` again to pick up where you left off."
+                    )
                     return 0
                 try:
                     reply = runner.run(
-                        surveys.answer(conversation_id=reply.conversation_id, respondent_key=respondent_key, step=ask.step, value=value)
+                        surveys.answer(
+                            conversation_id=reply.conversation_id,
+                            respondent_key=respondent_key,
+                            step=ask.step,
+                            value=value,
+                        )
                     )
                     outputs = reply.outputs
                 except InvalidAnswer as err:

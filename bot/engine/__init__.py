@@ -1,7 +1,19 @@
 """The pure conversation engine: ``advance(flow, state, event) -> Outcome``. No I/O."""
 
 from bot.engine.advance import Outcome, advance, ask_for, new_state, resume
-from bot.engine.messages import Answer, Ask, End, Event, InputSpec, Output, Recorded, Say, Start, Stop, Timeout
+from bot.engine.messages import (
+    Answer,
+    Ask,
+    End,
+    Event,
+    InputSpec,
+    Output,
+    Recorded,
+    Say,
+    Start,
+    Stop,
+    Timeout,
+)
 from bot.engine.state import ConversationState
 
 __all__ = [

@@ -11,10 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.errors import ConversationClosed, NotCurrentStep
-from bot.flow import conditions as cond
-from bot.flow.model import Flow, Step
-from bot.flow.template import Template, plain_text
 from bot.engine.answers import Rejected, coerce
 from bot.engine.messages import (
     Answer,
@@ -31,6 +27,10 @@ from bot.engine.messages import (
     Timeout,
 )
 from bot.engine.state import ConversationState
+from bot.errors import ConversationClosed, NotCurrentStep
+from bot.flow import conditions as cond
+from bot.flow.model import Flow, Step
+from bot.flow.template import Template, plain_text
 
 MAX_STEPS_PER_EVENT = 500
 STOPPED_TEXT = "Okay, I've closed this survey. Thanks for your time."
@@ -81,7 +81,9 @@ def _answer(flow: Flow, state: ConversationState, event: Answer) -> Outcome:
     if state.current != event.step:
         if event.step in state.answers:
             raise NotCurrentStep(f"step '{event.step}' was already answered")
-        raise NotCurrentStep(f"step '{event.step}' is not the current question (that is '{state.current}')")
+        raise NotCurrentStep(
+            f"step '{event.step}' is not the current question (that is '{state.current}')"
+        )
     step = flow.step(event.step)
     try:
         value = coerce(step, event.value)
@@ -124,7 +126,9 @@ def _run_from(flow: Flow, state: ConversationState, start: int) -> Outcome:
     resolve = cond.truthy_in(state.answers, state.profile)
     for taken, step in enumerate(flow.steps[start:]):
         if taken >= MAX_STEPS_PER_EVENT:
-            raise FlowLoopError(f"flow {flow.id} ran more than {MAX_STEPS_PER_EVENT} steps in one event")
+            raise FlowLoopError(
+                f"flow {flow.id} ran more than {MAX_STEPS_PER_EVENT} steps in one event"
+            )
         state.steps_taken += 1
         if step.when is not None and not cond.evaluate(step.when, resolve):
             state.skipped.append(step.id)
@@ -140,7 +144,9 @@ def _run_from(flow: Flow, state: ConversationState, start: int) -> Outcome:
     return _finish(flow, state, outputs, with_outro=True)
 
 
-def _finish(flow: Flow, state: ConversationState, outputs: list[Output], *, with_outro: bool) -> Outcome:
+def _finish(
+    flow: Flow, state: ConversationState, outputs: list[Output], *, with_outro: bool
+) -> Outcome:
     state.status = "completed"
     state.current = None
     text = _render(flow, flow.outro, state) if with_outro and flow.outro else None
@@ -181,7 +187,9 @@ def input_spec(step: Step, state: ConversationState, flow: Flow) -> InputSpec:
         if step.type == "choice":
             return InputSpec("choice", required, choices=options)
         top = spec.max_picks or len(options)  # type: ignore[union-attr]
-        return InputSpec("multi_choice", required, choices=options, min_picks=spec.min_picks, max_picks=top)  # type: ignore[union-attr]
+        return InputSpec(
+            "multi_choice", required, choices=options, min_picks=spec.min_picks, max_picks=top
+        )  # type: ignore[union-attr]
     if step.type == "text":
         return InputSpec("text", required, max_length=spec.max_length, placeholder=spec.placeholder)  # type: ignore[union-attr]
     if step.type == "email":

@@ -14,7 +14,9 @@ from typing import Any
 
 from bot.flow.model import Step
 
-EMAIL = re.compile(r"^[^@\s<>\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
+EMAIL = re.compile(
+    r"^[^@\s<>\"']{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$"
+)
 YES = {"yes", "y", "true", "1", "yep", "yeah", "sure", "ok", "oui", "ja", "si", "sí"}
 NO = {"no", "n", "false", "0", "nope", "nah", "non", "nein"}
 MAX_RAW = 20_000
@@ -78,9 +80,9 @@ def _scale(step: Step, value: Any) -> int:
         number = None
     elif isinstance(value, int):
         number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,3}\s*", value):
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,3}\s*", value)
+    ):
         number = int(value)
     if number is None or not lo <= number <= hi:
         raise Rejected(_expected(step))

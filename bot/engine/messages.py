@@ -83,7 +83,12 @@ class Ask:
     type: Literal["ask"] = "ask"
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": "ask", "step": self.step, "text": self.text, "input": self.input.to_dict()}
+        data: dict[str, Any] = {
+            "type": "ask",
+            "step": self.step,
+            "text": self.text,
+            "input": self.input.to_dict(),
+        }
         if self.help:
             data["help"] = self.help
         return data

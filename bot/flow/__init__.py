@@ -3,4 +3,12 @@
 from bot.flow.loader import FileReport, flow_from_definition, load_all, load_flow, validate_tree
 from bot.flow.model import Flow, Step
 
-__all__ = ["FileReport", "Flow", "Step", "flow_from_definition", "load_all", "load_flow", "validate_tree"]
+__all__ = [
+    "FileReport",
+    "Flow",
+    "Step",
+    "flow_from_definition",
+    "load_all",
+    "load_flow",
+    "validate_tree",
+]

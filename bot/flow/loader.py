@@ -37,7 +37,8 @@ from bot.flow.yamlsource import LineDict, LineList, key_position, position, read
 
 _STEP_ADAPTER: TypeAdapter[Any] = TypeAdapter(StepModel)
 _STEP_CLASSES: dict[str, type[BaseModel]] = {
-    get_args(cls.model_fields["type"].annotation)[0]: cls for cls in get_args(get_args(StepModel)[0])
+    get_args(cls.model_fields["type"].annotation)[0]: cls
+    for cls in get_args(get_args(StepModel)[0])
 }
 MAX_ENUMERATION = 50_000
 MAX_INCLUDE_DEPTH = 8
@@ -117,13 +118,23 @@ def _schema_problems(
         elif kind in ("union_tag_not_found", "union_tag_invalid"):
             given = node.get("type") if isinstance(node, dict) else None
             if given is None:
-                out.at(file, position(node, ()), "step has no 'type'", f"one of: {', '.join(STEP_TYPES)}")
+                out.at(
+                    file,
+                    position(node, ()),
+                    "step has no 'type'",
+                    f"one of: {', '.join(STEP_TYPES)}",
+                )
             else:
                 hint = did_you_mean(str(given), STEP_TYPES) or f"one of: {', '.join(STEP_TYPES)}"
                 out.at(file, position(node, ("type",)), f"unknown step type '{given}'", hint)
         elif kind == "string_pattern_mismatch":
             value = item.get("input")
-            out.at(file, position(node, loc), f"{where}: {value!r} is not allowed here", _pattern_hint(loc))
+            out.at(
+                file,
+                position(node, loc),
+                f"{where}: {value!r} is not allowed here",
+                _pattern_hint(loc),
+            )
         else:
             message = item["msg"].removeprefix("Value error, ")
             out.at(file, position(node, loc), f"{where}: {message}" if where else message)
@@ -170,10 +181,17 @@ def _expand(
         pos = position(items, (i,))
         extra = sorted(set(node) - {"include"})
         if extra:
-            out.at(file, key_position(node, (extra[0],)), f"unknown key '{extra[0]}' next to include:")
+            out.at(
+                file, key_position(node, (extra[0],)), f"unknown key '{extra[0]}' next to include:"
+            )
         rel = node["include"]
         if not isinstance(rel, str) or not rel.endswith((".yml", ".yaml")):
-            out.at(file, pos, "include: needs a path to a .yml file", "e.g. include: blocks/consent.yml")
+            out.at(
+                file,
+                pos,
+                "include: needs a path to a .yml file",
+                "e.g. include: blocks/consent.yml",
+            )
             continue
         target = (root / rel).resolve()
         if root.resolve() not in target.parents:
@@ -187,7 +205,12 @@ def _expand(
             out.at(file, pos, f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
             continue
         if not target.is_file():
-            out.at(file, pos, f"included file '{rel}' not found", "paths are relative to the flows folder")
+            out.at(
+                file,
+                pos,
+                f"included file '{rel}' not found",
+                "paths are relative to the flows folder",
+            )
             continue
         shown = _display(target, root)
         try:
@@ -248,20 +271,40 @@ def _expr_pos(raw: RawStep, path: tuple[Any, ...], offset: int) -> tuple[int, in
 
 
 def _check_expr(
-    node: cond.Node, raw: RawStep, path: tuple[Any, ...], scope: _Scope, out: _Collector, base: int = 0
+    node: cond.Node,
+    raw: RawStep,
+    path: tuple[Any, ...],
+    scope: _Scope,
+    out: _Collector,
+    base: int = 0,
 ) -> None:
     for name in cond.names(node):
         pos = _expr_pos(raw, path, base + name.offset)
         head = name.parts[0]
         if head == "respondent":
             if len(name.parts) != 2:
-                out.at(raw.file, pos, f"'{name.dotted}': write respondent.ATTRIBUTE", "e.g. respondent.role")
+                out.at(
+                    raw.file,
+                    pos,
+                    f"'{name.dotted}': write respondent.ATTRIBUTE",
+                    "e.g. respondent.role",
+                )
             continue
         if head in scope.later and head not in scope.earlier:
-            out.at(raw.file, pos, f"'{head}' is asked later, so it has no answer here", "conditions can only use earlier steps")
+            out.at(
+                raw.file,
+                pos,
+                f"'{head}' is asked later, so it has no answer here",
+                "conditions can only use earlier steps",
+            )
         elif head not in scope.earlier:
             known = [*scope.earlier, "respondent"]
-            out.at(raw.file, pos, f"unknown name '{head}'", did_you_mean(head, known) or "use an earlier step id or respondent.ATTRIBUTE")
+            out.at(
+                raw.file,
+                pos,
+                f"unknown name '{head}'",
+                did_you_mean(head, known) or "use an earlier step id or respondent.ATTRIBUTE",
+            )
         elif scope.earlier[head].type == "message":
             out.at(raw.file, pos, f"'{head}' is a message step and has no answer")
         elif len(name.parts) > 1:
@@ -279,7 +322,12 @@ def _literals(node: cond.Node) -> list[Any] | None:
 
 
 def _check_comparison(
-    comp: cond.Compare, raw: RawStep, path: tuple[Any, ...], scope: _Scope, out: _Collector, base: int = 0
+    comp: cond.Compare,
+    raw: RawStep,
+    path: tuple[Any, ...],
+    scope: _Scope,
+    out: _Collector,
+    base: int = 0,
 ) -> None:
     for name_side, other in ((comp.left, comp.right), (comp.right, comp.left)):
         if not isinstance(name_side, cond.Name) or name_side.parts[0] not in scope.earlier:
@@ -300,15 +348,22 @@ def _check_comparison(
                     out.at(raw.file, pos, f"'{step_id}' has no choice with value {value!r}", hint)
             elif spec.type in SCALE_TYPES:
                 if not isinstance(value, int | float) or isinstance(value, bool):
-                    out.at(raw.file, pos, f"'{step_id}' is a number scale; compare it with a number, not {value!r}")
-            elif spec.type == "yes_no":
-                if not isinstance(value, bool):
-                    out.at(raw.file, pos, f"'{step_id}' is yes/no; compare it with true or false, not {value!r}")
+                    out.at(
+                        raw.file,
+                        pos,
+                        f"'{step_id}' is a number scale; compare it with a number, not {value!r}",
+                    )
+            elif spec.type == "yes_no" and not isinstance(value, bool):
+                out.at(
+                    raw.file,
+                    pos,
+                    f"'{step_id}' is yes/no; compare it with true or false, not {value!r}",
+                )
 
 
 def _compile(source: Any, raw: RawStep, path: tuple[Any, ...], out: _Collector) -> cond.Node | None:
     if not isinstance(source, str):
-        out.at(raw.file, position(raw.node, path), "a condition must be text, e.g. \"score <= 6\"")
+        out.at(raw.file, position(raw.node, path), 'a condition must be text, e.g. "score <= 6"')
         return None
     try:
         return cond.parse(source)
@@ -317,13 +372,17 @@ def _compile(source: Any, raw: RawStep, path: tuple[Any, ...], out: _Collector) 
         return None
 
 
-def _template(source: str | None, raw: RawStep, path: tuple[Any, ...], scope: _Scope, out: _Collector) -> Template | None:
+def _template(
+    source: str | None, raw: RawStep, path: tuple[Any, ...], scope: _Scope, out: _Collector
+) -> Template | None:
     if source is None:
         return None
     try:
         template = compile_template(source)
     except cond.ConditionSyntaxError as err:
-        out.at(raw.file, _expr_pos(raw, path, err.offset), f"bad {{{{...}}}} in text: {err.message}")
+        out.at(
+            raw.file, _expr_pos(raw, path, err.offset), f"bad {{{{...}}}} in text: {err.message}"
+        )
         return None
     expressions = [p for p in template.parts if not isinstance(p, str)]
     for part, offset in zip(expressions, template.offsets, strict=True):
@@ -335,13 +394,17 @@ def _domain(spec: Any, may_skip: bool) -> list[Any] | None:
     """Every value a step's answer can take, or None when there are too many to list."""
     values: list[Any]
     if spec.type in ("nps", "csat", "ces", "rating"):
-        lo, hi = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}.get(spec.type, (getattr(spec, "min", 0), getattr(spec, "max", 0)))
+        lo, hi = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}.get(
+            spec.type, (getattr(spec, "min", 0), getattr(spec, "max", 0))
+        )
         values = list(range(lo, hi + 1))
     elif spec.type == "choice":
         values = [c.value for c in spec.choices]
     elif spec.type == "multi_choice" and len(spec.choices) <= 8:
         vals = [c.value for c in spec.choices]
-        values = [list(combo) for r in range(len(vals) + 1) for combo in itertools.combinations(vals, r)]
+        values = [
+            list(combo) for r in range(len(vals) + 1) for combo in itertools.combinations(vals, r)
+        ]
     elif spec.type == "yes_no":
         values = [True, False]
     else:
@@ -377,7 +440,9 @@ def _build_steps(
     specs: list[tuple[Any, RawStep]] = []
     for raw in raws:
         if not isinstance(raw.node, dict):
-            out.at(raw.file, position(raw.node, ()), "a step must be a mapping with id, type and text")
+            out.at(
+                raw.file, position(raw.node, ()), "a step must be a mapping with id, type and text"
+            )
             continue
         try:
             specs.append((_STEP_ADAPTER.validate_python(raw.node), raw))
@@ -388,7 +453,12 @@ def _build_steps(
         if spec.id in seen:
             first = seen[spec.id]
             line = position(first.node, ("id",))[0]
-            out.at(raw.file, position(raw.node, ("id",)), f"duplicate step id '{spec.id}'", f"first used at {first.file}:{line}")
+            out.at(
+                raw.file,
+                position(raw.node, ("id",)),
+                f"duplicate step id '{spec.id}'",
+                f"first used at {first.file}:{line}",
+            )
         else:
             seen[spec.id] = raw
     for spec, raw in specs:
@@ -396,7 +466,11 @@ def _build_steps(
             values = [c.value for c in spec.choices]
             for i, choice in enumerate(spec.choices):
                 if values.index(choice.value) != i:
-                    out.at(raw.file, position(raw.node, ("choices", i, "value")), f"duplicate choice value '{choice.value}' in step '{spec.id}'")
+                    out.at(
+                        raw.file,
+                        position(raw.node, ("choices", i, "value")),
+                        f"duplicate choice value '{choice.value}' in step '{spec.id}'",
+                    )
     if len(specs) < len(raws):
         return [], specs  # a step failed its schema: name checks would only add noise
     steps: list[Step] = []
@@ -410,9 +484,19 @@ def _build_steps(
         if when is not None:
             _check_expr(when, raw, ("when",), scope, out)
         if ended_at is not None:
-            out.at(raw.file, position(raw.node, ("id",)), f"step '{spec.id}' can never be asked", f"step '{ended_at}' always ends the flow before it")
+            out.at(
+                raw.file,
+                position(raw.node, ("id",)),
+                f"step '{spec.id}' can never be asked",
+                f"step '{ended_at}' always ends the flow before it",
+            )
         elif when is not None and not out.problems and not _can_be_true(when, scope, may_skip):
-            out.at(raw.file, position(raw.node, ("when",)), f"step '{spec.id}' can never be asked: its when: is never true", "check the values and ranges it compares")
+            out.at(
+                raw.file,
+                position(raw.node, ("when",)),
+                f"step '{spec.id}' can never be asked: its when: is never true",
+                "check the values and ranges it compares",
+            )
         may_skip[spec.id] = when is not None or not spec.required or spec.type == "email"
         if spec.type == "message" and spec.end and when is None:
             ended_at = spec.id
@@ -426,11 +510,16 @@ def _build_steps(
                     _check_expr(rule_when, raw, ("tags", j, "when"), own, out)
             rules.append(TagRule(rule_when, rule.weights))
         if spec.save_as and spec.type == "message":
-            out.at(raw.file, position(raw.node, ("save_as",)), "a message step has no answer to save_as")
+            out.at(
+                raw.file,
+                position(raw.node, ("save_as",)),
+                "a message step has no answer to save_as",
+            )
         text = _template(spec.text, raw, ("text",), scope, out)
         help_ = _template(spec.help, raw, ("help",), scope, out)
         labels = tuple(
-            _template(c.label, raw, ("choices", k, "label"), scope, out) or Template(c.label, (c.label,))
+            _template(c.label, raw, ("choices", k, "label"), scope, out)
+            or Template(c.label, (c.label,))
             for k, c in enumerate(getattr(spec, "choices", []))
         )
         if text is not None:
@@ -445,13 +534,22 @@ def build_flow(node: Any, *, file: str, root: Path | None, expected_id: str | No
     meta_ok = _check_schema(FlowMeta, node, file, out)
     items = node.get("steps") if isinstance(node, dict) else None
     if isinstance(items, list):  # check the steps even when the header is wrong: report everything
-        raws = list(_expand(items, file, root, (), out)) if root is not None else [RawStep(s, file) for s in items]
+        raws = (
+            list(_expand(items, file, root, (), out))
+            if root is not None
+            else [RawStep(s, file) for s in items]
+        )
         steps, _ = _build_steps(raws, file, out)
     if not meta_ok:
         out.raise_if_any()
     meta = FlowMeta.model_validate(node)
     if expected_id is not None and meta.id != expected_id:
-        out.at(file, position(node, ("id",)), f"flow id '{meta.id}' must match its file name", f"rename it to '{expected_id}'")
+        out.at(
+            file,
+            position(node, ("id",)),
+            f"flow id '{meta.id}' must match its file name",
+            f"rename it to '{expected_id}'",
+        )
     if not any(s.asks for s in steps) and not out.problems:
         out.at(file, position(node, ("steps",)), "a flow needs at least one question")
     all_specs = {s.id: s.spec for s in steps}
@@ -461,7 +559,9 @@ def build_flow(node: Any, *, file: str, root: Path | None, expected_id: str | No
     out.raise_if_any()
     definition = {k: _plain(v) for k, v in node.items() if k != "steps"}
     definition["steps"] = [_plain(r.node) for r in raws]
-    digest = hashlib.sha256(json.dumps(definition, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        json.dumps(definition, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()[:16]
     return Flow(
         id=meta.id,
         kind=meta.kind,
@@ -487,13 +587,17 @@ def load_flow(path: Path, *, root: Path) -> Flow:
 
 def flow_from_definition(definition: dict[str, Any]) -> Flow:
     """Rebuild a stored flow version (includes already expanded)."""
-    return build_flow(definition, file=f"<stored flow {definition.get('id')}>", root=None, expected_id=None)
+    return build_flow(
+        definition, file=f"<stored flow {definition.get('id')}>", root=None, expected_id=None
+    )
 
 
 def flow_files(root: Path) -> list[Path]:
     """The flow files in ``root`` (top-level ``*.yml`` minus the reserved config files)."""
     return sorted(
-        p for p in root.glob("*.y*ml") if p.suffix in (".yml", ".yaml") and p.name not in CONFIG_FILES
+        p
+        for p in root.glob("*.y*ml")
+        if p.suffix in (".yml", ".yaml") and p.name not in CONFIG_FILES
     )
 
 
@@ -525,7 +629,11 @@ def validate_tree(root: Path) -> list[FileReport]:
             reports.append(FileReport(shown, "flow", "", tuple(err.problems)))
             continue
         reports.append(
-            FileReport(shown, "flow", f"flow '{flow.id}' ({flow.kind}): {flow.question_count} questions, version {flow.hash}")
+            FileReport(
+                shown,
+                "flow",
+                f"flow '{flow.id}' ({flow.kind}): {flow.question_count} questions, version {flow.hash}",
+            )
         )
     blocks = flows_root / "blocks"
     if root.is_dir() and blocks.is_dir():
@@ -566,7 +674,9 @@ def _validate_block(path: Path, root: Path) -> FileReport:
 def load_all(root: Path) -> dict[str, Flow]:
     """Load every flow under ``root``; one FlowError with all problems if any file is bad."""
     if not root.is_dir():
-        raise FlowError([Problem(str(root), 1, 1, "flows folder not found", "pass --flows or set PARLEY_FLOWS")])
+        raise FlowError(
+            [Problem(str(root), 1, 1, "flows folder not found", "pass --flows or set PARLEY_FLOWS")]
+        )
     flows: dict[str, Flow] = {}
     problems: list[Problem] = []
     for path in flow_files(root):

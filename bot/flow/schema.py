@@ -152,7 +152,18 @@ StepModel = Annotated[
     | MessageStep,
     Field(discriminator="type"),
 ]
-STEP_TYPES = ("nps", "csat", "ces", "rating", "choice", "multi_choice", "text", "yes_no", "email", "message")
+STEP_TYPES = (
+    "nps",
+    "csat",
+    "ces",
+    "rating",
+    "choice",
+    "multi_choice",
+    "text",
+    "yes_no",
+    "email",
+    "message",
+)
 
 
 class Trigger(Model):
@@ -162,9 +173,15 @@ class Trigger(Model):
 
     @model_validator(mode="after")
     def _one(self) -> Trigger:
-        set_keys = [k for k in ("campaign", "event", "first_contact") if getattr(self, k) not in (None, False)]
+        set_keys = [
+            k
+            for k in ("campaign", "event", "first_contact")
+            if getattr(self, k) not in (None, False)
+        ]
         if len(set_keys) != 1:
-            raise ValueError("a trigger has exactly one of campaign: true, event: NAME, first_contact: true")
+            raise ValueError(
+                "a trigger has exactly one of campaign: true, event: NAME, first_contact: true"
+            )
         return self
 
 
@@ -204,7 +221,9 @@ class SegmentDimension(Model):
     def _known(self) -> SegmentDimension:
         unknown = sorted(set(self.keywords) - set(self.segments))
         if unknown:
-            raise ValueError(f"keywords for unknown segment(s) {', '.join(unknown)}; segments are {', '.join(self.segments)}")
+            raise ValueError(
+                f"keywords for unknown segment(s) {', '.join(unknown)}; segments are {', '.join(self.segments)}"
+            )
         return self
 
 

@@ -94,7 +94,9 @@ class _Loader(yaml.SafeLoader):
         return result
 
 
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_line_mapping)
+_Loader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_line_mapping
+)
 _Loader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _Loader.construct_line_sequence
 )
@@ -104,10 +106,18 @@ def parse_yaml(text: str, *, file: str) -> Any:
     """Parse one YAML document; syntax problems become a located :class:`FlowError`."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         raise FlowError(
-            [Problem(file, 1, 1, f"file is larger than {MAX_FILE_BYTES // 1024} KiB", "split it with include:")]
+            [
+                Problem(
+                    file,
+                    1,
+                    1,
+                    f"file is larger than {MAX_FILE_BYTES // 1024} KiB",
+                    "split it with include:",
+                )
+            ]
         )
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -125,7 +135,15 @@ def read_yaml(path: Path, *, display: str) -> Any:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
             raise FlowError(
-                [Problem(display, 1, 1, f"file is larger than {MAX_FILE_BYTES // 1024} KiB", "split it with include:")]
+                [
+                    Problem(
+                        display,
+                        1,
+                        1,
+                        f"file is larger than {MAX_FILE_BYTES // 1024} KiB",
+                        "split it with include:",
+                    )
+                ]
             )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:

@@ -88,7 +88,9 @@ def _aware(moment: datetime) -> datetime:
 class Surveys:
     """The conversation service: start, answer, stop, show, opt out."""
 
-    def __init__(self, db: Database, catalog: FlowCatalog, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, db: Database, catalog: FlowCatalog, *, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self.db = db
         self.catalog = catalog
         self.clock = clock
@@ -110,7 +112,9 @@ class Surveys:
         for _ in range(MAX_RETRIES):
             try:
                 async with self.db.sessions() as session, session.begin():
-                    return await self._start(session, flow, respondent_key, channel, attributes, timezone)
+                    return await self._start(
+                        session, flow, respondent_key, channel, attributes, timezone
+                    )
             except IntegrityError:
                 continue  # a parallel request opened it first: go round and resume that one
         raise ConversationClosed("could not start the conversation; please try again")
@@ -124,17 +128,23 @@ class Surveys:
         attributes: dict[str, Any] | None,
         timezone: str | None,
     ) -> Reply:
-        respondent = await repo.get_or_create_respondent(session, key=key, attributes=attributes, timezone=timezone)
+        respondent = await repo.get_or_create_respondent(
+            session, key=key, attributes=attributes, timezone=timezone
+        )
         if respondent.opted_out:
             raise OptedOut("this person opted out of surveys and will not be asked again")
         assert respondent.id is not None
-        existing = await repo.open_conversation(session, respondent_id=respondent.id, flow_id=flow.id)
+        existing = await repo.open_conversation(
+            session, respondent_id=respondent.id, flow_id=flow.id
+        )
         if existing is not None:
             old_flow = await self.catalog.for_version(session, existing.flow_version_id)
             state = self._state(existing)
             if not self._expired(old_flow, existing):
                 return self._reply(existing, resume(old_flow, state), state, key)
-            await self._save(session, existing, old_flow, advance(old_flow, state, Timeout()), respondent)
+            await self._save(
+                session, existing, old_flow, advance(old_flow, state, Timeout()), respondent
+            )
         version_id = await self.catalog.version_id(session, flow)
         state = new_state(flow, respondent.attributes)
         outcome = advance(flow, state, Start())
@@ -157,35 +167,60 @@ class Surveys:
         respondent.last_surveyed_at = now
         session.add(respondent)
         await session.flush()
-        await repo.add_event(session, kind="conversation.started", respondent_id=respondent.id, data={"flow": flow.id, "conversation": conversation.id, "channel": channel})
+        await repo.add_event(
+            session,
+            kind="conversation.started",
+            respondent_id=respondent.id,
+            data={"flow": flow.id, "conversation": conversation.id, "channel": channel},
+        )
         return self._reply(conversation, outcome.outputs, outcome.state, key, created=True)
 
     # --- answering -------------------------------------------------------------------------
 
-    async def answer(self, *, conversation_id: str, respondent_key: str, step: str, value: Any) -> Reply:
+    async def answer(
+        self, *, conversation_id: str, respondent_key: str, step: str, value: Any
+    ) -> Reply:
         """Record one answer. A repeat of an answer already recorded is a no-op (duplicate)."""
         for _ in range(MAX_RETRIES):
             expired = False
             try:
                 async with self.db.sessions() as session, session.begin():
-                    conversation, respondent, flow = await self._load(session, conversation_id, respondent_key)
+                    conversation, respondent, flow = await self._load(
+                        session, conversation_id, respondent_key
+                    )
                     state = self._state(conversation)
                     if step in state.answers and step != state.current:
                         if self._same_answer(flow, state, step, value):
-                            return self._reply(conversation, resume(flow, state), state, respondent_key, duplicate=True)
+                            return self._reply(
+                                conversation,
+                                resume(flow, state),
+                                state,
+                                respondent_key,
+                                duplicate=True,
+                            )
                         if state.is_open:
-                            raise NotCurrentStep(f"step '{step}' was already answered; the current question is '{state.current}'")
+                            raise NotCurrentStep(
+                                f"step '{step}' was already answered; the current question is '{state.current}'"
+                            )
                     if not state.is_open:
                         raise ConversationClosed(f"this conversation is already {state.status}")
                     if self._expired(flow, conversation):
-                        expired = await self._save(session, conversation, flow, advance(flow, state, Timeout()), respondent)
+                        expired = await self._save(
+                            session, conversation, flow, advance(flow, state, Timeout()), respondent
+                        )
                     else:
                         outcome = advance(flow, state, Answer(step, value))
                         if outcome.error is not None:
                             raise InvalidAnswer(outcome.error, step=step, outputs=outcome.outputs)
                         if not await self._save(session, conversation, flow, outcome, respondent):
                             raise _Conflict
-                        return self._reply(conversation, outcome.outputs, outcome.state, respondent_key, recorded=outcome)
+                        return self._reply(
+                            conversation,
+                            outcome.outputs,
+                            outcome.state,
+                            respondent_key,
+                            recorded=outcome,
+                        )
             except _Conflict:
                 continue  # someone else moved this conversation on: re-read and decide again
             if expired:
@@ -202,7 +237,9 @@ class Surveys:
 
     async def stop(self, *, conversation_id: str, respondent_key: str) -> Reply:
         async with self.db.sessions() as session, session.begin():
-            conversation, respondent, flow = await self._load(session, conversation_id, respondent_key)
+            conversation, respondent, flow = await self._load(
+                session, conversation_id, respondent_key
+            )
             state = self._state(conversation)
             if not state.is_open:
                 return self._reply(conversation, resume(flow, state), state, respondent_key)
@@ -213,7 +250,9 @@ class Surveys:
     async def show(self, *, conversation_id: str, respondent_key: str) -> Reply:
         """The conversation as it stands (to resume after a reload)."""
         async with self.db.reads() as session:
-            conversation, _respondent, flow = await self._load(session, conversation_id, respondent_key, allow_opted_out=True)
+            conversation, _respondent, flow = await self._load(
+                session, conversation_id, respondent_key, allow_opted_out=True
+            )
             state = self._state(conversation)
             return self._reply(conversation, resume(flow, state), state, respondent_key)
 
@@ -223,14 +262,24 @@ class Surveys:
 
         closed = 0
         async with self.db.sessions() as session, session.begin():
-            rows = (await session.execute(select(Conversation).where(Conversation.open_key.is_not(None)))).scalars().all()
+            rows = (
+                (
+                    await session.execute(
+                        select(Conversation).where(Conversation.open_key.is_not(None))
+                    )
+                )
+                .scalars()
+                .all()
+            )
             for conversation in rows:
                 flow = await self.catalog.for_version(session, conversation.flow_version_id)
                 if self._expired(flow, conversation):
                     respondent = await session.get(Respondent, conversation.respondent_id)
                     assert respondent is not None
                     state = self._state(conversation)
-                    if await self._save(session, conversation, flow, advance(flow, state, Timeout()), respondent):
+                    if await self._save(
+                        session, conversation, flow, advance(flow, state, Timeout()), respondent
+                    ):
                         closed += 1
         return closed
 
@@ -243,7 +292,12 @@ class Surveys:
             changed = await repo.set_opted_out(session, respondent=respondent)
             await repo.suppress(session, key=respondent_key)
             if changed:
-                await repo.add_event(session, kind="respondent.opted_out", respondent_id=respondent.id, data={"source": source})
+                await repo.add_event(
+                    session,
+                    kind="respondent.opted_out",
+                    respondent_id=respondent.id,
+                    data={"source": source},
+                )
             return changed
 
     async def is_opted_out(self, *, respondent_key: str) -> bool:
@@ -264,15 +318,26 @@ class Surveys:
                     continue
                 flow = await self.catalog.for_version(session, conversation.flow_version_id)
                 state = self._state(conversation)
-                replies.append(self._reply(conversation, resume(flow, state), state, respondent_key))
+                replies.append(
+                    self._reply(conversation, resume(flow, state), state, respondent_key)
+                )
             return replies
 
     # --- internals ------------------------------------------------------------------------
 
     async def _load(
-        self, session: AsyncSession, conversation_id: str, key: str, *, allow_opted_out: bool = False
+        self,
+        session: AsyncSession,
+        conversation_id: str,
+        key: str,
+        *,
+        allow_opted_out: bool = False,
     ) -> tuple[Conversation, Respondent, Flow]:
-        conversation = await repo.get_conversation(session, id=conversation_id) if len(conversation_id) <= 32 else None
+        conversation = (
+            await repo.get_conversation(session, id=conversation_id)
+            if len(conversation_id) <= 32
+            else None
+        )
         if conversation is None:
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
         respondent = await session.get(Respondent, conversation.respondent_id)
@@ -294,10 +359,17 @@ class Surveys:
     def _expired(self, flow: Flow, conversation: Conversation) -> bool:
         if flow.expires_after is None:
             return False
-        return self.clock() - _aware(conversation.started_at) > timedelta(seconds=flow.expires_after)
+        return self.clock() - _aware(conversation.started_at) > timedelta(
+            seconds=flow.expires_after
+        )
 
     async def _save(
-        self, session: AsyncSession, conversation: Conversation, flow: Flow, outcome: Outcome, respondent: Respondent
+        self,
+        session: AsyncSession,
+        conversation: Conversation,
+        flow: Flow,
+        outcome: Outcome,
+        respondent: Respondent,
     ) -> bool:
         state = outcome.state
         now = self.clock()
@@ -334,12 +406,27 @@ class Surveys:
             if not anonymous:
                 for tag, weight in recorded.tags.items():
                     dimension, segment = tag.split(":", 1)
-                    session.add(Tag(respondent_id=respondent.id, conversation_id=conversation.id, dimension=dimension, segment=segment, weight=weight, source=f"{flow.id}.{recorded.step}", created_at=now))
+                    session.add(
+                        Tag(
+                            respondent_id=respondent.id,
+                            conversation_id=conversation.id,
+                            dimension=dimension,
+                            segment=segment,
+                            weight=weight,
+                            source=f"{flow.id}.{recorded.step}",
+                            created_at=now,
+                        )
+                    )
         if outcome.profile_updates and not anonymous:
             respondent.attributes = {**respondent.attributes, **outcome.profile_updates}
             session.add(respondent)
         if not state.is_open:
-            await repo.add_event(session, kind=f"conversation.{state.status}", respondent_id=respondent.id, data={"flow": flow.id, "conversation": conversation.id})
+            await repo.add_event(
+                session,
+                kind=f"conversation.{state.status}",
+                respondent_id=respondent.id,
+                data={"flow": flow.id, "conversation": conversation.id},
+            )
         await session.flush()
         # Mirror the UPDATE onto the loaded object without marking it dirty (no second write).
         for name, value in (
@@ -365,5 +452,19 @@ class Surveys:
     ) -> Reply:
         rec: dict[str, Any] = {}
         if recorded is not None and recorded.recorded is not None:
-            rec = {"step": recorded.recorded.step, "value": recorded.recorded.value, "tags": recorded.recorded.tags}
-        return Reply(conversation.id, conversation.flow_id, list(outputs), state.status, state.current, key, created, duplicate, rec)
+            rec = {
+                "step": recorded.recorded.step,
+                "value": recorded.recorded.value,
+                "tags": recorded.recorded.tags,
+            }
+        return Reply(
+            conversation.id,
+            conversation.flow_id,
+            list(outputs),
+            state.status,
+            state.current,
+            key,
+            created,
+            duplicate,
+            rec,
+        )

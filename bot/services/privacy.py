@@ -22,7 +22,16 @@ from bot.store import repo
 from bot.store.database import Database
 from bot.store.models import Answer
 
-EXPORT_COLUMNS = ("respondent", "flow", "flow_version", "conversation", "step", "step_type", "value", "answered_at")
+EXPORT_COLUMNS = (
+    "respondent",
+    "flow",
+    "flow_version",
+    "conversation",
+    "step",
+    "step_type",
+    "value",
+    "answered_at",
+)
 
 
 def _json_default(value: Any) -> Any:
@@ -63,7 +72,9 @@ def format_record(record: dict[str, Any], fmt: str) -> str:
     if not isinstance(row["value"], str):
         row["value"] = json.dumps(row["value"], ensure_ascii=False)
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([row[c] if row[c] is not None else "" for c in EXPORT_COLUMNS])
+    csv.writer(buf, lineterminator="\n").writerow(
+        [row[c] if row[c] is not None else "" for c in EXPORT_COLUMNS]
+    )
     return buf.getvalue()
 
 
@@ -105,7 +116,9 @@ class Forgotten:
     still_suppressed: bool
 
 
-async def forget(db: Database, *, key: str, on_progress: Callable[[str], None] | None = None) -> Forgotten:
+async def forget(
+    db: Database, *, key: str, on_progress: Callable[[str], None] | None = None
+) -> Forgotten:
     async with db.sessions() as session, session.begin():
         respondent = await repo.get_respondent(session, key=key)
         if respondent is None or respondent.id is None:

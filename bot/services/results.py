@@ -32,11 +32,18 @@ class StepResult:
     recent: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"id": self.id, "type": self.type, "text": self.text, "answers": self.answers}
+        data: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "text": self.text,
+            "answers": self.answers,
+        }
         if self.scale is not None:
             data["scale"] = self.scale.to_dict()
         if self.type in ("choice", "multi_choice"):
-            data["choices"] = [{"value": v, "label": label, "count": n} for v, label, n in self.choices]
+            data["choices"] = [
+                {"value": v, "label": label, "count": n} for v, label, n in self.choices
+            ]
         if self.type == "yes_no":
             data["yes"], data["no"] = self.yes, self.no
         if self.type == "text":
@@ -71,10 +78,17 @@ class FlowResults:
     @property
     def headline(self) -> str:
         """One line for Slack and dashboards: responses, completion, first score."""
-        parts = [f"{self.started} responses", f"{self.completion_rate if self.completion_rate is not None else 0}% completed"]
+        parts = [
+            f"{self.started} responses",
+            f"{self.completion_rate if self.completion_rate is not None else 0}% completed",
+        ]
         for step in self.steps:
             if step.scale is not None and step.scale.score is not None:
-                parts.append(f"{step.scale.score_name} {step.scale.score:+g}" if step.type == "nps" else f"{step.scale.score_name} {step.scale.score:g}")
+                parts.append(
+                    f"{step.scale.score_name} {step.scale.score:+g}"
+                    if step.type == "nps"
+                    else f"{step.scale.score_name} {step.scale.score:g}"
+                )
                 break
         return " · ".join(parts)
 
@@ -103,7 +117,9 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
                 result.yes += value
                 result.no += not value
             elif result.type == "text" and isinstance(value, str):
-                recent[answer.step_id].append({"text": value, "at": answer.created_at.isoformat(), "respondent": key})
+                recent[answer.step_id].append(
+                    {"text": value, "at": answer.created_at.isoformat(), "respondent": key}
+                )
     for step in flow.steps:
         result = steps.get(step.id)
         if result is None:
@@ -112,7 +128,9 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
             result.scale = summarise_scale(step.type, scale_values[step.id], *step.bounds)
         if step.type in ("choice", "multi_choice"):
             labels = {c.value: c.label for c in step.choices}
-            result.choices = [(v, labels.get(v, v), n) for v, n in choice_counts[step.id].most_common(TOP_CHOICES)]
+            result.choices = [
+                (v, labels.get(v, v), n) for v, n in choice_counts[step.id].most_common(TOP_CHOICES)
+            ]
         if step.type == "text":
             result.recent = list(reversed(recent[step.id]))
     started = sum(counts.values())
@@ -140,7 +158,9 @@ def render_text(results: FlowResults) -> str:
             scale = step.scale
             if scale.score is not None:
                 groups = ", ".join(f"{k} {v}" for k, v in scale.groups.items())
-                lines.append(f"  {scale.score_name}: {scale.score:g}   mean {scale.mean}   ({groups})")
+                lines.append(
+                    f"  {scale.score_name}: {scale.score:g}   mean {scale.mean}   ({groups})"
+                )
             elif scale.mean is not None:
                 lines.append(f"  mean {scale.mean}")
             biggest = max(scale.distribution.values(), default=0)

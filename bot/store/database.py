@@ -16,7 +16,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from bot.errors import ConfigError, DatabaseError, DatabaseNeedsUpgrade
 
@@ -90,7 +95,9 @@ class Database:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         self.reads = async_sessionmaker(
-            self.engine.execution_options(parley_readonly=True), expire_on_commit=False, class_=AsyncSession
+            self.engine.execution_options(parley_readonly=True),
+            expire_on_commit=False,
+            class_=AsyncSession,
         )
 
     @property

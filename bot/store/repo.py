@@ -28,11 +28,17 @@ def key_hash(key: str) -> str:
 
 
 async def get_respondent(session: AsyncSession, *, key: str) -> Respondent | None:
-    return (await session.execute(select(Respondent).where(Respondent.key == key))).scalar_one_or_none()
+    return (
+        await session.execute(select(Respondent).where(Respondent.key == key))
+    ).scalar_one_or_none()
 
 
 async def get_or_create_respondent(
-    session: AsyncSession, *, key: str, attributes: dict[str, Any] | None = None, timezone: str | None = None
+    session: AsyncSession,
+    *,
+    key: str,
+    attributes: dict[str, Any] | None = None,
+    timezone: str | None = None,
 ) -> Respondent:
     """Find or add a respondent; a suppressed key comes back already opted out."""
     respondent = await get_respondent(session, key=key)
@@ -90,7 +96,9 @@ async def get_flow_version(session: AsyncSession, *, id: int) -> FlowVersion | N
 
 
 async def latest_flow_versions(session: AsyncSession) -> dict[str, datetime]:
-    rows = await session.execute(select(FlowVersion.flow_id, func.max(FlowVersion.created_at)).group_by(FlowVersion.flow_id))
+    rows = await session.execute(
+        select(FlowVersion.flow_id, func.max(FlowVersion.created_at)).group_by(FlowVersion.flow_id)
+    )
     return {flow_id: created for flow_id, created in rows}
 
 
@@ -98,7 +106,9 @@ async def get_conversation(session: AsyncSession, *, id: str) -> Conversation | 
     return await session.get(Conversation, id)
 
 
-async def open_conversation(session: AsyncSession, *, respondent_id: int, flow_id: str) -> Conversation | None:
+async def open_conversation(
+    session: AsyncSession, *, respondent_id: int, flow_id: str
+) -> Conversation | None:
     query = select(Conversation).where(Conversation.open_key == open_key(respondent_id, flow_id))
     return (await session.execute(query)).scalar_one_or_none()
 
@@ -108,7 +118,11 @@ def open_key(respondent_id: int, flow_id: str) -> str:
 
 
 async def conversations_of(session: AsyncSession, *, respondent_id: int) -> Sequence[Conversation]:
-    query = select(Conversation).where(Conversation.respondent_id == respondent_id).order_by(Conversation.started_at)
+    query = (
+        select(Conversation)
+        .where(Conversation.respondent_id == respondent_id)
+        .order_by(Conversation.started_at)
+    )
     return (await session.execute(query)).scalars().all()
 
 
@@ -128,11 +142,19 @@ async def save_state(
     return result.rowcount == 1
 
 
-async def add_event(session: AsyncSession, *, kind: str, respondent_id: int | None, data: dict[str, Any] | None = None) -> None:
+async def add_event(
+    session: AsyncSession,
+    *,
+    kind: str,
+    respondent_id: int | None,
+    data: dict[str, Any] | None = None,
+) -> None:
     session.add(Event(kind=kind, respondent_id=respondent_id, data=data or {}))
 
 
-async def flow_answers(session: AsyncSession, *, flow_id: str | None = None, batch: int = 2000) -> AsyncIterator[tuple[Answer, str | None, str]]:
+async def flow_answers(
+    session: AsyncSession, *, flow_id: str | None = None, batch: int = 2000
+) -> AsyncIterator[tuple[Answer, str | None, str]]:
     """Stream (answer, respondent key, flow version hash), oldest first."""
     query = (
         select(Answer, Respondent.key, FlowVersion.hash)
@@ -157,7 +179,9 @@ async def count_answers(session: AsyncSession, *, flow_id: str | None = None) ->
 
 async def conversation_counts(session: AsyncSession, *, flow_id: str) -> dict[str, int]:
     rows = await session.execute(
-        select(Conversation.status, func.count()).where(Conversation.flow_id == flow_id).group_by(Conversation.status)
+        select(Conversation.status, func.count())
+        .where(Conversation.flow_id == flow_id)
+        .group_by(Conversation.status)
     )
     return {status: int(n) for status, n in rows}
 
@@ -169,29 +193,69 @@ async def rows_of(session: AsyncSession, *, respondent_id: int) -> dict[str, lis
     out["conversations"] = list(conversations)
     ids = [c.id for c in conversations]
     answers = (
-        await session.execute(
-            select(Answer).where((Answer.respondent_id == respondent_id) | Answer.conversation_id.in_(ids)).order_by(Answer.id)
+        (
+            await session.execute(
+                select(Answer)
+                .where((Answer.respondent_id == respondent_id) | Answer.conversation_id.in_(ids))
+                .order_by(Answer.id)
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     out["answers"] = list(answers)
-    out["tags"] = list((await session.execute(select(Tag).where(Tag.respondent_id == respondent_id).order_by(Tag.id))).scalars().all())
-    out["events"] = list((await session.execute(select(Event).where(Event.respondent_id == respondent_id).order_by(Event.id))).scalars().all())
+    out["tags"] = list(
+        (
+            await session.execute(
+                select(Tag).where(Tag.respondent_id == respondent_id).order_by(Tag.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    out["events"] = list(
+        (
+            await session.execute(
+                select(Event).where(Event.respondent_id == respondent_id).order_by(Event.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
     return out
 
 
 async def delete_respondent(session: AsyncSession, *, respondent_id: int) -> dict[str, int]:
     """Delete every row of one person, children first; returns counts per table."""
-    conv_ids = select(Conversation.id).where(Conversation.respondent_id == respondent_id).scalar_subquery()
+    conv_ids = (
+        select(Conversation.id).where(Conversation.respondent_id == respondent_id).scalar_subquery()
+    )
     counts: dict[str, int] = {}
-    counts["tags"] = (await session.execute(
-        delete(Tag).where((Tag.respondent_id == respondent_id) | Tag.conversation_id.in_(conv_ids))
-    )).rowcount
-    counts["answers"] = (await session.execute(
-        delete(Answer).where((Answer.respondent_id == respondent_id) | Answer.conversation_id.in_(conv_ids))
-    )).rowcount
-    counts["events"] = (await session.execute(delete(Event).where(Event.respondent_id == respondent_id))).rowcount
-    counts["conversations"] = (await session.execute(delete(Conversation).where(Conversation.respondent_id == respondent_id))).rowcount
-    counts["respondents"] = (await session.execute(delete(Respondent).where(Respondent.id == respondent_id))).rowcount
+    counts["tags"] = (
+        await session.execute(
+            delete(Tag).where(
+                (Tag.respondent_id == respondent_id) | Tag.conversation_id.in_(conv_ids)
+            )
+        )
+    ).rowcount
+    counts["answers"] = (
+        await session.execute(
+            delete(Answer).where(
+                (Answer.respondent_id == respondent_id) | Answer.conversation_id.in_(conv_ids)
+            )
+        )
+    ).rowcount
+    counts["events"] = (
+        await session.execute(delete(Event).where(Event.respondent_id == respondent_id))
+    ).rowcount
+    counts["conversations"] = (
+        await session.execute(
+            delete(Conversation).where(Conversation.respondent_id == respondent_id)
+        )
+    ).rowcount
+    counts["respondents"] = (
+        await session.execute(delete(Respondent).where(Respondent.id == respondent_id))
+    ).rowcount
     return counts
 
 
@@ -205,6 +269,12 @@ async def set_opted_out(session: AsyncSession, *, respondent: Respondent) -> boo
     await session.execute(
         update(Conversation)
         .where(Conversation.respondent_id == respondent.id, Conversation.open_key.is_not(None))
-        .values(status="stopped", open_key=None, current_step=None, updated_at=utcnow(), version=Conversation.version + 1)
+        .values(
+            status="stopped",
+            open_key=None,
+            current_step=None,
+            updated_at=utcnow(),
+            version=Conversation.version + 1,
+        )
     )
     return True

@@ -1,0 +1,172 @@
+"""The ``parley`` command as a new user runs it: validate, chat (with resume), results,
+export, forget, db upgrade, and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+
+BROKEN = """id: broken
+kind: microsurvey
+title: Broken
+steps:
+  - id: score
+    type: nps
+    text: How likely?
+    wehn: score > 3
+  - id: why
+    when: scroe <= 6
+    type: text
+    text: Why?
+"""
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def env(tmp_flows: Path, tmp_path: Path) -> list[str]:
+    return ["--db", str(tmp_path / "cli.db"), "--flows", str(tmp_flows)]
+
+
+def invoke(runner: CliRunner, args: list[str], input: str | None = None):  # type: ignore[no-untyped-def]
+    return runner.invoke(main, args, input=input, catch_exceptions=False)
+
+
+def test_validate_starter_flows_one_line_per_file(
+    runner: CliRunner, env: list[str], tmp_flows: Path
+) -> None:
+    result = invoke(runner, ["validate", *env])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    files = sorted(p for p in tmp_flows.rglob("*.yml"))
+    assert len(lines) == len(files)
+    assert all(line.startswith("ok    ") for line in lines)
+    assert any("nps.yml: flow 'nps' (microsurvey)" in line for line in lines)
+
+
+def test_validate_broken_flow_exits_1_with_located_errors(
+    runner: CliRunner, env: list[str], tmp_flows: Path
+) -> None:
+    (tmp_flows / "broken.yml").write_text(BROKEN)
+    result = runner.invoke(main, ["validate", *env])
+    assert result.exit_code == 1
+    assert "FAIL" in result.stdout and "broken.yml: 1 problem(s)" in result.stdout
+    assert "broken.yml:8:5: unknown key 'wehn' (did you mean 'when'?)" in result.stderr
+
+
+def test_validate_single_file(runner: CliRunner, env: list[str], tmp_flows: Path) -> None:
+    result = invoke(runner, ["validate", str(tmp_flows / "nps.yml"), *env])
+    assert result.exit_code == 0
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_chat_resume_results_export_forget(
+    runner: CliRunner, env: list[str], tmp_path: Path
+) -> None:
+    # answer the score, then the input ends (like Ctrl-D / closing the terminal): paused
+    first = invoke(runner, ["chat", "nps", "--as", "ann", *env], input="3\n")
+    assert first.exit_code == 0
+    assert "How likely are you to recommend" in first.output
+    assert "Paused" in first.output
+    # run it again: it resumes at the follow-up, not at the score
+    second = invoke(
+        runner, ["chat", "nps", "--as", "ann", *env], input="eleven\nToo slow to load\n"
+    )
+    assert second.exit_code == 0
+    assert "picking up where you left off" in second.output
+    assert "How likely are you to recommend" not in second.output
+    assert "Please type" not in second.output  # 'eleven' is a fine text answer here
+    invoke(runner, ["chat", "nps", "--as", "bob", *env], input="10\nFast\n")
+
+    results = invoke(runner, ["results", "nps", "--format", "json", *env])
+    data = json.loads(results.output)
+    assert data["responses"] == 2 and data["completed"] == 2 and data["completion_rate"] == 100.0
+    score = data["steps"][0]["scale"]
+    assert (
+        score["score"] == 0.0
+        and score["distribution"]["3"] == 1
+        and score["distribution"]["10"] == 1
+    )
+    text = invoke(runner, ["results", "nps", *env]).output
+    assert "NPS: 0" in text and "completion rate: 100.0%" in text
+
+    exported = invoke(runner, ["export", "--flow", "nps", *env]).output
+    rows = list(csv.DictReader(io.StringIO(exported)))
+    assert [(r["respondent"], r["step"]) for r in rows][:2] == [
+        ("cli:ann", "score"),
+        ("cli:ann", "why_low"),
+    ]
+    assert rows[0]["value"] == "3" and rows[0]["flow_version"]
+    out = tmp_path / "answers.jsonl"
+    result = invoke(runner, ["export", "--format", "jsonl", "--out", str(out), *env])
+    assert "wrote 4 answers" in result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["respondent"] for line in lines} == {"cli:ann", "cli:bob"}
+
+    person = json.loads(invoke(runner, ["export", "--respondent", "cli:ann", *env]).output)
+    assert [a["step_id"] for a in person["answers"]] == ["score", "why_low"]
+
+    refused = runner.invoke(main, ["forget", "cli:ann", *env], input="n\n")
+    assert refused.exit_code == 1  # aborted: nothing deleted
+    assert len(list(csv.DictReader(io.StringIO(invoke(runner, ["export", *env]).output)))) == 4
+    done = invoke(runner, ["forget", "cli:ann", "--yes", *env])
+    assert "deleted 1 tags, 2 answers" in done.output
+    left = list(csv.DictReader(io.StringIO(invoke(runner, ["export", *env]).output)))
+    assert {r["respondent"] for r in left} == {"cli:bob"}
+    missing = runner.invoke(main, ["forget", "cli:ann", "--yes", *env])
+    assert missing.exit_code == 1 and "no respondent with id 'cli:ann'" in missing.stderr
+
+
+def test_chat_reasks_invalid_answers_and_stop_ends(runner: CliRunner, env: list[str]) -> None:
+    result = invoke(runner, ["chat", "nps", "--as", "cy", *env], input="11\n7\n/stop\n")
+    assert "Please answer with a whole number from 0 to 10" in result.output
+    assert "closed this survey" in result.output
+    again = invoke(runner, ["chat", "nps", "--as", "cy", *env], input="")
+    assert "picking up" not in again.output  # stopped conversations are not resumed
+
+
+def test_chat_opt_out_sticks(runner: CliRunner, env: list[str]) -> None:
+    invoke(runner, ["chat", "nps", "--as", "dee", *env], input="/optout\n")
+    result = invoke(runner, ["chat", "nps", "--as", "dee", *env], input="5\n")
+    assert "opted out" in result.output
+    assert "How likely" not in result.output
+
+
+def test_unknown_flow_is_a_clear_error(runner: CliRunner, env: list[str]) -> None:
+    result = runner.invoke(main, ["chat", "nope", *env])
+    assert result.exit_code == 1
+    assert "error: no flow called 'nope'" in result.stderr
+
+
+def test_db_upgrade_and_outdated_database(
+    runner: CliRunner, env: list[str], tmp_path: Path
+) -> None:
+    result = invoke(runner, ["db", "upgrade", *env])
+    assert "upgraded database from empty to 0" in result.output
+    assert "already at revision" in invoke(runner, ["db", "upgrade", *env]).output
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cli.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = 'old0'")
+    stale = runner.invoke(main, ["results", "nps", *env])
+    assert stale.exit_code == 1
+    assert "run `parley db upgrade`" in stale.stderr
+
+
+def test_bad_setting_is_reported(
+    runner: CliRunner, env: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARLEY_RATE_LIMIT", "lots")
+    result = runner.invoke(main, ["results", "nps", *env])
+    assert result.exit_code == 1
+    assert "PARLEY_RATE_LIMIT" in result.stderr

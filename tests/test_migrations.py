@@ -1,0 +1,108 @@
+"""Migrations: the first migration is the first schema, models and migrations agree, and an
+out-of-date database is refused with a message that says what to run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlmodel import SQLModel
+
+import bot.store.models  # noqa: F401 - registers tables
+from bot.errors import DatabaseNeedsUpgrade
+from bot.store.database import Database, database_url, head_revision
+
+
+async def test_upgrade_creates_exactly_the_models(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        before, after = await db.upgrade()
+        assert before is None and after == head_revision()
+
+        def diff(conn):  # type: ignore[no-untyped-def]
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return compare_metadata(context, SQLModel.metadata)
+
+        async with db.engine.connect() as conn:
+            assert await conn.run_sync(diff) == []
+            tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+        assert {
+            "respondent",
+            "flow_version",
+            "conversation",
+            "answer",
+            "tag",
+            "event",
+            "suppression",
+        } <= tables
+        again = await db.upgrade()
+        assert again == (head_revision(), head_revision())
+    finally:
+        await db.dispose()
+
+
+async def test_new_empty_database_is_created_on_first_use(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "fresh.db"))
+    try:
+        assert await db.ensure_ready() is True
+        assert await db.ensure_ready() is False
+        assert (await db.revision())[0] == head_revision()
+    finally:
+        await db.dispose()
+
+
+async def test_outdated_database_is_refused_with_instructions(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "old.db"))
+    try:
+        await db.upgrade()
+        async with db.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = 'old0'"))
+        with pytest.raises(DatabaseNeedsUpgrade, match=r"revision old0.*run `parley db upgrade`"):
+            await db.ensure_ready()
+    finally:
+        await db.dispose()
+
+
+async def test_tables_without_version_are_not_silently_migrated(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "foreign.db"))
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE something_else (id INTEGER)"))
+        with pytest.raises(DatabaseNeedsUpgrade, match="revision none"):
+            await db.ensure_ready()
+    finally:
+        await db.dispose()
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    db = Database(str(tmp_path / "wal.db"))
+    try:
+        async with db.engine.connect() as conn:
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            fks = (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one()
+        assert (mode, fks) == ("wal", 1)
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            "postgresql://postgres@127.0.0.1:5432/test",
+            "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
+        ),
+        ("postgres://u:p@h/db", "postgresql+asyncpg://u:p@h/db"),
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db"),
+    ],
+)
+def test_database_urls_map_to_async_drivers(given: str, expected: str) -> None:
+    assert database_url(given) == expected
+
+
+def test_a_path_becomes_an_absolute_sqlite_url(tmp_path: Path) -> None:
+    assert database_url(str(tmp_path / "p.db")) == f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
