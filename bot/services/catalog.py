@@ -6,15 +6,18 @@ progress: old versions are rebuilt from the definition stored in ``flow_version`
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.errors import FlowNotFound
+from bot.errors import FlowError, FlowNotFound
 from bot.flow import Flow, flow_from_definition, load_all
 from bot.store import repo
 from bot.store.models import FlowVersion
+
+log = logging.getLogger("parley.flows")
 
 
 class FlowCatalog:
