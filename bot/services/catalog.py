@@ -53,8 +53,9 @@ class FlowCatalog:
         if self._files_stamp() != self._stamp:
             try:
                 self.reload()
-            except Exception:
+            except FlowError as err:  # a bad edit must not take the running service down
                 self._stamp = self._files_stamp()
+                log.warning("flows changed but do not load; still serving the previous ones:\n%s", err)
 
     def get(self, flow_id: str) -> Flow:
         flow = self._flows.get(flow_id)
