@@ -49,22 +49,26 @@ def nps(values: Iterable[int]) -> tuple[float | None, dict[str, int]]:
     return round(100 * (groups["promoters"] - groups["detractors"]) / total, 1), groups
 
 
+def _top_box(
+    values: Iterable[int], good_from: int, neutral: int, names: tuple[str, str, str]
+) -> tuple[float | None, dict[str, int]]:
+    """Share of answers at or above ``good_from``, with the good/neutral/bad counts."""
+    good, middle, bad = names
+    groups = {good: 0, middle: 0, bad: 0}
+    for v in values:
+        groups[good if v >= good_from else middle if v == neutral else bad] += 1
+    total = sum(groups.values())
+    return (round(100 * groups[good] / total, 1) if total else None), groups
+
+
 def csat(values: Iterable[int]) -> tuple[float | None, dict[str, int]]:
     """CSAT: share of satisfied answers (4 or 5 on 1–5), in percent."""
-    groups = {"satisfied": 0, "neutral": 0, "dissatisfied": 0}
-    for v in values:
-        groups["satisfied" if v >= 4 else "neutral" if v == 3 else "dissatisfied"] += 1
-    total = sum(groups.values())
-    return (round(100 * groups["satisfied"] / total, 1) if total else None), groups
+    return _top_box(values, 4, 3, ("satisfied", "neutral", "dissatisfied"))
 
 
 def ces(values: Iterable[int]) -> tuple[float | None, dict[str, int]]:
     """CES: share of answers 5–7 on the 1–7 "easy" scale, in percent (mean is reported too)."""
-    groups = {"easy": 0, "neutral": 0, "difficult": 0}
-    for v in values:
-        groups["easy" if v >= 5 else "neutral" if v == 4 else "difficult"] += 1
-    total = sum(groups.values())
-    return (round(100 * groups["easy"] / total, 1) if total else None), groups
+    return _top_box(values, 5, 4, ("easy", "neutral", "difficult"))
 
 
 def summarise_scale(kind: str, values: list[int], low: int, high: int) -> ScaleSummary:
