@@ -53,7 +53,9 @@ def main() -> None:
     timed(one_conversation, flow, 100)  # warm up
     engine = min(timed(one_conversation, flow, args.rounds) for _ in range(3))
     base = min(timed(floor, flow, args.rounds) for _ in range(3))
-    print(f"engine step: {engine:.1f} µs/answer   floor (state JSON round trip): {base:.1f} µs   ratio {engine / base:.1f}x")
+    print(
+        f"engine step: {engine:.1f} µs/answer   floor (state JSON round trip): {base:.1f} µs   ratio {engine / base:.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def validate(path: Path | None, *, settings: Settings) -> None:
             bad += 1
             click.echo(f"FAIL  {report.path}: {len(report.problems)} problem(s)")
             for problem in report.problems:
-                click.echo(f"  {problem}", err=True)
+                click.echo(f"  {problem}")
     if not reports:
         click.echo(f"{target}: no .yml files found", err=True)
         raise SystemExit(1)

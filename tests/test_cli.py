@@ -61,7 +61,7 @@ def test_validate_broken_flow_exits_1_with_located_errors(
     result = runner.invoke(main, ["validate", *env])
     assert result.exit_code == 1
     assert "FAIL" in result.stdout and "broken.yml: 1 problem(s)" in result.stdout
-    assert "broken.yml:8:5: unknown key 'wehn' (did you mean 'when'?)" in result.stderr
+    assert "broken.yml:8:5: unknown key 'wehn' (did you mean 'when'?)" in result.stdout
 
 
 def test_validate_single_file(runner: CliRunner, env: list[str], tmp_flows: Path) -> None:

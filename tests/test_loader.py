@@ -130,7 +130,7 @@ def test_condition_naming_later_step(tmp_path: Path) -> None:
     )
     out = problems(tmp_path, "demo.yml", text)
     assert out == [
-        "demo.yml:6:11: 'later' is asked later, so it has no answer here (conditions can only use earlier steps)"
+        "demo.yml:6:11: 'later' is asked later, so it has no answer here (only answers to earlier steps can be used here)"
     ]
 
 
@@ -452,3 +452,47 @@ def test_load_all_collects_problems_from_every_file(tmp_path: Path) -> None:
         f"{tmp_path.name}/a.yml",
         f"{tmp_path.name}/b.yml",
     }
+
+
+def test_bad_duration_is_a_located_error(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path, "demo.yml", GOOD.replace("title: Demo", "title: Demo\nexpires_after: 0d")
+    )
+    assert out == [
+        "demo.yml:4:16: expires_after: '0d' is not a duration; write e.g. 30m, 2h, 7d or 2w"
+    ]
+
+
+def test_bad_tag_is_one_clear_error(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    text: How likely?\n",
+        "    text: How likely?\n    tags: [{when: 'score >= 9', add: NPS-promoter}]\n",
+    )
+    out = problems(tmp_path, "demo.yml", text)
+    assert out == [
+        "demo.yml:8:38: tags.0.add: 'NPS-promoter' is not a tag (a tag is dimension:segment in lower case, e.g. needs:price)"
+    ]
+
+
+def test_multi_choice_compared_with_equals(tmp_path: Path) -> None:
+    text = """
+    id: demo
+    kind: microsurvey
+    title: Demo
+    steps:
+      - id: picks
+        type: multi_choice
+        text: Pick
+        choices:
+          - {value: a, label: A}
+          - {value: b, label: B}
+      - id: why
+        when: picks == "a"
+        type: text
+        text: Why A?
+    """
+    out = problems(tmp_path, "demo.yml", text)
+    assert (
+        out[0]
+        == "demo.yml:12:11: 'picks' is a list of picks, so == never matches one value (write \"a\" in picks)"
+    )

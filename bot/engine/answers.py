@@ -32,6 +32,8 @@ def coerce(step: Step, value: Any) -> Any:
         raise Rejected(f"That answer is too long (over {MAX_RAW} characters).")
     empty = value is None or (isinstance(value, str) and not value.strip()) or value == []
     if empty and step.type != "email":
+        if step.type == "multi_choice" and step.spec.min_picks == 0:  # type: ignore[union-attr]
+            return []
         if step.spec.required:
             raise Rejected(_expected(step))
         return None

@@ -295,7 +295,7 @@ def _check_expr(
                 raw.file,
                 pos,
                 f"'{head}' is asked later, so it has no answer here",
-                "conditions can only use earlier steps",
+                "only answers to earlier steps can be used here",
             )
         elif head not in scope.earlier:
             known = [*scope.earlier, "respondent"]
@@ -341,6 +341,13 @@ def _check_comparison(
         for value in values:
             if value is None:
                 continue
+            if spec.type == "multi_choice" and comp.op in ("==", "!=") and isinstance(value, str):
+                out.at(
+                    raw.file,
+                    pos,
+                    f"'{step_id}' is a list of picks, so == never matches one value",
+                    f'write "{value}" in {step_id}',
+                )
             if spec.type in CHOICE_TYPES:
                 allowed = [c.value for c in spec.choices]
                 if value not in allowed:
@@ -651,8 +658,13 @@ def _validate_config(path: Path, shown: str) -> FileReport:
     if node is None:
         node = LineDict()
     if _check_schema(CONFIG_FILES[path.name], node, shown, out):
-        count = sum(len(v) for v in node.values() if isinstance(v, dict | list))
-        return FileReport(shown, "config", f"config {path.name}: {count} entries")
+        main_key = {
+            "segments.yml": "dimensions",
+            "personas.yml": "personas",
+            "themes.yml": "themes",
+        }[path.name]
+        count = len(node.get(main_key) or ())
+        return FileReport(shown, "config", f"config {path.name}: {count} {main_key}")
     return FileReport(shown, "config", "", tuple(out.problems))
 
 

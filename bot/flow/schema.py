@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bot.flow.durations import parse_duration
+
 STEP_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TAG = re.compile(r"^[a-z][a-z0-9_-]{0,40}:[a-z0-9][a-z0-9_-]{0,60}$")
 VALUE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -20,37 +22,75 @@ MAX_STEPS = 200
 MAX_CHOICES = 100
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
-Tag = Annotated[str, Field(pattern=TAG.pattern)]
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+TAG_HINT = "a tag is dimension:segment in lower case, e.g. needs:price"
+
+
+def tag_weights(value: object) -> dict[str, float]:
+    """``tag``, ``[tag, ...]`` or ``{tag: weight}`` → ``{tag: weight}``, with one clear error."""
+    if isinstance(value, str):
+        pairs: list[tuple[object, object]] = [(value, 1.0)]
+    elif isinstance(value, list):
+        pairs = [(item, 1.0) for item in value]
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        raise ValueError(f"write a tag, a list of tags or {{tag: weight}} ({TAG_HINT})")
+    weights: dict[str, float] = {}
+    for tag, weight in pairs:
+        if not isinstance(tag, str) or not TAG.match(tag):
+            raise ValueError(f"{tag!r} is not a tag ({TAG_HINT})")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not -100 <= weight <= 100
+        ):
+            raise ValueError(
+                f"the weight of {tag} must be a number from -100 to 100, not {weight!r}"
+            )
+        weights[tag] = float(weight)
+    return weights
+
+
 class TagRule(Model):
     """``{when: "score >= 9", add: nps:promoter}`` or ``add: {needs:price: 2}``."""
 
     when: str | None = None
-    add: Tag | dict[Tag, float]
+    add: dict[str, float]
+
+    @field_validator("add", mode="before")
+    @classmethod
+    def _tags(cls, value: object) -> dict[str, float]:
+        return tag_weights(value)
 
     @property
     def weights(self) -> dict[str, float]:
-        return {self.add: 1.0} if isinstance(self.add, str) else dict(self.add)
+        return dict(self.add)
 
 
 class Choice(Model):
     value: Annotated[str, Field(pattern=VALUE.pattern)]
     label: Text
-    tags: dict[Tag, float] | list[Tag] = Field(default_factory=dict)
+    tags: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("value", mode="before")
     @classmethod
     def _value_text(cls, v: object) -> object:
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: object) -> dict[str, float]:
+        return tag_weights(value)
+
     @property
     def weights(self) -> dict[str, float]:
-        return {t: 1.0 for t in self.tags} if isinstance(self.tags, list) else dict(self.tags)
+        return dict(self.tags)
 
 
 class ScaleLabels(Model):
@@ -195,9 +235,16 @@ class FlowMeta(Model):
     trigger: Trigger = Trigger(campaign=True)
     intro: Text | None = None
     outro: Text | None = None
-    expires_after: Annotated[str, Field(pattern=r"^\d+[mhdw]$")] | None = None
+    expires_after: str | None = None
     anonymous: bool = False
     steps: list[object] = Field(min_length=1, max_length=MAX_STEPS)
+
+    @field_validator("expires_after")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)  # ValueError says which forms are accepted
+        return value
 
 
 class BlockFile(Model):

@@ -55,7 +55,9 @@ class FlowCatalog:
                 self.reload()
             except FlowError as err:  # a bad edit must not take the running service down
                 self._stamp = self._files_stamp()
-                log.warning("flows changed but do not load; still serving the previous ones:\n%s", err)
+                log.warning(
+                    "flows changed but do not load; still serving the previous ones:\n%s", err
+                )
 
     def get(self, flow_id: str) -> Flow:
         flow = self._flows.get(flow_id)
