@@ -118,4 +118,3 @@ class Event(SQLModel, table=True):
     kind: str = Field(max_length=64, index=True)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
-
