@@ -1,11 +1,55 @@
-"""The web chat channel: public JSON API, widget and demo page."""
+"""The web chat channel: public JSON API, embeddable widget and demo page.
+
+``setup(app)`` registers the routes and three middlewares, outermost first:
+
+1. ``json_errors`` — every failure leaves as ``{"error", "code"}`` JSON;
+2. CORS — origin checks and headers for ``/api/`` (``PARLEY_ALLOWED_ORIGINS``);
+3. rate limit — per-client token bucket for ``/api/`` (``PARLEY_RATE_LIMIT``).
+"""
+
+from __future__ import annotations
+
+import html
+from importlib import resources
 
 from aiohttp import web
 
+from bot.app import SETTINGS
+from bot.channels.web import api
+from bot.channels.web.cors import Cors
+from bot.channels.web.errors import json_errors
+from bot.channels.web.ratelimit import RateLimiter
 
-async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+healthz = api.healthz
+
+__all__ = ["healthz", "setup"]
+
+
+def _static(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
+    settings = app[SETTINGS]
+    demo = _static("demo.html").decode()
+    demo = demo.replace("{{flow}}", html.escape(settings.demo_flow, quote=True))
+    app[api.WEB] = api.WebChannel(
+        secret=settings.web_secret,
+        api_keys=list(settings.api_keys),
+        widget_js=_static("widget.js"),
+        demo_html=demo,
+    )
+    app.middlewares.append(json_errors)
+    app.middlewares.append(Cors(settings.allowed_origins).middleware())
+    per_minute = settings.rate_limit_per_minute
+    if per_minute is not None:
+        app.middlewares.append(RateLimiter(per_minute).middleware())
+
+    router = app.router
+    router.add_get("/healthz", api.healthz)
+    router.add_get("/widget.js", api.widget_js)
+    router.add_get("/", api.demo_page)
+    router.add_post("/api/v1/conversations", api.start_conversation)
+    router.add_get("/api/v1/conversations/{id}", api.show_conversation)
+    router.add_post("/api/v1/conversations/{id}/answers", api.answer)
+    router.add_post("/api/v1/respondents/me/opt-out", api.opt_out)

@@ -1,0 +1,195 @@
+"""Handlers of the public JSON API (``/api/v1``), documented in ``docs/api.md``.
+
+Each handler is a thin translation: bounded JSON in → one call on the ``Surveys`` service →
+JSON out. Validation here is about shape and size only (what an HTTP client can get wrong);
+what an answer means is the engine's business, and its refusals come back as 422.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zoneinfo
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from aiohttp import web
+
+from bot.app import SURVEYS
+from bot.channels.web import identity as ident
+from bot.channels.web.errors import ApiError
+from bot.services.conversations import Reply
+
+MAX_BODY = 64 * 1024
+CHANNEL = "web"
+
+_FLOW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_STEP_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
+_TIMEZONE = re.compile(r"^[A-Za-z0-9_+\-/]{1,64}$")
+
+
+@dataclass(frozen=True)
+class WebChannel:
+    """Per-app settings of the web channel, read once from Settings at start-up."""
+
+    secret: str
+    api_keys: list[str]
+    widget_js: bytes
+    demo_html: str
+
+
+WEB = web.AppKey("web_channel", WebChannel)
+
+
+# --- request parsing -----------------------------------------------------------------------
+
+
+async def read_json(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; 413 over 64 KiB, 400 when it is not a JSON object."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
+    raw = await request.read()  # aiohttp enforces client_max_size on chunked bodies too
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
+    if not raw.strip():
+        if optional:
+            return {}
+        raise ApiError(400, "bad_json", "send a JSON object as the request body")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise ApiError(400, "bad_json", "the request body is not valid JSON") from err
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_json", "the request body must be a JSON object")
+    return data
+
+
+def _flow_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ApiError(400, "bad_request", 'give the flow to start, e.g. {"flow": "nps"}')
+    if not _FLOW_ID.match(value):
+        raise ApiError(404, "unknown_flow", "no flow with that id")
+    return value
+
+
+def _step_id(value: Any) -> str:
+    if not isinstance(value, str) or not _STEP_ID.match(value):
+        raise ApiError(400, "bad_step", "step must be the id of the question being answered")
+    return value
+
+
+def _conversation_id(request: web.Request) -> str:
+    value = request.match_info["id"]
+    if not _CONVERSATION_ID.match(value):
+        raise ApiError(404, "conversation_not_found", "no such conversation")
+    return value
+
+
+@lru_cache(maxsize=1024)
+def _known_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def _timezone(value: Any) -> str | None:
+    """The browser's IANA zone (for quiet hours); an unusable one is ignored, not an error."""
+    if isinstance(value, str) and _TIMEZONE.match(value) and _known_zone(value):
+        return value
+    return None
+
+
+def _identity(request: web.Request, body: dict[str, Any] | None = None) -> ident.Identity | None:
+    channel = request.app[WEB]
+    return ident.resolve(request, secret=channel.secret, api_keys=channel.api_keys, body=body)
+
+
+def _required_identity(request: web.Request, body: dict[str, Any] | None = None) -> ident.Identity:
+    found = _identity(request, body)
+    if found is None:
+        raise ApiError(
+            401,
+            "missing_identity",
+            f"send the respondent_token as {ident.TOKEN_HEADER} (or a signed user)",
+        )
+    return found
+
+
+def _reply_body(reply: Reply) -> dict[str, Any]:
+    data = reply.to_dict()
+    if reply.duplicate:
+        data["duplicate"] = True
+    return data
+
+
+# --- handlers --------------------------------------------------------------------------------
+
+
+async def start_conversation(request: web.Request) -> web.Response:
+    """201 with a new conversation, or 200 with the one this respondent already has open."""
+    body = await read_json(request)
+    flow_id = _flow_id(body.get("flow"))
+    who = _identity(request, body) or ident.mint()
+    reply = await request.app[SURVEYS].start(
+        flow_id=flow_id,
+        respondent_key=who.key,
+        channel=CHANNEL,
+        timezone=_timezone(body.get("timezone")),
+    )
+    data = _reply_body(reply)
+    data["respondent_token"] = who.token
+    response = web.json_response(data, status=201 if reply.created else 200)
+    ident.set_cookie(request, response, who)
+    return response
+
+
+async def answer(request: web.Request) -> web.Response:
+    conversation_id = _conversation_id(request)
+    body = await read_json(request)
+    who = _required_identity(request, body)
+    step = _step_id(body.get("step"))
+    if "value" not in body:
+        raise ApiError(400, "bad_request", 'give the answer as "value" (null skips)')
+    reply = await request.app[SURVEYS].answer(
+        conversation_id=conversation_id, respondent_key=who.key, step=step, value=body["value"]
+    )
+    return web.json_response(_reply_body(reply))
+
+
+async def show_conversation(request: web.Request) -> web.Response:
+    conversation_id = _conversation_id(request)
+    who = _required_identity(request)
+    reply = await request.app[SURVEYS].show(conversation_id=conversation_id, respondent_key=who.key)
+    return web.json_response(_reply_body(reply))
+
+
+async def opt_out(request: web.Request) -> web.Response:
+    """Never survey this person again (idempotent); their open conversations close."""
+    body = await read_json(request, optional=True)
+    who = _required_identity(request, body)
+    changed = await request.app[SURVEYS].opt_out(respondent_key=who.key, source=CHANNEL)
+    return web.json_response({"opted_out": True, "changed": changed})
+
+
+# --- static ------------------------------------------------------------------------------------
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def widget_js(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[WEB].widget_js,
+        content_type="application/javascript",
+        charset="utf-8",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+async def demo_page(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[WEB].demo_html, content_type="text/html")

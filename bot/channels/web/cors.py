@@ -1,0 +1,72 @@
+"""CORS for the public API: the widget runs on the host's origin and calls Parley's.
+
+Only origins listed in ``PARLEY_ALLOWED_ORIGINS`` (or ``*``) get CORS headers, and a
+request whose ``Origin`` is neither the server's own nor allowed is refused with 403 before
+any handler runs, so a page on a foreign site cannot make a browser write answers even with
+"simple" requests that skip the preflight.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from bot.channels.web.errors import ApiError, Handler, guarded
+
+ALLOW_METHODS = "GET, POST, OPTIONS"
+ALLOW_HEADERS = "Content-Type, X-Parley-Token, X-Parley-User, X-Parley-Signature, Authorization"
+EXPOSE_HEADERS = "Retry-After"
+MAX_AGE = "600"
+
+
+class Cors:
+    """The allow-list, normalised once (scheme://host[:port], no trailing slash)."""
+
+    def __init__(self, origins: list[str]) -> None:
+        self.any = "*" in origins
+        self.origins = frozenset(o.rstrip("/").lower() for o in origins if o != "*")
+
+    def same_origin(self, request: web.Request, origin: str) -> bool:
+        return urlsplit(origin).netloc.lower() == (request.host or "").lower()
+
+    def allows(self, origin: str) -> bool:
+        return self.any or origin.rstrip("/").lower() in self.origins
+
+    def middleware(self) -> web.middleware:  # type: ignore[valid-type]
+        @web.middleware
+        async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not request.path.startswith("/api/"):
+                return await handler(request)
+            origin = request.headers.get("Origin")
+            if origin is None:
+                return await handler(request)  # not a browser cross-origin call (curl, server)
+            same = self.same_origin(request, origin)
+            cross_ok = not same and self.allows(origin)
+            if not same and not cross_ok:
+                raise ApiError(
+                    403,
+                    "origin_not_allowed",
+                    f"origin {origin} is not in PARLEY_ALLOWED_ORIGINS",
+                )
+            if request.method == "OPTIONS":
+                response: web.StreamResponse = web.Response(status=204)
+                response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+                response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+                response.headers["Access-Control-Max-Age"] = MAX_AGE
+            else:
+                # Errors too must be readable by the widget, so turn them into responses here.
+                response = await guarded(request, handler)
+            if cross_ok:
+                response.headers.update(_cors_headers(origin))
+            return response
+
+        return cors
+
+
+def _cors_headers(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": EXPOSE_HEADERS,
+        "Vary": "Origin",
+    }

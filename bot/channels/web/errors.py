@@ -1,0 +1,126 @@
+"""Every failure of the public API is JSON: ``{"error": message, "code": code, ...}``.
+
+Parley's exception tree already carries a stable ``code``; this module only decides the
+HTTP status for each branch, so services never learn about HTTP. aiohttp's own errors
+(unknown route 404, wrong method 405, body too large 413) are turned into the same shape,
+so a client never has to parse an HTML error page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from bot.errors import (
+    ConversationClosed,
+    ConversationNotFound,
+    FlowNotFound,
+    InvalidAnswer,
+    NotCurrentStep,
+    NotYourConversation,
+    OptedOut,
+    ParleyError,
+    RespondentNotFound,
+)
+
+log = logging.getLogger("parley.web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Most specific first: isinstance() walks this list in order.
+STATUS: tuple[tuple[type[ParleyError], int], ...] = (
+    (InvalidAnswer, 422),
+    (FlowNotFound, 404),
+    (ConversationNotFound, 404),
+    (RespondentNotFound, 404),
+    (NotYourConversation, 403),
+    (OptedOut, 403),
+    (NotCurrentStep, 409),
+    (ConversationClosed, 409),
+)
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+class ApiError(Exception):
+    """A request the channel itself refuses (bad JSON, bad identity, rate limit...)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    body: dict[str, Any] = {"error": message, "code": code, **extra}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def status_for(err: ParleyError) -> int:
+    for kind, status in STATUS:
+        if isinstance(err, kind):
+            return status
+    return 400
+
+
+def parley_error_response(err: ParleyError) -> web.Response:
+    status = status_for(err)
+    if isinstance(err, InvalidAnswer):
+        messages = [o.to_dict() for o in err.outputs]
+        return error_response(status, err.code, err.message, step=err.step, messages=messages)
+    return error_response(status, err.code, err.message)
+
+
+async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run ``handler``; whatever goes wrong comes back as a JSON error response."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err.status, err.code, err.message, headers=err.headers)
+    except ParleyError as err:
+        return parley_error_response(err)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        headers = {k: v for k, v in err.headers.items() if k.lower() in ("allow", "retry-after")}
+        code = HTTP_CODES.get(err.status, "http_error")
+        message = err.reason if err.status != 413 else "the request body is larger than 64 KiB"
+        return error_response(err.status, code, message, headers=headers)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "something went wrong on our side")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost middleware for ``/api/``, so even other middlewares' errors are JSON.
+
+    Other paths (the Slack endpoint, the demo page) keep aiohttp's own behaviour: this
+    channel should not decide how another channel reports its errors.
+    """
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    return await guarded(request, handler)

@@ -1,0 +1,190 @@
+"""Who is asking: an anonymous browser token, a host app's signed user, or an API client.
+
+* Anonymous respondents get a random ``respondent_token`` (``secrets.token_urlsafe(32)``).
+  Only ``web:`` + sha256(token) is stored, so a leaked database does not leak credentials
+  that could answer as someone else.
+* A host app names its own user with ``user`` + ``signature`` (hex HMAC-SHA256 of the user id
+  under ``PARLEY_WEB_SECRET``); the respondent key is then ``user:<id>``, the same person on
+  every device. The token returned to a signed user is itself signed (``s.<b64 id>.<mac>``),
+  so later requests need no database lookup to know who it is.
+* Machine clients send ``Authorization: Bearer KEY`` (``PARLEY_API_KEYS``) and may then name a
+  user without a signature: the host app's server is trusted.
+
+Tokens travel in ``X-Parley-Token`` (the widget keeps them in the host page's localStorage,
+because third-party cookies are blocked in the usual embed) or, for same-origin pages, in the
+HttpOnly ``parley_token`` cookie.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from bot.channels.web.errors import ApiError
+
+TOKEN_HEADER = "X-Parley-Token"
+USER_HEADER = "X-Parley-User"
+SIGNATURE_HEADER = "X-Parley-Signature"
+COOKIE = "parley_token"
+COOKIE_MAX_AGE = 365 * 24 * 3600
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+_SIGNED = re.compile(r"^s\.([A-Za-z0-9_-]{1,1024})\.([0-9a-f]{64})$")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+MAX_USER = 190  # "user:" + id must fit the 200-character respondent key
+_SESSION_CONTEXT = b"parley-session\x00"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A resolved respondent: the stored key and the token the client should keep."""
+
+    key: str
+    token: str | None
+    kind: str  # "token" | "user"
+    new: bool = False
+    via_cookie: bool = False
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def token_key(token: str) -> str:
+    return "web:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def sign(secret: str, user: str) -> str:
+    """The signature a host app computes (documented in docs/api.md)."""
+    return hmac.new(secret.encode(), user.encode(), hashlib.sha256).hexdigest()
+
+
+def _session_mac(secret: str, user: str) -> str:
+    # A different message than the user signature, so a session token is never a valid
+    # signature (and vice versa).
+    return hmac.new(secret.encode(), _SESSION_CONTEXT + user.encode(), hashlib.sha256).hexdigest()
+
+
+def session_token(secret: str, user: str) -> str:
+    encoded = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
+    return f"s.{encoded}.{_session_mac(secret, user)}"
+
+
+def _check_user(user: Any) -> str:
+    if not isinstance(user, str | int) or isinstance(user, bool):
+        raise ApiError(400, "bad_user", "user must be a string id")
+    text = str(user)
+    if not 1 <= len(text) <= MAX_USER or any(ord(ch) < 32 or ch == "\x7f" for ch in text):
+        raise ApiError(400, "bad_user", f"user must be 1 to {MAX_USER} printable characters")
+    return text
+
+
+def _from_session_token(secret: str, token: str) -> Identity:
+    match = _SIGNED.match(token)
+    if not match or not secret:
+        raise ApiError(403, "bad_token", "this respondent token is not valid here")
+    try:
+        padded = match.group(1) + "=" * (-len(match.group(1)) % 4)
+        user = base64.urlsafe_b64decode(padded).decode()
+    except (binascii.Error, UnicodeDecodeError) as err:
+        raise ApiError(403, "bad_token", "this respondent token is not valid here") from err
+    if not hmac.compare_digest(match.group(2), _session_mac(secret, user)):
+        raise ApiError(403, "bad_token", "this respondent token is not valid here")
+    return Identity(key=f"user:{user}", token=token, kind="user")
+
+
+def _signed_user(secret: str, user: Any, signature: Any, *, trusted: bool) -> Identity:
+    user_id = _check_user(user)
+    if not trusted:
+        if not secret:
+            raise ApiError(
+                403,
+                "signed_users_disabled",
+                "signed users need PARLEY_WEB_SECRET to be set on the server",
+            )
+        if not isinstance(signature, str) or not _HEX64.match(signature):
+            raise ApiError(403, "bad_signature", "signature must be the hex HMAC-SHA256 of user")
+        if not hmac.compare_digest(signature.lower(), sign(secret, user_id)):
+            raise ApiError(403, "bad_signature", "the signature does not match this user")
+    token = session_token(secret, user_id) if secret else None
+    return Identity(key=f"user:{user_id}", token=token, kind="user")
+
+
+def api_client(request: web.Request, api_keys: list[str]) -> bool:
+    """True for a valid ``Authorization: Bearer KEY``; a wrong key is refused (401)."""
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return False
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "Authorization must be 'Bearer <API key>'")
+    key = key.strip()
+    # Compare against every key (no early exit) so timing says nothing about which matched.
+    matched = False
+    for candidate in api_keys:
+        matched |= hmac.compare_digest(key.encode(), candidate.encode())
+    if not matched:
+        raise ApiError(401, "unauthorized", "unknown API key")
+    return True
+
+
+def resolve(
+    request: web.Request,
+    *,
+    secret: str,
+    api_keys: list[str],
+    body: Mapping[str, Any] | None = None,
+) -> Identity | None:
+    """The respondent behind a request, or None when it carries no identity at all.
+
+    Precedence: a named user (signed, or vouched for by an API key) beats a token, and the
+    ``X-Parley-Token`` header beats the cookie.
+    """
+    trusted = api_client(request, api_keys)
+    body = body or {}
+    user = body.get("user", request.headers.get(USER_HEADER))
+    if user is not None:
+        signature = body.get("signature", request.headers.get(SIGNATURE_HEADER))
+        return _signed_user(secret, user, signature, trusted=trusted)
+    via_cookie = False
+    token = request.headers.get(TOKEN_HEADER)
+    if not token:
+        token = request.cookies.get(COOKIE)
+        via_cookie = bool(token)
+    if not token:
+        return None
+    if token.startswith("s."):
+        return _from_session_token(secret, token)
+    if not _TOKEN.match(token):
+        raise ApiError(400, "bad_token", "X-Parley-Token is not a Parley respondent token")
+    return Identity(key=token_key(token), token=token, kind="token", via_cookie=via_cookie)
+
+
+def mint() -> Identity:
+    """A brand-new anonymous respondent."""
+    token = new_token()
+    return Identity(key=token_key(token), token=token, kind="token", new=True)
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, identity: Identity) -> None:
+    """Same-origin pages can rely on this HttpOnly cookie instead of localStorage."""
+    if identity.kind != "token" or identity.token is None or identity.via_cookie:
+        return
+    response.set_cookie(
+        COOKIE,
+        identity.token,
+        max_age=COOKIE_MAX_AGE,
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=request.secure,
+    )

@@ -1,0 +1,708 @@
+"""The public web API: every status code, identity, CORS, resume, double submit.
+
+Database-backed tests take ``db_url``, so they run on SQLite and, when
+``PARLEY_TEST_DATABASE_URL`` is set, on PostgreSQL too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from web_helpers import answers, counts, make_app, make_flows, rows
+
+from bot.channels.web.identity import token_key
+
+SECRET = "s3cret-for-tests"
+API_KEY = "key-for-tests"
+
+Client = TestClient  # type: ignore[type-arg]
+MakeClient = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> Path:
+    return make_flows(tmp_path)
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any, db_url: str, flows: Path) -> MakeClient:
+    """A client for an app with these settings; no cookie jar unless a test asks for one."""
+
+    async def build(**overrides: Any) -> Client:
+        jar = overrides.pop("cookie_jar", aiohttp.DummyCookieJar())
+        return await aiohttp_client(make_app(db_url, flows, **overrides), cookie_jar=jar)
+
+    return build
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> Client:
+    return await make_client()
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"X-Parley-Token": token}
+
+
+async def start(client: Client, flow: str = "nps", **extra: Any) -> dict[str, Any]:
+    headers = extra.pop("headers", None)
+    resp = await client.post("/api/v1/conversations", json={"flow": flow, **extra}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def answer(
+    client: Client, conv: dict[str, Any], token: str, step: str, value: Any
+) -> aiohttp.ClientResponse:
+    return await client.post(
+        f"/api/v1/conversations/{conv['id']}/answers",
+        json={"step": step, "value": value},
+        headers=auth(token),
+    )
+
+
+def current_ask(body: dict[str, Any]) -> dict[str, Any]:
+    return next(m for m in body["messages"] if m["type"] == "ask")
+
+
+# --- starting, answering, resuming ------------------------------------------------------------
+
+
+async def test_start_returns_201_token_cookie_and_first_question(
+    client: Client, db_url: str
+) -> None:
+    resp = await client.post(
+        "/api/v1/conversations", json={"flow": "nps", "timezone": "Europe/Paris"}
+    )
+    assert resp.status == 201
+    body = await resp.json()
+    assert set(body) >= {"id", "respondent_token", "messages", "done"}
+    assert body["done"] is False
+    assert [m["type"] for m in body["messages"]] == ["say", "ask"]
+    ask = current_ask(body)
+    assert ask["step"] == "score"
+    assert ask["input"]["kind"] == "nps" and ask["input"]["min"] == 0 and ask["input"]["max"] == 10
+    cookie = resp.headers["Set-Cookie"]
+    assert cookie.startswith(f"parley_token={body['respondent_token']};")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    # Only a hash of the token is stored, never the token itself.
+    stored = await rows(db_url, "SELECT key, timezone FROM respondent")
+    assert stored == [(token_key(body["respondent_token"]), "Europe/Paris")]
+    assert stored[0][0] == "web:" + hashlib.sha256(body["respondent_token"].encode()).hexdigest()
+
+
+async def test_bad_timezone_is_ignored_not_fatal(client: Client, db_url: str) -> None:
+    await start(client, timezone="Mars/Olympus_Mons")
+    assert await rows(db_url, "SELECT timezone FROM respondent") == [(None,)]
+
+
+async def test_complete_nps_and_answers_are_stored(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    resp = await answer(client, conv, token, "score", 3)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["done"] is False and current_ask(body)["step"] == "why_low"
+    resp = await answer(client, conv, token, "why_low", "Too slow on big projects")
+    body = await resp.json()
+    assert resp.status == 200 and body["done"] is True
+    assert body["messages"][-1]["type"] == "end"
+    assert await answers(db_url) == [
+        ("score", 3),
+        ("why_low", "Too slow on big projects"),
+    ]
+
+
+async def test_start_again_resumes_with_200(client: Client) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    assert (await answer(client, conv, token, "score", 9)).status == 200
+    resp = await client.post("/api/v1/conversations", json={"flow": "nps"}, headers=auth(token))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["id"] == conv["id"]
+    assert body["respondent_token"] == token
+    assert current_ask(body)["step"] == "why_high"
+    assert "Set-Cookie" in resp.headers  # header users may switch to the cookie later
+
+
+async def test_cookie_identifies_a_same_origin_page(make_client: MakeClient) -> None:
+    client = await make_client(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    conv = await start(client)
+    # No header at all: the HttpOnly cookie set on 201 is the identity.
+    resp = await client.post("/api/v1/conversations", json={"flow": "nps"})
+    assert resp.status == 200
+    assert (await resp.json())["id"] == conv["id"]
+    resp = await client.post(
+        f"/api/v1/conversations/{conv['id']}/answers", json={"step": "score", "value": 10}
+    )
+    assert resp.status == 200
+    resp = await client.get(f"/api/v1/conversations/{conv['id']}")
+    assert resp.status == 200 and (await resp.json())["step"] == "why_high"
+
+
+async def test_get_shows_state_and_resume_messages(client: Client) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    await answer(client, conv, token, "score", 7)
+    resp = await client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(token))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["id"] == conv["id"] and body["flow"] == "nps"
+    assert body["status"] == "active" and body["step"] == "why_mid" and body["done"] is False
+    assert [m["type"] for m in body["messages"]] == ["ask"]
+    await answer(client, conv, token, "why_mid", "More integrations")
+    body = await (
+        await client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(token))
+    ).json()
+    assert body["done"] is True and body["status"] == "completed"
+    assert body["messages"] == [{"type": "end", "text": "", "reason": "completed"}]
+
+
+async def test_restart_mid_flow_goes_on_where_it_stopped(
+    aiohttp_client: Any, db_url: str, flows: Path
+) -> None:
+    first = await aiohttp_client(make_app(db_url, flows), cookie_jar=aiohttp.DummyCookieJar())
+    conv = await start(first)
+    token = conv["respondent_token"]
+    await answer(first, conv, token, "score", 2)
+    await first.close()  # the server stops
+
+    second = await aiohttp_client(make_app(db_url, flows), cookie_jar=aiohttp.DummyCookieJar())
+    resp = await second.post("/api/v1/conversations", json={"flow": "nps"}, headers=auth(token))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["id"] == conv["id"] and current_ask(body)["step"] == "why_low"
+    assert (await answer(second, conv, token, "why_low", "Price")).status == 200
+
+
+async def test_every_step_type_through_the_api(client: Client, db_url: str) -> None:
+    conv = await start(client, "every-step")
+    token = conv["respondent_token"]
+    kinds = []
+    plan: dict[str, Any] = {
+        "likely": 10,
+        "happy": "4",  # a button may send a string; it is stored as an int
+        "easy": 6,
+        "stars": 5,
+        "need": "quality",
+        "features": ["alerts", "reports"],
+        "why": "Because",
+        "extra": None,
+        "again": True,
+        "contact": {"email": "ana@example.com", "consent": True},
+    }
+    body = conv
+    assert body["messages"][1] == {"type": "say", "text": "First, a little scale."}
+    while not body["done"]:
+        ask = current_ask(body)
+        kinds.append(ask["input"]["kind"])
+        resp = await answer(client, conv, token, ask["step"], plan[ask["step"]])
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+    assert kinds == [
+        "nps",
+        "csat",
+        "ces",
+        "rating",
+        "choice",
+        "multi_choice",
+        "text",
+        "text",
+        "yes_no",
+        "email",
+    ]
+    assert dict(await answers(db_url)) == {
+        "likely": 10,
+        "happy": 4,
+        "easy": 6,
+        "stars": 5,
+        "need": "quality",
+        "features": ["reports", "alerts"],
+        "why": "Because",
+        "again": True,
+        "contact": "ana@example.com",
+    }
+
+
+async def test_input_specs_carry_what_the_widget_renders(client: Client) -> None:
+    conv = await start(client, "every-step")
+    token = conv["respondent_token"]
+    specs = {}
+    body = conv
+    values = {
+        "likely": 1,
+        "happy": 1,
+        "easy": 1,
+        "stars": 1,
+        "need": "price",
+        "features": ["api"],
+        "why": "x",
+        "extra": "y",
+        "again": False,
+    }
+    while not body["done"]:
+        ask = current_ask(body)
+        specs[ask["step"]] = ask["input"]
+        value = values.get(ask["step"])
+        body = await (await answer(client, conv, token, ask["step"], value)).json()
+    assert specs["stars"] == {
+        "kind": "rating",
+        "required": True,
+        "min": 1,
+        "max": 5,
+        "labels": ["Bad", "Great"],
+    }
+    assert specs["need"]["choices"] == [
+        {"value": "price", "label": "Low price"},
+        {"value": "quality", "label": "Quality"},
+    ]
+    assert specs["features"]["min_picks"] == 1 and specs["features"]["max_picks"] == 2
+    assert specs["why"]["max_length"] == 40
+    assert specs["extra"]["required"] is False
+    assert specs["contact"] == {
+        "kind": "email",
+        "required": False,
+        "consent": "You may email me about this.",
+    }
+
+
+# --- 422 / 409: the conversation rules ----------------------------------------------------------
+
+
+async def test_invalid_value_is_422_with_the_same_question_and_stores_nothing(
+    client: Client, db_url: str
+) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    before = await counts(db_url)
+    resp = await answer(client, conv, token, "score", 11)
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["code"] == "invalid_answer" and body["step"] == "score"
+    assert "0 to 10" in body["error"]
+    assert current_ask(body) == current_ask(conv)  # the same question again
+    assert await counts(db_url) == before
+
+
+@pytest.mark.parametrize("value", ["eleven", True, [1], {"a": 1}, None, "x" * 30_000])
+async def test_values_of_the_wrong_shape_are_422(client: Client, value: Any) -> None:
+    conv = await start(client)
+    resp = await answer(client, conv, conv["respondent_token"], "score", value)
+    assert resp.status == 422
+    assert (await resp.json())["code"] == "invalid_answer"
+
+
+async def test_text_over_max_length_is_422(client: Client) -> None:
+    conv = await start(client, "every-step")
+    token = conv["respondent_token"]
+    for step, value in [
+        ("likely", 1),
+        ("happy", 1),
+        ("easy", 1),
+        ("stars", 1),
+        ("need", "price"),
+        ("features", ["api"]),
+    ]:
+        assert (await answer(client, conv, token, step, value)).status == 200
+    resp = await answer(client, conv, token, "why", "y" * 41)
+    assert resp.status == 422 and (await resp.json())["step"] == "why"
+
+
+async def test_step_that_is_not_current_is_409(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    before = await counts(db_url)
+    resp = await answer(client, conv, token, "why_low", "skipping ahead")
+    assert resp.status == 409
+    body = await resp.json()
+    assert body["code"] == "not_current_step" and body["error"]
+    assert await counts(db_url) == before
+
+
+async def test_finished_conversation_is_409(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    await answer(client, conv, token, "score", 10)
+    await answer(client, conv, token, "why_high", "Speed")
+    before = await counts(db_url)
+    resp = await answer(client, conv, token, "why_high", "Something else")
+    assert resp.status == 409
+    resp = await answer(client, conv, token, "why_low", "late")
+    assert resp.status == 409
+    assert (await resp.json())["code"] == "conversation_closed"
+    assert await counts(db_url) == before
+
+
+async def test_double_submit_records_one_answer(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    first = await answer(client, conv, token, "score", 8)
+    again = await answer(client, conv, token, "score", 8)
+    assert first.status == 200 and again.status == 200
+    assert (await again.json())["duplicate"] is True
+    assert current_ask(await again.json())["step"] == "why_mid"
+    assert await rows(db_url, "SELECT count(*) FROM answer WHERE step_id = 'score'") == [(1,)]
+    # The same step with a different value is a conflict, not an edit.
+    changed = await answer(client, conv, token, "score", 2)
+    assert changed.status == 409
+
+
+async def test_concurrent_double_click_records_one_answer(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    responses = await asyncio.gather(*(answer(client, conv, token, "score", 5) for _ in range(4)))
+    assert sorted(r.status for r in responses) == [200, 200, 200, 200]
+    assert await rows(db_url, "SELECT count(*) FROM answer") == [(1,)]
+
+
+# --- identity -----------------------------------------------------------------------------------
+
+
+async def test_wrong_respondent_is_403_and_stores_nothing(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    other = await start(client)
+    before = await counts(db_url)
+    resp = await answer(client, conv, other["respondent_token"], "score", 10)
+    assert resp.status == 403 and (await resp.json())["code"] == "forbidden"
+    resp = await client.get(
+        f"/api/v1/conversations/{conv['id']}", headers=auth(other["respondent_token"])
+    )
+    assert resp.status == 403
+    assert await counts(db_url) == before
+
+
+async def test_no_identity_is_401(client: Client) -> None:
+    conv = await start(client)
+    resp = await client.post(
+        f"/api/v1/conversations/{conv['id']}/answers", json={"step": "score", "value": 1}
+    )
+    assert resp.status == 401 and (await resp.json())["code"] == "missing_identity"
+    resp = await client.get(f"/api/v1/conversations/{conv['id']}")
+    assert resp.status == 401
+
+
+async def test_malformed_token_is_400(client: Client) -> None:
+    resp = await client.post("/api/v1/conversations", json={"flow": "nps"}, headers=auth("short!"))
+    assert resp.status == 400 and (await resp.json())["code"] == "bad_token"
+
+
+async def test_unknown_conversation_is_404(client: Client) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    for cid in ("0" * 32, "not-an-id", "f" * 200):
+        resp = await client.get(f"/api/v1/conversations/{cid}", headers=auth(token))
+        assert resp.status == 404, cid
+        assert (await resp.json())["code"] == "conversation_not_found"
+    resp = await client.post(
+        f"/api/v1/conversations/{'0' * 32}/answers",
+        json={"step": "score", "value": 1},
+        headers=auth(token),
+    )
+    assert resp.status == 404
+
+
+def signature(user: str, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), user.encode(), hashlib.sha256).hexdigest()
+
+
+async def test_signed_user_is_the_same_person_on_every_device(
+    make_client: MakeClient, db_url: str
+) -> None:
+    client = await make_client(web_secret=SECRET)
+    conv = await start(client, user="u-42", signature=signature("u-42"))
+    token = conv["respondent_token"]
+    assert token.startswith("s.")
+    assert await rows(db_url, "SELECT key FROM respondent") == [("user:u-42",)]
+    assert (await answer(client, conv, token, "score", 9)).status == 200
+    # Another device: no token, only the host app's signature → the same open conversation.
+    resp = await client.post(
+        "/api/v1/conversations",
+        json={"flow": "nps", "user": "u-42", "signature": signature("u-42")},
+    )
+    assert resp.status == 200
+    assert (await resp.json())["id"] == conv["id"]
+
+
+async def test_forged_signature_is_403_and_stores_nothing(
+    make_client: MakeClient, db_url: str
+) -> None:
+    client = await make_client(web_secret=SECRET)
+    before = await counts(db_url)
+    for sig in (signature("u-43"), signature("u-42", "wrong secret"), "zz", "", None):
+        resp = await client.post(
+            "/api/v1/conversations", json={"flow": "nps", "user": "u-42", "signature": sig}
+        )
+        assert resp.status == 403, sig
+        assert (await resp.json())["code"] == "bad_signature"
+    assert await counts(db_url) == before
+
+
+async def test_tampered_session_token_is_403(make_client: MakeClient) -> None:
+    client = await make_client(web_secret=SECRET)
+    conv = await start(client, user="u-42", signature=signature("u-42"))
+    _, user_b64, mac = conv["respondent_token"].split(".")
+    forged = f"s.{user_b64[:-1]}x.{mac}"
+    resp = await client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(forged))
+    assert resp.status == 403 and (await resp.json())["code"] == "bad_token"
+
+
+async def test_signed_users_are_refused_without_a_secret(client: Client, db_url: str) -> None:
+    resp = await client.post(
+        "/api/v1/conversations",
+        json={"flow": "nps", "user": "u-42", "signature": signature("u-42")},
+    )
+    assert resp.status == 403
+    assert (await resp.json())["code"] == "signed_users_disabled"
+    assert (await counts(db_url))["respondent"] == 0
+
+
+async def test_api_key_client_names_a_user_without_signature(
+    make_client: MakeClient, db_url: str
+) -> None:
+    client = await make_client(api_keys=[API_KEY])
+    bearer = {"Authorization": f"Bearer {API_KEY}"}
+    conv = await start(client, user="crm-7", headers=bearer)
+    assert await rows(db_url, "SELECT key FROM respondent") == [("user:crm-7",)]
+    resp = await client.post(
+        f"/api/v1/conversations/{conv['id']}/answers",
+        json={"step": "score", "value": 6},
+        headers={**bearer, "X-Parley-User": "crm-7"},
+    )
+    assert resp.status == 200
+    resp = await client.post(
+        "/api/v1/conversations",
+        json={"flow": "nps", "user": "crm-7"},
+        headers={"Authorization": "Bearer nope"},
+    )
+    assert resp.status == 401 and (await resp.json())["code"] == "unauthorized"
+
+
+# --- opt-out ------------------------------------------------------------------------------------
+
+
+async def test_opt_out_sticks(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    resp = await client.post("/api/v1/respondents/me/opt-out", headers=auth(token))
+    assert resp.status == 200
+    assert await resp.json() == {"opted_out": True, "changed": True}
+    again = await client.post("/api/v1/respondents/me/opt-out", headers=auth(token))
+    assert (await again.json())["changed"] is False
+    # Never surveyed again: not this flow, not another one.
+    for flow in ("nps", "every-step"):
+        resp = await client.post("/api/v1/conversations", json={"flow": flow}, headers=auth(token))
+        assert resp.status == 403 and (await resp.json())["code"] == "opted_out"
+    resp = await answer(client, conv, token, "score", 10)
+    assert resp.status == 403 and (await resp.json())["code"] == "opted_out"
+    assert await rows(db_url, "SELECT count(*) FROM answer") == [(0,)]
+    assert await rows(db_url, "SELECT opted_out FROM respondent") in ([(1,)], [(True,)])
+
+
+async def test_opt_out_needs_an_identity(client: Client) -> None:
+    resp = await client.post("/api/v1/respondents/me/opt-out")
+    assert resp.status == 401
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+async def test_unknown_flow_is_404_and_stores_nothing(client: Client, db_url: str) -> None:
+    before = await counts(db_url)
+    for flow in ("nope", "../etc/passwd", "x" * 500):
+        resp = await client.post("/api/v1/conversations", json={"flow": flow})
+        assert resp.status == 404, flow
+        assert (await resp.json())["code"] == "unknown_flow"
+    assert await counts(db_url) == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"[1, 2]", b'"nps"', b"", b"[" * 30_000 + b"]" * 30_000, b"\xff\xfe"],
+    ids=["broken", "array", "string", "empty", "deep", "binary"],
+)
+async def test_malformed_json_is_400(client: Client, db_url: str, raw: bytes) -> None:
+    before = await counts(db_url)
+    resp = await client.post(
+        "/api/v1/conversations", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["code"] == "bad_json" and body["error"]
+    assert await counts(db_url) == before
+
+
+async def test_missing_fields_are_400(client: Client) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    url = f"/api/v1/conversations/{conv['id']}/answers"
+    assert (await client.post("/api/v1/conversations", json={})).status == 400
+    assert (await client.post("/api/v1/conversations", json={"flow": 7})).status == 400
+    assert (await client.post(url, json={"value": 1}, headers=auth(token))).status == 400
+    assert (await client.post(url, json={"step": "score"}, headers=auth(token))).status == 400
+    assert (
+        await client.post(url, json={"step": "S" * 100, "value": 1}, headers=auth(token))
+    ).status == 400
+
+
+async def test_body_over_64_kib_is_413_json(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    before = await counts(db_url)
+    big = json.dumps({"step": "score", "value": "x" * 70_000}).encode()
+    resp = await client.post(
+        f"/api/v1/conversations/{conv['id']}/answers", data=big, headers=auth(token)
+    )
+    assert resp.status == 413
+    assert (await resp.json())["code"] == "body_too_large"
+
+    async def chunks() -> Any:  # no Content-Length: aiohttp's own limit must answer in JSON too
+        for _ in range(20):
+            yield b"x" * 8192
+
+    resp = await client.post("/api/v1/conversations", data=chunks())
+    assert resp.status == 413
+    assert (await resp.json())["code"] == "body_too_large"
+    assert await counts(db_url) == before
+
+
+async def test_wrong_method_and_unknown_api_path_are_json(client: Client) -> None:
+    resp = await client.delete("/api/v1/conversations")
+    assert resp.status == 405 and (await resp.json())["code"] == "method_not_allowed"
+    resp = await client.get("/api/v1/nothing-here")
+    assert resp.status == 404 and (await resp.json())["code"] == "not_found"
+
+
+async def test_too_many_requests_is_429_with_retry_after(
+    make_client: MakeClient, db_url: str
+) -> None:
+    client = await make_client(rate_limit="3")
+    conv = await start(client)
+    token = conv["respondent_token"]
+    for _ in range(3):  # the token's own bucket: three requests a minute
+        assert (
+            await client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(token))
+        ).status == 200
+    before = await counts(db_url)
+    resp = await answer(client, conv, token, "score", 10)
+    assert resp.status == 429
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert (await resp.json())["code"] == "rate_limited"
+    assert await counts(db_url) == before
+    # Another client (another token) has its own bucket.
+    assert (
+        await client.post("/api/v1/conversations", json={"flow": "nps"}, headers=auth("b" * 43))
+    ).status == 201
+    # Health checks and the widget are never rate limited.
+    for _ in range(5):
+        assert (await client.get("/healthz")).status == 200
+
+
+# --- CORS ---------------------------------------------------------------------------------------
+
+SITE = "https://shop.example.com"
+
+
+async def test_preflight_from_an_allowed_origin(make_client: MakeClient) -> None:
+    client = await make_client(allowed_origins=[SITE])
+    resp = await client.options(
+        "/api/v1/conversations",
+        headers={
+            "Origin": SITE,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-parley-token",
+        },
+    )
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == SITE
+    assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+    allowed = resp.headers["Access-Control-Allow-Headers"].lower()
+    assert "x-parley-token" in allowed and "content-type" in allowed
+
+
+async def test_cross_origin_calls_carry_cors_headers_even_on_errors(
+    make_client: MakeClient,
+) -> None:
+    client = await make_client(allowed_origins=[SITE])
+    resp = await client.post(
+        "/api/v1/conversations", json={"flow": "nps"}, headers={"Origin": SITE}
+    )
+    assert resp.status == 201
+    assert resp.headers["Access-Control-Allow-Origin"] == SITE
+    assert "Origin" in resp.headers["Vary"]
+    resp = await client.post(
+        "/api/v1/conversations", json={"flow": "nope"}, headers={"Origin": SITE}
+    )
+    assert resp.status == 404
+    assert resp.headers["Access-Control-Allow-Origin"] == SITE
+
+
+async def test_origin_not_allowed_is_refused_and_stores_nothing(
+    make_client: MakeClient, db_url: str
+) -> None:
+    client = await make_client(allowed_origins=[SITE])
+    before = await counts(db_url)
+    evil = "https://evil.example.net"
+    resp = await client.options(
+        "/api/v1/conversations", headers={"Origin": evil, "Access-Control-Request-Method": "POST"}
+    )
+    assert resp.status == 403
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    resp = await client.post(
+        "/api/v1/conversations",
+        data=b'{"flow": "nps"}',
+        headers={"Origin": evil, "Content-Type": "text/plain"},
+    )
+    assert resp.status == 403 and (await resp.json())["code"] == "origin_not_allowed"
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    assert await counts(db_url) == before
+
+
+async def test_same_origin_needs_no_allow_list(client: Client) -> None:
+    own = f"http://{client.server.host}:{client.server.port}"
+    resp = await client.post("/api/v1/conversations", json={"flow": "nps"}, headers={"Origin": own})
+    assert resp.status == 201
+    assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_wildcard_allows_any_origin(make_client: MakeClient) -> None:
+    client = await make_client(allowed_origins=["*"])
+    resp = await client.post(
+        "/api/v1/conversations",
+        json={"flow": "nps"},
+        headers={"Origin": "https://anywhere.example"},
+    )
+    assert resp.status == 201
+    assert resp.headers["Access-Control-Allow-Origin"] == "https://anywhere.example"
+
+
+# --- static -------------------------------------------------------------------------------------
+
+
+async def test_healthz_widget_and_demo_page(make_client: MakeClient) -> None:
+    client = await make_client(demo_flow="every-step")
+    resp = await client.get("/healthz")
+    assert resp.status == 200 and await resp.json() == {"ok": True}
+    resp = await client.get("/widget.js")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("application/javascript")
+    assert "X-Parley-Token" in await resp.text()
+    resp = await client.get("/")
+    page = await resp.text()
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/html")
+    assert '<script src="/widget.js" data-flow="every-step"' in page
+
+
+async def test_demo_flow_is_escaped(make_client: MakeClient) -> None:
+    client = await make_client(demo_flow='"><script>alert(1)</script>')
+    page = await (await client.get("/")).text()
+    assert "<script>alert(1)</script>" not in page
