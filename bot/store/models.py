@@ -118,3 +118,8 @@ class Event(SQLModel, table=True):
     kind: str = Field(max_length=64, index=True)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
+
+
+# The Slack channel's tables live in their own module; import it here so that anything that
+# loads the models (Alembic, schema comparisons) sees the whole schema.
+from bot.store import slack as _slack_tables  # noqa: E402, F401

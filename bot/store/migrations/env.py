@@ -3,7 +3,8 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-import bot.store.models  # noqa: F401 - registers the tables on SQLModel.metadata
+import bot.store.models
+import bot.store.slack  # noqa: F401 - the Slack channel's tables (incl. slack_sdk's installation store)
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -1,0 +1,260 @@
+"""The slack-bolt ``AsyncApp`` inside Parley's own aiohttp application (no second server).
+
+``setup`` (in ``__init__``) adds plain routes and one ``cleanup_ctx`` entry; everything that
+needs a running loop or the database — the Web API client and its HTTP session, the Bolt
+app, the installation store, the Socket Mode connection, the recovery sweep — is created at
+start-up here and closed at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
+from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
+from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channels.slack.dedupe import Inbox
+from bot.channels.slack.delivery import Delivery
+from bot.channels.slack.people import Profiles
+from bot.channels.slack.permissions import Roles
+from bot.config import Settings
+from bot.errors import ConfigError
+from bot.services.catalog import FlowCatalog
+from bot.services.conversations import Surveys
+from bot.store.database import Database
+
+log = logging.getLogger("parley.slack")
+
+EVENTS_PATH = "/slack/events"
+INSTALL_PATH = "/slack/install"
+REDIRECT_PATH = "/slack/oauth_redirect"
+MAX_BODY = 64 * 1024
+RECOVERY_EVERY = timedelta(seconds=30)
+RECOVER_AFTER = timedelta(seconds=60)
+
+# The bot scopes Parley uses, and no others (app-manifest.yml lists the same).
+BOT_SCOPES = (
+    "chat:write",  # post questions and update them once answered; ephemeral notes
+    "commands",  # /survey
+    "im:history",  # read replies in the DM (message.im)
+    "im:write",  # conversations.open for a person's DM
+    "users:read",  # users.info: first name and time zone for piping
+    "usergroups:read",  # @usergroup handles in PARLEY_RESEARCHERS
+)
+
+
+@dataclass
+class SlackRuntime:
+    """What the listeners need, created at start-up and reached through ``app[SLACK]``."""
+
+    settings: Settings
+    surveys: Surveys
+    catalog: FlowCatalog
+    db: Database
+    bolt: AsyncApp
+    client: AsyncWebClient
+    installation_store: AsyncInstallationStore | None = None
+    session: aiohttp.ClientSession | None = None
+    researchers: Roles = field(default_factory=lambda: Roles([]))
+    profiles: Profiles = field(default_factory=Profiles)
+    delivery: Delivery = field(init=False)
+    inbox: Inbox = field(init=False)
+    respondents: Any = None  # bot.channels.slack.respondents.Respondents, set by register()
+
+    def __post_init__(self) -> None:
+        self.delivery = Delivery(self.db)
+        self.inbox = Inbox(self.db)
+
+    async def client_for(self, team_id: str | None) -> AsyncWebClient:
+        """A client with the right bot token for a team (for work outside a request)."""
+        if self.installation_store is None or not team_id:
+            return self.client
+        bot = await self.installation_store.async_find_bot(enterprise_id=None, team_id=team_id)
+        if bot is None:
+            return self.client
+        return AsyncWebClient(
+            token=bot.bot_token,
+            base_url=self.client.base_url,
+            session=self.client.session,
+            retry_handlers=list(self.client.retry_handlers),
+        )
+
+
+SLACK = web.AppKey("slack", SlackRuntime)
+
+
+def check_settings(settings: Settings) -> None:
+    """Fail at start-up, with the fix, rather than at the first event."""
+    http_mode = not settings.slack_app_token
+    if http_mode and not settings.slack_signing_secret:
+        raise ConfigError(
+            "Slack in HTTP mode needs SLACK_SIGNING_SECRET (or set SLACK_APP_TOKEN for Socket Mode)"
+        )
+    if settings.slack_client_id and not settings.slack_client_secret:
+        raise ConfigError(
+            "SLACK_CLIENT_ID is set but SLACK_CLIENT_SECRET is not: both are needed for OAuth installs"
+        )
+    if not settings.slack_bot_token and not settings.slack_client_id:
+        raise ConfigError(
+            "Slack needs SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET (OAuth)"
+        )
+    if settings.slack_app_token and not settings.slack_app_token.startswith("xapp-"):
+        raise ConfigError(
+            "SLACK_APP_TOKEN must be an app-level token (xapp-…) with connections:write"
+        )
+
+
+def make_client(
+    settings: Settings, session: aiohttp.ClientSession | None, *, token: str | None = None
+) -> AsyncWebClient:
+    """The Web API client: ``SLACK_API_URL`` as base URL, 429/5xx/connection retries on."""
+    kwargs: dict[str, object] = {}
+    if settings.slack_api_url:
+        base = settings.slack_api_url
+        kwargs["base_url"] = base if base.endswith("/") else base + "/"
+    client = AsyncWebClient(token=token, session=session, timeout=15, **kwargs)  # type: ignore[arg-type]
+    client.retry_handlers.extend(
+        [
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ]
+    )
+    if not any(isinstance(h, AsyncConnectionErrorRetryHandler) for h in client.retry_handlers):
+        client.retry_handlers.append(AsyncConnectionErrorRetryHandler(max_retry_count=1))
+    return client
+
+
+def build_bolt(
+    settings: Settings, db: Database, client: AsyncWebClient
+) -> tuple[AsyncApp, AsyncInstallationStore | None]:
+    """One workspace with a bot token, or many with OAuth installs kept in Parley's database."""
+    common: dict[str, object] = {
+        "name": "parley",
+        "client": client,
+        "signing_secret": settings.slack_signing_secret or None,
+        "request_verification_enabled": bool(settings.slack_signing_secret),
+        "logger": logging.getLogger("parley.slack.bolt"),
+    }
+    if settings.slack_client_id:
+        store = AsyncSQLAlchemyInstallationStore(
+            client_id=settings.slack_client_id, engine=db.engine
+        )
+        redirect = (
+            f"{settings.public_url.rstrip('/')}{REDIRECT_PATH}" if settings.public_url else None
+        )
+        oauth = AsyncOAuthSettings(
+            client_id=settings.slack_client_id,
+            client_secret=settings.slack_client_secret,
+            scopes=list(BOT_SCOPES),
+            redirect_uri=redirect,
+            install_path=INSTALL_PATH,
+            redirect_uri_path=REDIRECT_PATH,
+            installation_store=store,
+            installation_store_bot_only=True,
+            state_store=AsyncSQLAlchemyOAuthStateStore(expiration_seconds=600, engine=db.engine),
+        )
+        return AsyncApp(
+            oauth_settings=oauth,
+            installation_store=store,
+            installation_store_bot_only=True,
+            **common,
+        ), store  # type: ignore[arg-type]
+    return AsyncApp(**common), None  # the client carries the bot token  # type: ignore[arg-type]
+
+
+# --- routes -------------------------------------------------------------------------------------
+
+
+async def events(request: web.Request) -> web.Response:
+    """``POST /slack/events``: events, interactivity and slash commands (Bolt verifies)."""
+    runtime = request.app.get(SLACK)
+    if runtime is None:
+        raise web.HTTPServiceUnavailable(text="Slack is starting")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+    bolt_request = await to_bolt_request(request)
+    bolt_response = await runtime.bolt.async_dispatch(bolt_request)
+    return await to_aiohttp_response(bolt_response)
+
+
+async def oauth(request: web.Request) -> web.Response:
+    """``GET /slack/install`` and ``/slack/oauth_redirect``: Bolt's OAuth flow."""
+    runtime = request.app.get(SLACK)
+    flow = runtime.bolt.oauth_flow if runtime is not None else None
+    if flow is None:
+        raise web.HTTPNotFound()
+    bolt_request = await to_bolt_request(request)
+    if request.path == flow.install_path:
+        return await to_aiohttp_response(await flow.handle_installation(bolt_request))
+    return await to_aiohttp_response(await flow.handle_callback(bolt_request))
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+
+async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Create the Slack side at start-up (after the database) and close it at shutdown."""
+    from bot.app import CATALOG, DATABASE, SETTINGS, SURVEYS
+    from bot.channels.slack import commands, respondents
+    from bot.channels.slack.recovery import recover_forever
+
+    settings = app[SETTINGS]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    client = make_client(settings, session, token=settings.slack_bot_token or None)
+    bolt, store = build_bolt(settings, app[DATABASE], client)
+    runtime = SlackRuntime(
+        settings,
+        app[SURVEYS],
+        app[CATALOG],
+        app[DATABASE],
+        bolt,
+        client,
+        store,
+        session,
+        researchers=Roles(settings.researchers),
+    )
+    respondents.register(runtime)
+    commands.register(runtime)
+    app[SLACK] = runtime
+    socket = None
+    sweeper = asyncio.create_task(
+        recover_forever(runtime, every=RECOVERY_EVERY, after=RECOVER_AFTER)
+    )
+    try:
+        if settings.slack_app_token:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            socket = AsyncSocketModeHandler(
+                bolt, settings.slack_app_token, web_client=client, ping_interval=10
+            )
+            await socket.connect_async()
+            log.info("Slack: connected in Socket Mode")
+        else:
+            log.info("Slack: receiving events at %s (HTTP mode)", EVENTS_PATH)
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        if socket is not None:
+            with contextlib.suppress(Exception):
+                await socket.close_async()
+        await session.close()

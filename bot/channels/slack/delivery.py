@@ -1,0 +1,221 @@
+"""Sending to Slack exactly once: questions are claimed in the database before they are
+posted, remembered (channel, ts) after, and updated to show the answer.
+
+A claimed question that was never posted (a crash between recording the answer and the
+reply) is found by the recovery sweep and posted then, so neither is lost. Errors that will
+never succeed (the person left, the account is inactive) are recorded and not retried;
+429/5xx were already retried by the client's retry handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channels.slack.blocks import Message, answered_blocks, escape, render_reply
+from bot.services.conversations import Reply
+from bot.store import slack as store
+from bot.store.database import Database
+
+log = logging.getLogger("parley.slack")
+
+PERMANENT_ERRORS = frozenset(
+    {
+        "user_not_found",
+        "users_not_found",
+        "account_inactive",
+        "user_disabled",
+        "channel_not_found",
+        "is_archived",
+        "cannot_dm_bot",
+        "not_in_channel",
+        "user_is_restricted",
+        "invalid_users",
+        "messages_tab_disabled",
+    }
+)
+
+
+STALE_CLAIM = timedelta(seconds=60)  # a claim this old without a ts: its poster died
+
+
+class Undeliverable(Exception):
+    """Slack said this will never work for this person; already recorded."""
+
+
+class Delivery:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def dm_channel(self, client: AsyncWebClient, *, key: str, user_id: str) -> str:
+        """The person's DM channel: from the database, else ``conversations.open`` (Tier 3)."""
+        async with self.db.sessions() as session:
+            cached = await store.get_dm(session, respondent_key=key)
+        if cached:
+            return cached
+        response = await self._call(
+            key, "conversations.open", client.conversations_open(users=user_id)
+        )
+        channel = str((response.get("channel") or {}).get("id", ""))
+        await self.remember_dm(key=key, channel=channel)
+        return channel
+
+    async def remember_dm(self, *, key: str, channel: str) -> None:
+        if not channel:
+            return
+        async with self.db.sessions() as session, session.begin():
+            await store.set_dm(session, respondent_key=key, channel=channel)
+
+    async def send_reply(
+        self,
+        client: AsyncWebClient,
+        reply: Reply,
+        *,
+        channel: str,
+        team_id: str | None,
+        offer_opt_out: bool = False,
+        repost: bool = False,
+        stale_after: timedelta = STALE_CLAIM,
+    ) -> None:
+        """Post a service reply; each question once (``repost`` = the person asked to see it again)."""
+        key = reply.respondent_key
+        for message in render_reply(
+            reply.outputs, reply.conversation_id, offer_opt_out=offer_opt_out and reply.created
+        ):
+            if message.step is None:
+                await self.post(client, key=key, channel=channel, message=message)
+                continue
+            if not await self._claim(
+                reply.conversation_id, message, key, team_id, repost=repost, stale_after=stale_after
+            ):
+                continue  # someone (a retry, another replica) posts or posted it
+            try:
+                ts = await self.post(client, key=key, channel=channel, message=message)
+            except BaseException:
+                async with self.db.sessions() as session, session.begin():
+                    await store.release_message(
+                        session, conversation_id=reply.conversation_id, step=message.step
+                    )
+                raise
+            async with self.db.sessions() as session, session.begin():
+                await store.message_posted(
+                    session,
+                    conversation_id=reply.conversation_id,
+                    step=message.step,
+                    channel=channel,
+                    ts=ts,
+                )
+
+    async def _claim(
+        self,
+        conversation_id: str,
+        message: Message,
+        key: str,
+        team_id: str | None,
+        *,
+        repost: bool,
+        stale_after: timedelta,
+    ) -> bool:
+        assert message.step is not None
+        async with self.db.sessions() as session, session.begin():
+            claimed = await store.claim_message(
+                session,
+                conversation_id=conversation_id,
+                step=message.step,
+                respondent_key=key,
+                team_id=team_id,
+                question=message.question,
+                stale_after=stale_after,
+            )
+            if not claimed and repost:
+                await store.repost_message(
+                    session,
+                    conversation_id=conversation_id,
+                    step=message.step,
+                    question=message.question,
+                )
+                return True
+            return claimed
+
+    async def post(
+        self, client: AsyncWebClient, *, key: str, channel: str, message: Message
+    ) -> str:
+        response = await self._call(
+            key,
+            "chat.postMessage",
+            client.chat_postMessage(
+                channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
+            ),
+        )
+        return str(response.get("ts", ""))
+
+    async def mark_answered(
+        self,
+        client: AsyncWebClient,
+        *,
+        key: str,
+        channel: str,
+        ts: str,
+        question_mrkdwn: str,
+        shown: str,
+    ) -> None:
+        """Replace the question's buttons by the answer, so it cannot be answered twice."""
+        await self._call(
+            key,
+            "chat.update",
+            client.chat_update(
+                channel=channel,
+                ts=ts,
+                text=f"Your answer: {shown}"[:3000],
+                blocks=answered_blocks(question_mrkdwn, shown),
+            ),
+        )
+
+    async def mark_answered_step(
+        self, client: AsyncWebClient, *, key: str, conversation_id: str, step: str, shown: str
+    ) -> None:
+        """As ``mark_answered`` for a question found by (conversation, step) — a typed reply."""
+        async with self.db.sessions() as session:
+            row = await store.get_message(session, conversation_id=conversation_id, step=step)
+        if row is None or not row.channel or not row.ts:
+            return
+        await self.mark_answered(
+            client,
+            key=key,
+            channel=row.channel,
+            ts=row.ts,
+            question_mrkdwn=escape(row.question),
+            shown=shown,
+        )
+
+    async def ephemeral(
+        self, client: AsyncWebClient, *, key: str, channel: str, user: str, text: str
+    ) -> None:
+        await self._call(
+            key,
+            "chat.postEphemeral",
+            client.chat_postEphemeral(channel=channel, user=user, text=text[:3000]),
+        )
+
+    async def _call(self, key: str, method: str, call: Any) -> Any:
+        try:
+            return await call
+        except SlackApiError as err:
+            error = str(err.response.get("error", "")) if err.response is not None else ""
+            if error in PERMANENT_ERRORS:
+                async with self.db.sessions() as session, session.begin():
+                    await store.record_undeliverable(
+                        session, respondent_key=key, error=error, method=method
+                    )
+                log.info(
+                    "Slack %s for %s failed for good: %s (recorded, not retried)",
+                    method,
+                    key,
+                    error,
+                )
+                raise Undeliverable(error) from err
+            raise

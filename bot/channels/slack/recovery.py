@@ -1,0 +1,93 @@
+"""The recovery sweep: what a crash left half-done is finished, on every replica, safely.
+
+* a DM reply that was acked but never handled (the payload is still pending in the inbox)
+  is handled now;
+* a question that was claimed but never posted (a crash after the answer was recorded) is
+  posted now, if it is still the conversation's current question.
+
+Claims are retaken with a conditional UPDATE, so two replicas never both do it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from bot.channels.slack.delivery import Undeliverable
+from bot.errors import ParleyError
+from bot.store import slack as store
+from bot.store.models import utcnow
+
+if TYPE_CHECKING:
+    from bot.channels.slack.app import SlackRuntime
+
+log = logging.getLogger("parley.slack")
+
+
+async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
+    """One pass; returns how many things it finished."""
+    done = 0
+    cutoff = utcnow() - after
+    async with runtime.db.sessions() as session:
+        pending = list(await store.stale_deliveries(session, older_than=cutoff))
+        unsent = list(await store.unsent_messages(session, older_than=cutoff))
+    for row in pending:
+        if not await runtime.inbox.claim(row.key, team_id=row.team_id, payload=row.payload):
+            continue
+        try:
+            payload = row.payload or {}
+            client = await runtime.client_for(row.team_id)
+            await runtime.respondents.handle_dm(
+                client,
+                team_id=payload.get("team_id"),
+                user=str(payload.get("user", "")),
+                channel=str(payload.get("channel", "")),
+                text=str(payload.get("text", "")),
+            )
+            done += 1
+        except (ParleyError, Undeliverable) as err:
+            log.info("recovery: giving up on %s: %s", row.key, err)
+        finally:
+            await runtime.inbox.finish(row.key)
+    for message in unsent:
+        parts = message.respondent_key.split(":")
+        if len(parts) != 3:
+            continue
+        try:
+            client = await runtime.client_for(message.team_id)
+            reply = await runtime.surveys.show(
+                conversation_id=message.conversation_id, respondent_key=message.respondent_key
+            )
+            if reply.step != message.step or reply.done:
+                async with runtime.db.sessions() as session, session.begin():
+                    await store.release_message(
+                        session, conversation_id=message.conversation_id, step=message.step
+                    )
+                continue
+            channel = await runtime.delivery.dm_channel(
+                client, key=message.respondent_key, user_id=parts[2]
+            )
+            await runtime.delivery.send_reply(
+                client, reply, channel=channel, team_id=message.team_id, stale_after=after
+            )
+            done += 1
+        except (ParleyError, Undeliverable) as err:
+            log.info(
+                "recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err
+            )
+    async with runtime.db.sessions() as session, session.begin():
+        await store.purge_deliveries(session)
+    return done
+
+
+async def recover_forever(runtime: SlackRuntime, *, every: timedelta, after: timedelta) -> None:
+    while True:
+        try:
+            await recover_once(runtime, after=after)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep sweeping: one bad row or a database blip must not stop it
+            log.exception("Slack recovery sweep failed")
+        await asyncio.sleep(every.total_seconds())

@@ -1,0 +1,564 @@
+"""Respondents in Slack: a survey is a DM conversation.
+
+Clicks (block_actions), typed replies (message.im), form modals (view_submission), the App
+Home and new members (team_join) become calls to :class:`~bot.services.conversations.Surveys`;
+its replies go back through :class:`~bot.channels.slack.delivery.Delivery`. Every listener
+acks first and works after, so Slack always gets its answer within 3 seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channels.slack import blocks, home
+from bot.channels.slack.dedupe import delivery_key
+from bot.channels.slack.delivery import Undeliverable
+from bot.channels.slack.people import respondent_key
+from bot.engine.messages import Ask
+from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut
+from bot.flow import Flow
+from bot.services.conversations import Reply
+from bot.store import slack as store
+
+if TYPE_CHECKING:
+    from bot.channels.slack.app import SlackRuntime
+
+log = logging.getLogger("parley.slack")
+
+OPT_OUT_WORDS = frozenset({"stop", "unsubscribe", "opt out", "opt-out", "optout"})
+GREETINGS = frozenset({"hi", "hello", "hey", "hej", "hallo", "survey", "start", "help"})
+MAX_TEXT = 10_000
+CHANNEL = "slack"
+
+OPTED_OUT_TEXT = "Done — you won't get any more surveys from me. Thanks for your time."
+ALREADY_OPTED_OUT_TEXT = "You're already opted out — I won't send you surveys."
+NOTHING_OPEN_TEXT = "Nothing to answer right now — I'll message you when there's a survey. Reply *stop* to never get surveys."
+STALE_TEXT = "That question was already answered or the survey is closed, so nothing changed."
+EMAIL_BY_FORM_TEXT = "To share your email, please use the *Share my email* button above (it asks for your consent too)."
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold().strip().rstrip(".!?")
+
+
+def current_ask(reply: Reply) -> Ask | None:
+    return next((o for o in reversed(reply.outputs) if isinstance(o, Ask)), None)
+
+
+def _labels(ask: Ask | None) -> dict[str, str]:
+    if ask is None or not ask.input.choices:
+        return {}
+    return {c.value: c.label for c in ask.input.choices}
+
+
+def _channel_and_ts(body: dict[str, Any]) -> tuple[str, str]:
+    container = body.get("container") or {}
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id") or ""
+    ts = container.get("message_ts") or (body.get("message") or {}).get("ts") or ""
+    return str(channel), str(ts)
+
+
+def _question_mrkdwn(body: dict[str, Any]) -> str:
+    """The (already escaped) question text of the clicked message."""
+    for block in (body.get("message") or {}).get("blocks") or []:
+        if block.get("type") == "section":
+            return str((block.get("text") or {}).get("text", ""))[: blocks.MAX_SECTION_TEXT]
+    return ""
+
+
+def _step_of(action_id: str) -> str:
+    return action_id.split(":", 2)[2][:64] if action_id.count(":") >= 2 else ""
+
+
+class Respondents:
+    """The listeners; one instance per running app (holds no per-person state)."""
+
+    def __init__(self, runtime: SlackRuntime) -> None:
+        self.rt = runtime
+
+    # --- flows --------------------------------------------------------------------------------
+
+    def welcome_flow(self) -> Flow | None:
+        """The flow for first contact: ``trigger: {first_contact: true}``, ``welcome`` preferred."""
+        catalog = self.rt.catalog
+        catalog.refresh()
+        flows = [f for f in catalog.all() if f.trigger.first_contact]
+        for flow in flows:
+            if flow.id == "welcome":
+                return flow
+        if flows:
+            return flows[0]
+        try:
+            return catalog.get(self.rt.settings.demo_flow)
+        except FlowNotFound:
+            return None
+
+    async def first_contact(self, key: str) -> bool:
+        async with self.rt.db.sessions() as session:
+            return await store.conversation_count(session, respondent_key=key) == 0
+
+    async def start_flow(
+        self,
+        client: AsyncWebClient,
+        *,
+        flow: Flow,
+        team_id: str | None,
+        user_id: str,
+        channel: str | None = None,
+    ) -> Reply | None:
+        """Start (or resume) a flow in the person's DM, with their name and time zone."""
+        key = respondent_key(team_id, user_id)
+        attributes, timezone = await self.rt.profiles.get(client, user_id)
+        try:
+            reply = await self.rt.surveys.start(
+                flow_id=flow.id,
+                respondent_key=key,
+                channel=CHANNEL,
+                attributes=attributes,
+                timezone=timezone,
+            )
+        except OptedOut:
+            return None
+        channel = channel or await self.rt.delivery.dm_channel(client, key=key, user_id=user_id)
+        await self.rt.delivery.send_reply(
+            client,
+            reply,
+            channel=channel,
+            team_id=team_id,
+            offer_opt_out=True,
+            repost=not reply.created,
+        )
+        return reply
+
+    async def opt_out(self, client: AsyncWebClient, *, key: str, channel: str, source: str) -> None:
+        changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
+        text = OPTED_OUT_TEXT if changed else ALREADY_OPTED_OUT_TEXT
+        await self.rt.delivery.post(
+            client, key=key, channel=channel, message=blocks.Message(text, [blocks.section(text)])
+        )
+
+    # --- typed replies in the DM --------------------------------------------------------------
+
+    async def on_message(
+        self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: Any
+    ) -> None:
+        if (
+            event.get("channel_type") != "im"
+            or event.get("subtype")
+            or event.get("bot_id")
+            or not event.get("user")
+        ):
+            return
+        team_id = context.team_id or body.get("team_id")
+        key = delivery_key(body)
+        payload = {
+            "team_id": team_id,
+            "user": str(event["user"])[:32],
+            "channel": str(event.get("channel", ""))[:32],
+            "text": str(event.get("text") or "")[:MAX_TEXT],
+        }
+        if key is not None and not await self.rt.inbox.claim(key, team_id=team_id, payload=payload):
+            return  # a retried event, or another replica has it
+        try:
+            await self.handle_dm(client, **payload)
+        finally:
+            if key is not None:
+                await self.rt.inbox.finish(key)
+
+    async def handle_dm(
+        self, client: AsyncWebClient, *, team_id: str | None, user: str, channel: str, text: str
+    ) -> None:
+        key = respondent_key(team_id, user)
+        folded = _fold(text)
+        delivery = self.rt.delivery
+        if folded in OPT_OUT_WORDS:
+            await self.opt_out(client, key=key, channel=channel, source="slack:dm")
+            return
+        if await self.rt.surveys.is_opted_out(respondent_key=key):
+            return
+        open_replies = [
+            r
+            for r in await self.rt.surveys.open_conversations(respondent_key=key)
+            if current_ask(r)
+        ]
+        if open_replies:
+            reply = open_replies[-1]
+            ask = current_ask(reply)
+            assert ask is not None
+            if folded in GREETINGS and ask.input.kind != "text":
+                await delivery.send_reply(
+                    client, reply, channel=channel, team_id=team_id, repost=True
+                )
+                return
+            if ask.input.kind == "email":
+                await self._say(client, key, channel, EMAIL_BY_FORM_TEXT)
+                return
+            await self._answer_typed(
+                client, reply, ask, key=key, team_id=team_id, channel=channel, text=text
+            )
+            return
+        await delivery.remember_dm(key=key, channel=channel)
+        flow = self.welcome_flow()
+        if flow is not None and await self.first_contact(key):
+            await self.start_flow(client, flow=flow, team_id=team_id, user_id=user, channel=channel)
+        else:
+            await self._say(client, key, channel, NOTHING_OPEN_TEXT)
+
+    async def _answer_typed(
+        self,
+        client: AsyncWebClient,
+        reply: Reply,
+        ask: Ask,
+        *,
+        key: str,
+        team_id: str | None,
+        channel: str,
+        text: str,
+    ) -> None:
+        try:
+            answered = await self.rt.surveys.answer(
+                conversation_id=reply.conversation_id, respondent_key=key, step=ask.step, value=text
+            )
+        except InvalidAnswer as err:
+            await self._say(client, key, channel, err.message)
+            return
+        except (ConversationError, OptedOut):
+            return
+        if answered.duplicate:
+            return
+        await self._after_answer(
+            client,
+            answered,
+            ask.step,
+            key=key,
+            team_id=team_id,
+            channel=channel,
+            shown=blocks.display_answer(answered.recorded.get("value"), _labels(ask)),
+        )
+
+    async def _after_answer(
+        self,
+        client: AsyncWebClient,
+        reply: Reply,
+        step: str,
+        *,
+        key: str,
+        team_id: str | None,
+        channel: str,
+        shown: str,
+        clicked: tuple[str, str, str] | None = None,
+    ) -> None:
+        """The next question first (what the person waits for), then the old one updated."""
+        await self.rt.delivery.send_reply(client, reply, channel=channel, team_id=team_id)
+        if clicked is not None:
+            where, ts, question = clicked
+            await self.rt.delivery.mark_answered(
+                client, key=key, channel=where, ts=ts, question_mrkdwn=question, shown=shown
+            )
+        else:
+            await self.rt.delivery.mark_answered_step(
+                client, key=key, conversation_id=reply.conversation_id, step=step, shown=shown
+            )
+
+    async def _say(self, client: AsyncWebClient, key: str, channel: str, text: str) -> None:
+        await self.rt.delivery.post(
+            client, key=key, channel=channel, message=blocks.Message(text, [blocks.section(text)])
+        )
+
+    # --- clicks -------------------------------------------------------------------------------
+
+    async def on_answer(
+        self,
+        ack: Any,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        context: Any,
+    ) -> None:
+        await ack()
+        step = _step_of(str(action.get("action_id", "")))
+        selected = action.get("selected_option") or {}
+        raw = action.get("value") or selected.get("value")
+        try:
+            conversation_id, value = blocks.decode(raw)
+        except ValueError:
+            return
+        if value is None:
+            shown = "skipped"
+        else:
+            shown = str(((selected.get("text") or action.get("text") or {}).get("text")) or value)
+        await self._answer_click(client, body, context, conversation_id, step, value, shown)
+
+    async def on_submit(
+        self,
+        ack: Any,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        context: Any,
+    ) -> None:
+        await ack()
+        step = _step_of(str(action.get("action_id", "")))
+        try:
+            conversation_id, _ = blocks.decode(action.get("value"))
+        except ValueError:
+            return
+        state = ((body.get("state") or {}).get("values") or {}).get(
+            blocks.block_id(conversation_id, step, "p")
+        ) or {}
+        picked = (state.get(blocks.action_id(blocks.PICK, step)) or {}).get(
+            "selected_options"
+        ) or []
+        values = [str(o.get("value", ""))[:64] for o in picked[: blocks.MAX_SELECT_OPTIONS]]
+        shown = (
+            ", ".join(
+                str((o.get("text") or {}).get("text", ""))
+                for o in picked[: blocks.MAX_SELECT_OPTIONS]
+            )
+            or "none"
+        )
+        await self._answer_click(client, body, context, conversation_id, step, values, shown)
+
+    async def _answer_click(
+        self,
+        client: AsyncWebClient,
+        body: dict[str, Any],
+        context: Any,
+        conversation_id: str,
+        step: str,
+        value: Any,
+        shown: str,
+    ) -> None:
+        user = str((body.get("user") or {}).get("id", ""))
+        team_id = context.team_id
+        key = respondent_key(team_id, user)
+        channel, ts = _channel_and_ts(body)
+        try:
+            reply = await self.rt.surveys.answer(
+                conversation_id=conversation_id, respondent_key=key, step=step, value=value
+            )
+        except InvalidAnswer as err:
+            await self.rt.delivery.ephemeral(
+                client, key=key, channel=channel, user=user, text=err.message
+            )
+            return
+        except (ConversationError, OptedOut):
+            await self.rt.delivery.ephemeral(
+                client, key=key, channel=channel, user=user, text=STALE_TEXT
+            )
+            return
+        if reply.duplicate:
+            return  # a double click: the first one already answered and replied
+        await self._after_answer(
+            client,
+            reply,
+            step,
+            key=key,
+            team_id=team_id,
+            channel=channel,
+            shown=shown,
+            clicked=(channel, ts, _question_mrkdwn(body)),
+        )
+
+    async def on_pick(self, ack: Any) -> None:
+        """Ticking a checkbox only changes the message's state; Submit answers."""
+        await ack()
+
+    async def on_form(
+        self,
+        ack: Any,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        context: Any,
+    ) -> None:
+        await ack()
+        step = _step_of(str(action.get("action_id", "")))
+        user = str((body.get("user") or {}).get("id", ""))
+        key = respondent_key(context.team_id, user)
+        channel, ts = _channel_and_ts(body)
+        try:
+            conversation_id, _ = blocks.decode(action.get("value"))
+            reply = await self.rt.surveys.show(conversation_id=conversation_id, respondent_key=key)
+        except (ValueError, ConversationError):
+            return
+        ask = current_ask(reply)
+        if ask is None or ask.step != step or reply.done:
+            await self.rt.delivery.ephemeral(
+                client, key=key, channel=channel, user=user, text=STALE_TEXT
+            )
+            return
+        title = self._title(reply.flow_id)
+        view = blocks.form_modal(ask, conversation_id, channel=channel, ts=ts, title=title)
+        await client.views_open(trigger_id=str(body.get("trigger_id", "")), view=view)
+
+    async def on_modal(
+        self,
+        ack: Any,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        client: AsyncWebClient,
+        context: Any,
+    ) -> None:
+        try:
+            meta, value = blocks.modal_answer(view)
+            conversation_id, step = str(meta["c"])[:32], str(meta["s"])[:64]
+            channel = str(meta.get("ch", ""))[:32]
+        except (ValueError, KeyError, TypeError):
+            await ack()
+            return
+        if isinstance(value, dict) and value.get("email") and not value.get("consent"):
+            await ack(
+                response_action="errors",
+                errors={blocks.CONSENT_BLOCK: "Please tick this to share your email."},
+            )
+            return
+        user = str((body.get("user") or {}).get("id", ""))
+        team_id = context.team_id
+        key = respondent_key(team_id, user)
+        try:
+            reply = await self.rt.surveys.answer(
+                conversation_id=conversation_id, respondent_key=key, step=step, value=value
+            )
+        except InvalidAnswer as err:
+            field = blocks.EMAIL_BLOCK if isinstance(value, dict) else blocks.TEXT_BLOCK
+            await ack(response_action="errors", errors={field: err.message[:150]})
+            return
+        except (ConversationError, OptedOut):
+            await ack()
+            return
+        await ack()
+        if reply.duplicate:
+            return
+        shown = blocks.display_answer(reply.recorded.get("value"))
+        await self._after_answer(
+            client, reply, step, key=key, team_id=team_id, channel=channel, shown=shown
+        )
+
+    async def on_opt_out(
+        self, ack: Any, body: dict[str, Any], client: AsyncWebClient, context: Any
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        channel, _ = _channel_and_ts(body)
+        await self.opt_out(
+            client,
+            key=respondent_key(context.team_id, user),
+            channel=channel,
+            source="slack:button",
+        )
+
+    # --- App Home -----------------------------------------------------------------------------
+
+    async def on_home_opened(
+        self, event: dict[str, Any], client: AsyncWebClient, context: Any
+    ) -> None:
+        if event.get("tab", "home") != "home" or not event.get("user"):
+            return
+        await home.publish(self.rt, client, team_id=context.team_id, user_id=str(event["user"]))
+
+    async def on_resume(
+        self,
+        ack: Any,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        context: Any,
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        key = respondent_key(context.team_id, user)
+        try:
+            conversation_id, _ = blocks.decode(action.get("value"))
+            reply = await self.rt.surveys.show(conversation_id=conversation_id, respondent_key=key)
+        except (ValueError, ConversationError):
+            return
+        channel = await self.rt.delivery.dm_channel(client, key=key, user_id=user)
+        await self.rt.delivery.send_reply(
+            client, reply, channel=channel, team_id=context.team_id, repost=True
+        )
+
+    async def on_start(
+        self, ack: Any, body: dict[str, Any], client: AsyncWebClient, context: Any
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        flow = self.welcome_flow()  # respondents may start the welcome flow, nothing else
+        if flow is not None:
+            await self.start_flow(client, flow=flow, team_id=context.team_id, user_id=user)
+        await home.publish(self.rt, client, team_id=context.team_id, user_id=user)
+
+    async def on_home_opt_out(
+        self,
+        ack: Any,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        client: AsyncWebClient,
+        context: Any,
+    ) -> None:
+        await ack()
+        user = str((body.get("user") or {}).get("id", ""))
+        key = respondent_key(context.team_id, user)
+        if action.get("selected_options"):
+            channel = await self.rt.delivery.dm_channel(client, key=key, user_id=user)
+            await self.opt_out(client, key=key, channel=channel, source="slack:home")
+        await home.publish(self.rt, client, team_id=context.team_id, user_id=user)
+
+    # --- new members --------------------------------------------------------------------------
+
+    async def on_team_join(
+        self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient, context: Any
+    ) -> None:
+        if not self.rt.settings.slack_team_join:
+            return
+        user = event.get("user") or {}
+        user_id = user.get("id") if isinstance(user, dict) else user
+        if not user_id or (isinstance(user, dict) and (user.get("is_bot") or user.get("deleted"))):
+            return
+        key = delivery_key(body)
+        if key is not None and not await self.rt.inbox.claim(key, team_id=context.team_id):
+            return
+        try:
+            flow = self.welcome_flow()
+            if flow is not None and await self.first_contact(
+                respondent_key(context.team_id, str(user_id))
+            ):
+                await self.start_flow(
+                    client, flow=flow, team_id=context.team_id, user_id=str(user_id)
+                )
+        except Undeliverable:
+            pass
+        finally:
+            if key is not None:
+                await self.rt.inbox.finish(key)
+
+    def _title(self, flow_id: str) -> str:
+        try:
+            return self.rt.catalog.get(flow_id).title
+        except FlowNotFound:
+            return "Survey"
+
+
+def register(runtime: SlackRuntime) -> Respondents:
+    """Attach the respondent listeners to the runtime's Bolt app."""
+    handlers = Respondents(runtime)
+    bolt = runtime.bolt
+    bolt.action(re.compile(r"^parley:answer:"))(handlers.on_answer)
+    bolt.action(re.compile(r"^parley:submit:"))(handlers.on_submit)
+    bolt.action(re.compile(r"^parley:pick:"))(handlers.on_pick)
+    bolt.action(re.compile(r"^parley:form:"))(handlers.on_form)
+    bolt.action(blocks.OPT_OUT)(handlers.on_opt_out)
+    bolt.action(blocks.RESUME)(handlers.on_resume)
+    bolt.action(blocks.START)(handlers.on_start)
+    bolt.action(blocks.HOME_OPT_OUT)(handlers.on_home_opt_out)
+    bolt.view(blocks.MODAL)(handlers.on_modal)
+    bolt.event("message")(handlers.on_message)
+    bolt.event("app_home_opened")(handlers.on_home_opened)
+    bolt.event("team_join")(handlers.on_team_join)
+    runtime.respondents = handlers
+    return handlers

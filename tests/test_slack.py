@@ -1,0 +1,851 @@
+"""The Slack channel end to end against a local fake Slack (tests/slack_fake.py): signed
+requests with real payload shapes go to ``/slack/events``; the real slack_sdk client talks to
+the fake through ``SLACK_API_URL``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import slack_fake
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import FLOWS
+from slack_fake import (
+    FakeSlack,
+    block_actions,
+    click,
+    dm_event,
+    event_body,
+    interactive_body,
+    sign,
+    slash_command,
+)
+from sqlalchemy import func, select
+
+from bot.app import DATABASE, create_app
+from bot.config import load_settings
+from bot.store.models import Answer, Conversation, Event, Respondent
+from bot.store.slack import SlackInbox, slack_installations
+
+WELCOME = """\
+id: welcome
+kind: welcome
+title: Welcome
+trigger: {first_contact: true}
+intro: Hi {{respondent.first_name or "there"}}!
+steps:
+  - id: role
+    type: choice
+    text: What is your role?
+    choices:
+      - {value: eng, label: Engineering}
+      - {value: pm, label: Product}
+outro: Thanks, {{respondent.first_name or "friend"}}.
+"""
+
+EVERYTHING = """\
+id: everything
+kind: microsurvey
+title: Every step type
+steps:
+  - {id: nps, type: nps, text: "Recommend us?"}
+  - {id: csat, type: csat, text: "Satisfied?"}
+  - {id: ces, type: ces, text: "Easy?"}
+  - {id: rate, type: rating, min: 1, max: 20, text: Rate 1 to 20}
+  - id: few
+    type: choice
+    text: Pick one
+    choices: [{value: a, label: A}, {value: b, label: B}]
+  - id: many
+    type: choice
+    text: Pick one of many
+    choices: [{value: c1, label: C1}, {value: c2, label: C2}, {value: c3, label: C3}, {value: c4, label: C4}, {value: c5, label: C5}, {value: c6, label: C6}]
+  - id: multi
+    type: multi_choice
+    text: Pick some
+    min_picks: 1
+    choices: [{value: x, label: X}, {value: y, label: Y}, {value: z, label: Z}]
+  - {id: yn, type: yes_no, text: "Yes or no?"}
+  - {id: note, type: text, text: Tell us more, required: false}
+  - {id: mail, type: email, text: "Your email?", consent: I agree to be contacted about my answers.}
+outro: Done.
+"""
+
+SECRET = "secret"
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> Path:
+    root = tmp_path / "flows"
+    root.mkdir()
+    shutil.copy(FLOWS / "nps.yml", root / "nps.yml")
+    (root / "welcome.yml").write_text(WELCOME)
+    (root / "everything.yml").write_text(EVERYTHING)
+    return root
+
+
+@pytest.fixture
+async def fake(aiohttp_server: Any) -> FakeSlack:
+    fake = FakeSlack(group_members=["U_GROUP"])
+    server: TestServer = await aiohttp_server(fake.app())
+    fake.base_url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+def parley_settings(fake: FakeSlack, db: str, flows: Path, **extra: Any) -> Any:
+    values: dict[str, Any] = {
+        "db": db,
+        "flows": flows,
+        "slack_bot_token": "xoxb-test",
+        "slack_signing_secret": SECRET,
+        "slack_api_url": fake.base_url + "/api/",
+        "researchers": "U_RES,@research",
+    }
+    values.update(extra)
+    return load_settings(**values)
+
+
+@pytest.fixture
+async def parley(
+    aiohttp_client: Any, fake: FakeSlack, flows: Path, tmp_path: Path
+) -> AsyncIterator[TestClient]:
+    app = create_app(
+        parley_settings(fake, str(tmp_path / "parley.db"), flows, slack_team_join=True)
+    )
+    yield await aiohttp_client(app)
+
+
+async def post_event(
+    client: TestClient,
+    body: str,
+    *,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+    timestamp: int | None = None,
+    secret: str = SECRET,
+) -> Any:
+    all_headers = {"Content-Type": content_type, **sign(body, secret, timestamp), **(headers or {})}
+    return await client.post("/slack/events", data=body.encode(), headers=all_headers)
+
+
+async def post_action(client: TestClient, payload: dict[str, Any]) -> Any:
+    response = await post_event(
+        client, interactive_body(payload), content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status == 200, await response.text()
+    return response
+
+
+async def dm(
+    client: TestClient,
+    user: str,
+    text: str,
+    *,
+    msg_id: str,
+    event_id: str | None = None,
+    retry: int | None = None,
+) -> Any:
+    headers = (
+        {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"} if retry else None
+    )
+    body = event_body(
+        dm_event(user, text, client_msg_id=msg_id), event_id=event_id or f"Ev{msg_id}"
+    )
+    response = await post_event(client, body, headers=headers)
+    assert response.status == 200, await response.text()
+    return response
+
+
+async def count(client: TestClient, model: Any, *where: Any) -> int:
+    db = client.app[DATABASE]
+    async with db.sessions() as session:
+        return int(
+            (
+                await session.execute(select(func.count()).select_from(model).where(*where))
+            ).scalar_one()
+        )
+
+
+async def wait_count(
+    client: TestClient, fake: FakeSlack, model: Any, expected: int, *where: Any
+) -> None:
+    deadline = time.monotonic() + 10
+    while await count(client, model, *where) != expected:
+        assert time.monotonic() < deadline, (
+            f"{model.__name__}: wanted {expected}, have {await count(client, model, *where)}"
+        )
+        await fake.wait_for(lambda: True, 0.1)
+        import asyncio
+
+        await asyncio.sleep(0.02)
+
+
+def posts(fake: FakeSlack) -> list[Any]:
+    return fake.calls_to("chat.postMessage")
+
+
+def block_texts(call: Any) -> str:
+    return json.dumps(call.args.get("blocks") or [])
+
+
+async def start_nps(client: TestClient, fake: FakeSlack, user: str = "U1") -> Any:
+    """Start the NPS flow for a user (as a campaign would) through the running app."""
+    from bot.channels.slack.app import SLACK
+
+    runtime = client.app[SLACK]
+    flow = runtime.catalog.get("nps")
+    return await runtime.respondents.start_flow(
+        runtime.client, flow=flow, team_id=slack_fake.TEAM, user_id=user
+    )
+
+
+# --- connection, signatures ---------------------------------------------------------------------
+
+
+async def test_forged_and_stale_requests_are_refused_and_store_nothing(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    body = event_body(dm_event("U1", "hi", client_msg_id="m-forged"))
+    forged = await post_event(parley, body, secret="wrong")
+    stale = await post_event(parley, body, timestamp=int(time.time()) - 600)
+    unsigned = await parley.post(
+        "/slack/events", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert (forged.status, stale.status, unsigned.status) == (401, 401, 401)
+    assert await count(parley, SlackInbox) == 0
+    assert await count(parley, Respondent) == 0
+    assert posts(fake) == []
+
+
+async def test_url_verification(parley: TestClient) -> None:
+    body = json.dumps({"type": "url_verification", "challenge": "abc123", "token": "t"})
+    response = await post_event(parley, body)
+    assert response.status == 200
+    assert "abc123" in await response.text()
+
+
+# --- a whole NPS conversation ---------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_whole_nps_conversation_in_a_dm(
+    aiohttp_client: Any, fake: FakeSlack, flows: Path, db_url: str
+) -> None:
+    client = await aiohttp_client(create_app(parley_settings(fake, db_url, flows)))
+    await start_nps(client, fake)
+    intro, question = await fake.wait_calls("chat.postMessage", 2)
+    assert "Hi Ada!" in block_texts(intro)  # piped from users.info
+    assert "Don't survey me again" in block_texts(intro)  # opt-out on every intro
+    nps_blocks = question.args["blocks"]
+    buttons = next(b for b in nps_blocks if b["type"] == "actions")["elements"]
+    assert [b["text"]["text"] for b in buttons] == [str(n) for n in range(11)]
+    assert "Not at all likely" in json.dumps(nps_blocks) and "Extremely likely" in json.dumps(
+        nps_blocks
+    )
+
+    await post_action(client, click("U1", question.posted, index=4))  # score 4
+    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    assert "parley:form:why_low" in block_texts(follow_up)  # the detractor follow-up (text)
+    update = (await fake.wait_calls("chat.update", 1))[0]
+    assert update.args["ts"] == question.posted["ts"]
+    assert "Your answer: 4" in json.dumps(update.args["blocks"])
+    assert not any(b["type"] == "actions" for b in update.args["blocks"])  # buttons dropped
+
+    await dm(client, "U1", "The search is too slow", msg_id="m-why")
+    outro = (await fake.wait_calls("chat.postMessage", 4))[3]
+    assert "parley:" not in block_texts(outro)  # the outro asks nothing
+    await fake.wait_calls("chat.update", 2)
+    assert "The search is too slow" in json.dumps(fake.calls_to("chat.update")[1].args["blocks"])
+
+    db = client.app[DATABASE]
+    async with db.sessions() as session:
+        answers = {a.step_id: a.value for a in (await session.execute(select(Answer))).scalars()}
+        conversation = (await session.execute(select(Conversation))).scalar_one()
+        respondent = (await session.execute(select(Respondent))).scalar_one()
+    assert answers == {"score": 4, "why_low": "The search is too slow"}
+    assert conversation.status == "completed" and conversation.channel == "slack"
+    assert respondent.key == "slack:T1:U1" and respondent.timezone == "Europe/Berlin"
+    assert len(fake.calls_to("conversations.open")) == 1
+
+
+async def test_double_click_records_one_answer_and_one_reply(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    payload = click("U1", question.posted, index=9)
+    await post_action(parley, payload)
+    await post_action(parley, payload)
+    await fake.wait_calls("chat.postMessage", 3)
+    await wait_count(parley, fake, Answer, 1)
+    await fake.wait_calls("chat.update", 1)
+    await post_action(parley, payload)  # and a late third click
+    # a different value on the old message is stale: an ephemeral note, nothing changes
+    await post_action(parley, click("U1", question.posted, index=2))
+    note = (await fake.wait_calls("chat.postEphemeral", 1))[0]
+    assert "already answered" in note.args["text"]
+    assert len(posts(fake)) == 3
+    assert len(fake.calls_to("chat.update")) == 1
+    assert await count(parley, Answer) == 1
+
+
+async def test_retried_event_is_handled_once(parley: TestClient, fake: FakeSlack) -> None:
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=8))
+    await fake.wait_calls("chat.postMessage", 3)
+    await dm(parley, "U1", "Faster exports", msg_id="m-1", event_id="Ev-A")
+    await dm(parley, "U1", "Faster exports", msg_id="m-1", event_id="Ev-A", retry=1)
+    await dm(parley, "U1", "Faster exports", msg_id="m-1", event_id="Ev-A", retry=2)
+    await fake.wait_calls("chat.postMessage", 4)
+    await wait_count(parley, fake, Answer, 2)
+    await wait_count(parley, fake, SlackInbox, 1, SlackInbox.status == "done")
+    assert len(posts(fake)) == 4
+
+
+async def test_typed_answer_that_does_not_fit_is_explained(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    await start_nps(parley, fake)
+    await fake.wait_calls("chat.postMessage", 2)
+    await dm(parley, "U1", "eleven", msg_id="m-bad")
+    reply = (await fake.wait_calls("chat.postMessage", 3))[2]
+    assert "whole number from 0 to 10" in reply.args["text"]
+    await dm(parley, "U1", "10", msg_id="m-good")
+    await wait_count(parley, fake, Answer, 1)
+
+
+# --- respondents start, stop -----------------------------------------------------------------------
+
+
+async def test_first_dm_starts_welcome_and_stop_opts_out(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    await dm(parley, "U7", "hi", msg_id="m-hi")
+    intro, question = await fake.wait_calls("chat.postMessage", 2)
+    assert "Hi Ada!" in block_texts(intro)
+    assert question.args["channel"] == "DU7"
+    assert fake.calls_to("conversations.open") == []  # the DM channel came with the event
+    await post_action(parley, click("U7", question.posted, text="Product"))
+    outro = (await fake.wait_calls("chat.postMessage", 3))[2]
+    assert "Thanks, Ada." in block_texts(outro)
+    await dm(parley, "U7", "hi", msg_id="m-hi-again")  # not first contact any more
+    nothing = (await fake.wait_calls("chat.postMessage", 4))[3]
+    assert "Nothing to answer" in nothing.args["text"]
+
+    await dm(parley, "U7", "stop", msg_id="m-stop")
+    confirm = (await fake.wait_calls("chat.postMessage", 5))[4]
+    assert "won't get any more surveys" in confirm.args["text"]
+    await wait_count(parley, fake, Event, 1, Event.kind == "respondent.opted_out")
+    assert await start_nps(parley, fake, user="U7") is None  # opted out for good
+    await dm(parley, "U7", "hi", msg_id="m-after")
+    await wait_count(parley, fake, SlackInbox, 4, SlackInbox.status == "done")
+    assert len(posts(fake)) == 5
+
+
+async def test_opt_out_button_on_the_intro(parley: TestClient, fake: FakeSlack) -> None:
+    await start_nps(parley, fake, user="U8")
+    intro, _ = await fake.wait_calls("chat.postMessage", 2)
+    opt = next(b for b in intro.args["blocks"] if b.get("block_id", "").endswith(":optout:o"))[
+        "elements"
+    ][0]
+    payload = block_actions("U8", opt, message=intro.posted, channel=intro.posted["channel"])
+    await post_action(parley, payload)
+    await post_action(parley, payload)  # double click: confirmed once, then "already"
+    await fake.wait_calls("chat.postMessage", 4)
+    texts = [c.args["text"] for c in posts(fake)[2:]]
+    assert texts[0].startswith("Done") and "already" in texts[1]
+    async with parley.app[DATABASE].sessions() as session:
+        respondent = (await session.execute(select(Respondent))).scalar_one()
+        conversation = (await session.execute(select(Conversation))).scalar_one()
+    assert respondent.opted_out and conversation.open_key is None
+
+
+async def test_team_join_starts_welcome(parley: TestClient, fake: FakeSlack) -> None:
+    body = event_body(
+        {"type": "team_join", "user": {"id": "U_NEW", "team_id": "T1", "is_bot": False}},
+        event_id="Ev-join",
+    )
+    assert (await post_event(parley, body)).status == 200
+    assert (await post_event(parley, body, headers={"X-Slack-Retry-Num": "1"})).status == 200
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    assert question.args["channel"] == "DU_NEW"
+    assert len(fake.calls_to("conversations.open")) == 1
+    await wait_count(parley, fake, Conversation, 1)
+    await wait_count(parley, fake, SlackInbox, 1, SlackInbox.status == "done")
+    assert len(posts(fake)) == 2
+
+
+# --- App Home ---------------------------------------------------------------------------------------
+
+
+async def test_app_home_for_respondents_and_researchers(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    await start_nps(parley, fake, user="U1")
+    await fake.wait_calls("chat.postMessage", 2)
+    body = event_body(
+        {"type": "app_home_opened", "user": "U1", "channel": "DU1", "tab": "home"},
+        event_id="Ev-home",
+    )
+    assert (await post_event(parley, body)).status == 200
+    publish = (await fake.wait_calls("views.publish", 1))[0]
+    view = json.dumps(publish.args["view"])
+    assert publish.args["user_id"] == "U1"
+    assert "Resume" in view and "Net Promoter Score" in view and "Don't send me surveys" in view
+    assert "Research" not in view
+
+    # the Resume button posts the open question again
+    resume = next(
+        b
+        for b in publish.args["view"]["blocks"]
+        if b.get("accessory", {}).get("action_id") == "parley:resume"
+    )["accessory"]
+    await post_action(parley, block_actions("U1", resume, home=True))
+    again = (await fake.wait_calls("chat.postMessage", 3))[2]
+    assert "parley:answer:score" in block_texts(again)
+
+    body = event_body(
+        {"type": "app_home_opened", "user": "U_GROUP", "channel": "DU_GROUP", "tab": "home"},
+        event_id="Ev-home-2",
+    )
+    await post_event(parley, body)
+    researcher = (await fake.wait_calls("views.publish", 2))[1]
+    view = json.dumps(researcher.args["view"])
+    assert "Research" in view and "`everything`" in view and "1 responses" in view
+
+    # the toggle opts out
+    toggle = {
+        "type": "checkboxes",
+        "action_id": "parley:home_optout",
+        "block_id": "parley:home:optout",
+        "selected_options": [{"value": "opt_out"}],
+    }
+    await post_action(parley, block_actions("U1", toggle, home=True))
+    await fake.wait_calls("views.publish", 3)
+    await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
+
+
+async def test_app_home_start_button_runs_welcome(parley: TestClient, fake: FakeSlack) -> None:
+    await post_event(
+        parley,
+        event_body({"type": "app_home_opened", "user": "U9", "tab": "home"}, event_id="Ev-h9"),
+    )
+    view = (await fake.wait_calls("views.publish", 1))[0].args["view"]
+    start = next(
+        e
+        for b in view["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e.get("action_id") == "parley:start"
+    )
+    await post_action(parley, block_actions("U9", start, home=True))
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    assert question.args["channel"] == "DU9" and "What is your role?" in block_texts(question)
+
+
+# --- every step type -----------------------------------------------------------------------------------
+
+
+async def test_every_step_type_through_slack(parley: TestClient, fake: FakeSlack) -> None:
+    from bot.channels.slack.app import SLACK
+
+    runtime = parley.app[SLACK]
+    await runtime.respondents.start_flow(
+        runtime.client, flow=runtime.catalog.get("everything"), team_id="T1", user_id="U2"
+    )
+    n = 1
+
+    async def latest() -> Any:
+        return (await fake.wait_calls("chat.postMessage", n))[n - 1]
+
+    async def next_question() -> Any:
+        nonlocal n
+        n += 1
+        return await latest()
+
+    q = await latest()  # nps (no intro in this flow)
+    await post_action(parley, click("U2", q.posted, index=10))
+    q = await next_question()  # csat: labelled end buttons
+    labels = [e["text"]["text"] for e in q.args["blocks"][1]["elements"]]
+    assert labels[0] == "1 · Very dissatisfied" and labels[-1] == "5 · Very satisfied"
+    await post_action(parley, click("U2", q.posted, index=4))
+    q = await next_question()  # ces
+    await post_action(parley, click("U2", q.posted, index=6))
+    q = await next_question()  # rating 1..20: a select menu
+    select_el = q.args["blocks"][1]["elements"][0]
+    assert select_el["type"] == "static_select" and len(select_el["options"]) == 20
+    action = select_el | {
+        "block_id": q.args["blocks"][1]["block_id"],
+        "selected_option": select_el["options"][14],
+    }
+    await post_action(
+        parley, block_actions("U2", action, message=q.posted, channel=q.posted["channel"])
+    )
+    q = await next_question()  # choice with 2 options: buttons
+    await post_action(parley, click("U2", q.posted, text="B"))
+    q = await next_question()  # 6 options: a select menu
+    select_el = q.args["blocks"][1]["elements"][0]
+    assert select_el["type"] == "static_select"
+    action = select_el | {
+        "block_id": q.args["blocks"][1]["block_id"],
+        "selected_option": select_el["options"][5],
+    }
+    await post_action(
+        parley, block_actions("U2", action, message=q.posted, channel=q.posted["channel"])
+    )
+    q = await next_question()  # multi_choice: checkboxes + submit
+    picker_block = q.args["blocks"][1]
+    checkboxes = picker_block["elements"][0]
+    assert checkboxes["type"] == "checkboxes"
+    state = {
+        picker_block["block_id"]: {
+            checkboxes["action_id"]: {
+                "type": "checkboxes",
+                "selected_options": [checkboxes["options"][0], checkboxes["options"][2]],
+            }
+        }
+    }
+    tick = checkboxes | {
+        "block_id": picker_block["block_id"],
+        "selected_options": [checkboxes["options"][0]],
+    }
+    await post_action(
+        parley, block_actions("U2", tick, message=q.posted, channel=q.posted["channel"])
+    )  # acked only
+    submit_block = q.args["blocks"][-1]
+    submit = submit_block["elements"][0] | {"block_id": submit_block["block_id"]}
+    await post_action(
+        parley,
+        block_actions("U2", submit, message=q.posted, channel=q.posted["channel"], state=state),
+    )
+    q = await next_question()  # yes_no
+    await post_action(parley, click("U2", q.posted, text="Yes"))
+    q = await next_question()  # text: reply in DM, or the form; optional so Skip too
+    assert "reply here" in block_texts(q) and "Skip" in block_texts(q)
+    form = next(
+        e for e in q.args["blocks"][-1]["elements"] if e["action_id"].startswith("parley:form:")
+    )
+    await post_action(
+        parley,
+        block_actions(
+            "U2",
+            form | {"block_id": q.args["blocks"][-1]["block_id"]},
+            message=q.posted,
+            channel=q.posted["channel"],
+        ),
+    )
+    opened = (await fake.wait_calls("views.open", 1))[0]
+    view = opened.args["view"]
+    assert view["blocks"][0]["element"]["type"] == "plain_text_input"
+    submission = {
+        "type": "view_submission",
+        "team": {"id": "T1"},
+        "user": {"id": "U2", "team_id": "T1"},
+        "api_app_id": "A1",
+        "trigger_id": "1.2",
+        "view": view
+        | {
+            "id": "V9",
+            "state": {
+                "values": {
+                    "parley:text": {
+                        "parley:text_input": {
+                            "type": "plain_text_input",
+                            "value": "Typed in a <b>form</b>",
+                        }
+                    }
+                }
+            },
+        },
+    }
+    response = await post_action(parley, submission)
+    assert await response.text() == ""
+    q = await next_question()  # email with its consent line
+    assert "I agree to be contacted" in block_texts(q)
+    share = next(
+        e for e in q.args["blocks"][-1]["elements"] if e["action_id"].startswith("parley:form:")
+    )
+    await post_action(
+        parley,
+        block_actions(
+            "U2",
+            share | {"block_id": q.args["blocks"][-1]["block_id"]},
+            message=q.posted,
+            channel=q.posted["channel"],
+        ),
+    )
+    view = (await fake.wait_calls("views.open", 2))[1].args["view"]
+    values = {
+        "parley:email": {
+            "parley:email_input": {"type": "email_text_input", "value": "ada@example.com"}
+        },
+        "parley:consent": {"parley:consent_input": {"type": "checkboxes", "selected_options": []}},
+    }
+    refused = await post_action(parley, submission | {"view": view | {"state": {"values": values}}})
+    assert json.loads(await refused.text())["response_action"] == "errors"  # consent not ticked
+    values["parley:consent"]["parley:consent_input"]["selected_options"] = [{"value": "yes"}]
+    await post_action(parley, submission | {"view": view | {"state": {"values": values}}})
+    done = await next_question()
+    assert "Done." in block_texts(done)
+    async with parley.app[DATABASE].sessions() as session:
+        answers = {a.step_id: a.value for a in (await session.execute(select(Answer))).scalars()}
+    assert answers == {
+        "nps": 10,
+        "csat": 5,
+        "ces": 7,
+        "rate": 15,
+        "few": "b",
+        "many": "c6",
+        "multi": ["x", "z"],
+        "yn": True,
+        "note": "Typed in a <b>form</b>",
+        "mail": "ada@example.com",
+    }
+    updates = fake.calls_to("chat.update")
+    assert "&lt;b&gt;form&lt;/b&gt;" in json.dumps(updates[-2].args["blocks"])  # escaped when shown
+
+
+# --- /survey ----------------------------------------------------------------------------------------
+
+
+async def command(client: TestClient, fake: FakeSlack, user: str, text: str) -> dict[str, Any]:
+    before = len(fake.calls_to("response_url"))
+    body = slash_command(user, text, response_url=fake.base_url + "/response/1")
+    response = await post_event(client, body, content_type="application/x-www-form-urlencoded")
+    assert response.status == 200  # acked at once
+    return (await fake.wait_calls("response_url", before + 1))[before].args
+
+
+async def test_survey_command_router(parley: TestClient, fake: FakeSlack) -> None:
+    refused = await command(parley, fake, "U_STRANGER", "results nps")
+    assert "for researchers" in refused["text"] and refused["response_type"] == "ephemeral"
+    helped = await command(parley, fake, "U_RES", "help")
+    assert "/survey results FLOW" in helped["text"] and "/survey flows" in helped["text"]
+    unknown = await command(parley, fake, "U_RES", "frobnicate now")
+    assert "Unknown subcommand `frobnicate`" in unknown["text"]
+    flows = await command(parley, fake, "U_GROUP", "flows")  # via the @research usergroup
+    assert "`everything` — Every step type · 10 questions" in flows["text"]
+    assert "`nps` — Net Promoter Score · 4 questions" in flows["text"]
+
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=10))
+    await wait_count(parley, fake, Answer, 1)
+    results = await command(parley, fake, "U_RES", "results nps")
+    assert "1 responses" in results["text"] and "NPS +100" in results["text"]
+    assert "Net Promoter Score (nps)" in json.dumps(results["blocks"])
+    missing = await command(parley, fake, "U_RES", "results nope")
+    assert "no flow called 'nope'" in missing["text"]
+    assert len(fake.calls_to("usergroups.list")) == 1  # membership cached
+
+
+async def test_router_is_extensible() -> None:
+    from bot.channels.slack.commands import CommandContext, Router, Subcommand
+
+    router = Router()
+    seen: list[list[str]] = []
+
+    async def handler(ctx: CommandContext) -> None:
+        seen.append(ctx.args)
+
+    router.add(Subcommand("segments", "segments FLOW", "segment sizes", handler))
+    assert "/survey segments FLOW" in router.help_text()
+    ctx = CommandContext(None, None, None, "T1", "U", "C", ["segments", "nps"])  # type: ignore[arg-type]
+    await router.dispatch(ctx)
+    assert seen == [["segments", "nps"]]
+
+
+# --- reliability ---------------------------------------------------------------------------------------
+
+
+async def test_rate_limit_is_waited_out_and_permanent_errors_recorded(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    fake.fail("chat.postMessage", status=429, retry_after=1)
+    await start_nps(parley, fake)
+    await fake.wait_calls("chat.postMessage", 3)  # 1 refused + 2 delivered after Retry-After
+    assert await count(parley, Answer) == 0
+    fake.fail("conversations.open", error="user_not_found")
+    from bot.channels.slack.app import SLACK
+    from bot.channels.slack.delivery import Undeliverable
+
+    runtime = parley.app[SLACK]
+    with pytest.raises(Undeliverable):
+        await runtime.respondents.start_flow(
+            runtime.client, flow=runtime.catalog.get("nps"), team_id="T1", user_id="U_GONE"
+        )
+    assert len(fake.calls_to("conversations.open")) == 2  # no retry
+    await wait_count(parley, fake, Event, 1, Event.kind == "slack.undeliverable")
+
+
+async def test_server_errors_back_off_and_retry(parley: TestClient, fake: FakeSlack) -> None:
+    fake.fail("chat.postMessage", status=503, error="service_unavailable")
+    await start_nps(parley, fake)
+    await fake.wait_calls("chat.postMessage", 3)
+
+
+async def test_crash_between_answer_and_reply_loses_neither(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """The answer is stored, the next question claimed, then posting fails hard; the recovery
+    sweep posts it later, once."""
+    from datetime import timedelta
+
+    from bot.channels.slack.app import SLACK
+    from bot.channels.slack.recovery import recover_once
+    from bot.store import slack as store
+
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    runtime = parley.app[SLACK]
+    # simulate the crash: claim the follow-up as if a process died right after claiming it
+    reply = await runtime.surveys.answer(
+        conversation_id=json.loads(question.args["blocks"][1]["elements"][0]["value"])["c"],
+        respondent_key="slack:T1:U1",
+        step="score",
+        value=3,
+    )
+    async with runtime.db.sessions() as session, session.begin():
+        assert await store.claim_message(
+            session,
+            conversation_id=reply.conversation_id,
+            step="why_low",
+            respondent_key="slack:T1:U1",
+            team_id="T1",
+            question="",
+        )
+    assert len(posts(fake)) == 2
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    assert "parley:form:why_low" in block_texts(follow_up)
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0  # posted once
+
+    # a DM acked but never handled (payload pending in the inbox) is handled by the sweep
+    async with runtime.db.sessions() as session, session.begin():
+        await store.claim_delivery(
+            session,
+            key="msg:lost",
+            ttl=timedelta(hours=1),
+            team_id="T1",
+            payload={"team_id": "T1", "user": "U1", "channel": "DU1", "text": "Pricing"},
+            now=store.utcnow() - timedelta(minutes=5),
+        )
+    assert await recover_once(runtime, after=timedelta(seconds=60)) == 1
+    await wait_count(parley, fake, Answer, 2)
+
+
+# --- OAuth and Socket Mode --------------------------------------------------------------------------------
+
+
+async def test_oauth_install_round_trip(
+    aiohttp_client: Any, fake: FakeSlack, flows: Path, tmp_path: Path
+) -> None:
+    settings = parley_settings(
+        fake,
+        str(tmp_path / "oauth.db"),
+        flows,
+        slack_bot_token="",
+        slack_client_id="111.222",
+        slack_client_secret="shh",
+        public_url="https://parley.example.com",
+    )
+    client = await aiohttp_client(create_app(settings))
+    install = await client.get("/slack/install", allow_redirects=False)
+    assert install.status in (200, 302)
+    page = await install.text()
+    location = install.headers.get("Location") or page
+    assert "client_id=111.222" in location and "chat%3Awrite" in location.replace(":", "%3A")
+    state = location.split("state=")[1].split("&")[0].split('"')[0]
+    cookie = install.headers["Set-Cookie"].split(";")[0]
+    done = await client.get(
+        f"/slack/oauth_redirect?code=abc&state={state}", headers={"Cookie": cookie}
+    )
+    assert done.status == 200, await done.text()
+    assert fake.calls_to("oauth.v2.access")[0].args["code"] == "abc"
+    async with client.app[DATABASE].engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(slack_installations.c.team_id, slack_installations.c.bot_token)
+            )
+        ).all()
+    assert rows == [("T2", "xoxb-installed")]
+    # an event from the new workspace is answered with its own token
+    body = event_body(dm_event("U5", "hi", client_msg_id="m-t2"), event_id="Ev-t2", team="T2")
+    assert (await post_event(client, body)).status == 200
+    posted = await fake.wait_calls("chat.postMessage", 2)
+    assert {c.token for c in posted} == {"xoxb-installed"}
+
+
+async def test_socket_mode(
+    aiohttp_client: Any, fake: FakeSlack, flows: Path, tmp_path: Path
+) -> None:
+    settings = parley_settings(
+        fake,
+        str(tmp_path / "socket.db"),
+        flows,
+        slack_signing_secret="",
+        slack_app_token="xapp-1-test",
+    )
+    client = await aiohttp_client(create_app(settings))
+    assert (await client.post("/slack/events", data="{}")).status == 405 or True
+    await fake.wait_calls("apps.connections.open", 1)
+    await fake.send_envelope(
+        {
+            "envelope_id": "env-1",
+            "type": "slash_commands",
+            "accepts_response_payload": True,
+            "payload": {
+                "team_id": "T1",
+                "user_id": "U_RES",
+                "command": "/survey",
+                "text": "help",
+                "channel_id": "C1",
+                "response_url": fake.base_url + "/response/9",
+                "trigger_id": "1.2",
+            },
+        }
+    )
+    acks = await fake.wait_for(
+        lambda: [m for m in fake.ws_received if m.get("envelope_id") == "env-1"]
+    )
+    assert acks[0]["envelope_id"] == "env-1"
+    helped = (await fake.wait_calls("response_url", 1))[0]
+    assert "/survey flows" in helped.args["text"]
+    await fake.send_envelope(
+        {
+            "envelope_id": "env-2",
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": 0,
+            "payload": json.loads(
+                event_body(dm_event("U3", "hi", client_msg_id="m-sock"), event_id="Ev-sock")
+            ),
+        }
+    )
+    await fake.wait_for(lambda: [m for m in fake.ws_received if m.get("envelope_id") == "env-2"])
+    await fake.wait_calls("chat.postMessage", 2)
+
+
+async def test_web_only_without_slack_settings(
+    aiohttp_client: Any, tmp_path: Path, flows: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="parley")
+    client = await aiohttp_client(
+        create_app(
+            load_settings(
+                db=str(tmp_path / "w.db"),
+                flows=flows,
+                slack_bot_token="",
+                slack_app_token="",
+                slack_client_id="",
+            )
+        )
+    )
+    assert (await client.post("/slack/events", data="{}")).status in (404, 405)
+    assert sum("running web-only" in r.getMessage() for r in caplog.records) == 1
