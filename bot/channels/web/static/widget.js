@@ -198,7 +198,7 @@
   var footer = el("footer");
   var panel = el(
     "div",
-    { class: "panel", id: panelId, role: "dialog", "aria-modal": "false", "aria-labelledby": titleId, hidden: true },
+    { class: "panel", id: panelId, role: "dialog", "aria-modal": "false", "aria-labelledby": titleId, hidden: true, "data-state": "loading" },
     [
       el("header", {}, [
         el("h2", { id: titleId, text: title }),
@@ -284,6 +284,7 @@
         composer.textContent = "";
         current = null;
         say("Done \u2014 we won't survey you again.");
+        setState("done");
         footer.textContent = "";
       } else {
         say((res.data && res.data.error) || "That did not work; please try again.", "error");
@@ -295,6 +296,7 @@
   function begin() {
     showFooter();
     if (load("opted_out")) {
+      setState("done");
       say("You asked us not to survey you, so there is nothing here.");
       return;
     }
@@ -336,10 +338,12 @@
       } else if (res.data && res.data.code === "opted_out") {
         save("opted_out", "1");
         footer.textContent = "";
+        setState("done");
         say("You asked us not to survey you, so there is nothing here.");
       } else if (res.status === 0 || res.status === 429 || res.status >= 500) {
         offline(res, start);
       } else {
+        setState("error");
         say((res.data && res.data.error) || "This survey is not available.", "error");
       }
     });
@@ -361,6 +365,12 @@
       })
     );
     focusComposer();
+  }
+
+  // data-state on the panel ("loading" | "asking" | "busy" | "done") lets host pages and
+  // tests follow the conversation without parsing the transcript.
+  function setState(state) {
+    panel.setAttribute("data-state", state);
   }
 
   function render(messages, resumed) {
@@ -388,6 +398,16 @@
     });
     if (current) {
       composer.appendChild(controls(current));
+      setState("asking");
+      if (!panel.hidden) {
+        focusComposer();
+      }
+    } else {
+      setState("done");
+      // Keep keyboard focus inside the dialog (the answered control is gone) and offer a way out.
+      composer.appendChild(
+        el("button", { class: "send", type: "button", text: "Close", onclick: function () { toggle(false); } })
+      );
       if (!panel.hidden) {
         focusComposer();
       }
@@ -400,12 +420,14 @@
     }
     busy = true;
     setDisabled(true);
+    setState("busy");
     call("POST", "conversations/" + encodeURIComponent(conversation) + "/answers", { step: step, value: value }).then(function (res) {
       busy = false;
       if (res.status === 200) {
         say(echo, "me");
         render(res.data.messages || [], false);
       } else if (res.status === 422) {
+        setState("asking");
         var messages = res.data.messages || [];
         var hint = messages.filter(function (m) { return m.type === "say"; })[0];
         say((hint && hint.text) || res.data.error, "error");
@@ -417,9 +439,11 @@
         save("opted_out", "1");
         composer.textContent = "";
         footer.textContent = "";
+        setState("done");
         say("You asked us not to survey you, so we stopped.");
       } else {
         setDisabled(false);
+        setState("asking");
         say(res.status === 429 ? "Too many requests \u2014 please wait a moment and try again." : res.data.error || "Something went wrong; please try again.", "error");
       }
     });

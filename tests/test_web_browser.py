@@ -1,0 +1,287 @@
+"""The widget in a real browser (Debian's headless Chromium driven by Playwright).
+
+The server runs in-process on a free port. The welcome-flow test answers whatever the
+current question is, by the kind of control the widget shows, so it keeps working as the
+starter flow evolves; the answers are then read back from the database.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from web_helpers import answers, make_app, make_flows, rows
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (.ci/run installs it)"
+    ),
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def serve(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+class Driver:
+    """Answers the widget's current question by its kind, remembering what it sent."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.sent: dict[str, Any] = {}
+        self.kinds: list[str] = []
+        self.last: str | None = None
+
+    async def wait_next(self) -> str | None:
+        """The step now asked (a different one than before), or None once the flow ended."""
+        after = f':not([data-step="{self.last}"])' if self.last else ""
+        asking = self.page.locator(f'.panel[data-state="asking"] .controls{after}')
+        done = self.page.locator('.panel[data-state="done"]')
+        await asking.or_(done).first.wait_for(timeout=15_000)
+        if await done.count():
+            return None
+        step = await asking.get_attribute("data-step")
+        self.last = step
+        return step
+
+    async def answer(self, step: str) -> None:
+        controls = self.page.locator(f'.controls[data-step="{step}"]')
+        kind = await controls.get_attribute("data-kind")
+        self.kinds.append(kind)
+        if kind in ("nps", "csat", "ces", "rating"):
+            buttons = controls.locator(".scale button")
+            button = buttons.nth(await buttons.count() - 1)  # the top of the scale
+            self.sent[step] = int(await button.inner_text())
+            await button.click()
+        elif kind == "choice":
+            button = controls.locator(".choices button").first
+            self.sent[step] = await button.get_attribute("data-value")
+            await button.click()
+        elif kind == "multi_choice":
+            boxes = controls.locator("input[type=checkbox]")
+            send = controls.get_by_role("button", name="Send")
+            assert await send.is_disabled()  # nothing picked yet
+            picked = []
+            for i in range(await boxes.count()):
+                box = boxes.nth(i)
+                if await box.is_enabled() and len(picked) < 2:
+                    await box.check()
+                    picked.append(await box.get_attribute("value"))
+            self.sent[step] = picked
+            await send.click()
+        elif kind == "text":
+            area = controls.locator("textarea")
+            words = f"Typed answer for {step}"
+            await area.click()
+            await self.page.keyboard.type(words)
+            counter = await controls.locator(".counter").inner_text()
+            assert counter.startswith(f"{len(words)} / ")
+            self.sent[step] = words
+            await self.page.keyboard.press("Enter")  # Enter sends, Shift+Enter is a new line
+        elif kind == "yes_no":
+            self.sent[step] = True
+            await controls.get_by_role("button", name="Yes").click()
+        elif kind == "email":
+            await controls.locator("input[type=email]").fill("ana@example.com")
+            send = controls.get_by_role("button", name="Send")
+            assert await send.is_disabled()  # consent first
+            await controls.locator("input[type=checkbox]").check()
+            self.sent[step] = "ana@example.com"
+            await send.click()
+        else:
+            raise AssertionError(f"the widget shows no controls for kind {kind!r}")
+
+    async def finish(self, limit: int = 60) -> None:
+        for _ in range(limit):
+            step = await self.wait_next()
+            if step is None:
+                return
+            await self.answer(step)
+        raise AssertionError("the flow did not end")
+
+
+async def test_demo_page_runs_the_welcome_flow_and_answers_are_stored(
+    browser: Any, tmp_path: Path
+) -> None:
+    flows = make_flows(tmp_path)
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    runner = await serve(make_app(db, flows), port)
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        dialog = page.get_by_role("dialog")
+        await dialog.wait_for()  # data-open: the demo opens the chat at once
+        assert await page.locator("button.launcher").get_attribute("aria-expanded") == "true"
+        assert await page.get_by_role("log").count() == 1
+
+        driver = Driver(page)
+        first = await driver.wait_next()
+        assert first is not None
+        await driver.answer(first)
+        second = await driver.wait_next()
+        assert second is not None
+
+        # Reload mid-flow: the widget resumes the same conversation at the same question.
+        await page.reload()
+        await page.locator(
+            f'.panel[data-state="asking"] .controls[data-step="{second}"]'
+        ).wait_for()
+        assert await page.get_by_text("pick up where you left off").count() == 1
+
+        driver.last = None
+        await driver.finish()
+        await page.locator(".panel[data-state=done]").wait_for()
+
+        stored = dict(await answers(db))
+        assert stored == driver.sent
+        assert len(stored) >= 5
+        assert {"choice", "rating"} <= set(driver.kinds)
+        tz = await rows(db, "SELECT timezone FROM respondent")
+        assert len(tz) == 1 and tz[0][0]  # the browser's time zone was sent
+
+        # Escape closes the panel and gives focus back to the launcher.
+        await page.keyboard.press("Escape")
+        assert await page.locator("button.launcher").get_attribute("aria-expanded") == "false"
+        assert await page.get_by_role("dialog").is_hidden()
+    finally:
+        await runner.cleanup()
+
+
+async def test_widget_embedded_on_another_origin_renders_every_step_type(
+    browser: Any, tmp_path: Path
+) -> None:
+    flows = make_flows(tmp_path, starter=False)
+    db = str(tmp_path / "parley.db")
+    parley_port, site_port = free_port(), free_port()
+    site_origin = f"http://localhost:{site_port}"
+    parley = await serve(make_app(db, flows, allowed_origins=[site_origin]), parley_port)
+
+    page_html = f"""<!doctype html><html><head><title>Shop</title></head><body><h1>A shop</h1>
+<script src="http://127.0.0.1:{parley_port}/widget.js" data-flow="every-step" data-title="Tell us"></script>
+</body></html>"""
+
+    async def shop(_request: web.Request) -> web.Response:
+        return web.Response(text=page_html, content_type="text/html")
+
+    site_app = web.Application()
+    site_app.router.add_get("/", shop)
+    site = await serve(site_app, site_port, host="localhost")
+    try:
+        page = await browser.new_page()
+        await page.goto(f"{site_origin}/")
+        launcher = page.get_by_role("button", name="Open survey chat: Tell us")
+        assert await launcher.get_attribute("aria-expanded") == "false"
+        await launcher.press("Enter")  # keyboard-accessible launcher
+        await page.get_by_role("dialog", name="Tell us").wait_for()
+
+        driver = Driver(page)
+        # The optional step gets a Skip button; use it there, answer everything else.
+        for _ in range(30):
+            step = await driver.wait_next()
+            if step is None:
+                break
+            if step == "extra":
+                driver.kinds.append("text")
+                await (
+                    page.locator('.controls[data-step="extra"]')
+                    .get_by_role("button", name="Skip")
+                    .click()
+                )
+                continue
+            await driver.answer(step)
+        assert driver.kinds == [
+            "nps",
+            "csat",
+            "ces",
+            "rating",
+            "choice",
+            "multi_choice",
+            "text",
+            "text",
+            "yes_no",
+            "email",
+        ]
+        await page.get_by_text("All done, thank you!").wait_for()
+        assert dict(await answers(db)) == driver.sent
+
+        # The token lives in the host page's localStorage (no third-party cookie needed).
+        keys = await page.evaluate("Object.keys(window.localStorage)")
+        assert any(k.endswith(":token") for k in keys)
+
+        # "Stop surveying me" needs a confirmation, then sticks.
+        await page.get_by_role("button", name="Stop surveying me").click()
+        await page.get_by_role("button", name="Yes, never ask me again").click()
+        await page.get_by_text("we won't survey you again").wait_for()
+        flags = await rows(db, "SELECT opted_out FROM respondent")
+        assert flags in ([(1,)], [(True,)])
+    finally:
+        await site.cleanup()
+        await parley.cleanup()
+
+
+async def test_widget_on_an_origin_that_is_not_allowed_stores_nothing(
+    browser: Any, tmp_path: Path
+) -> None:
+    flows = make_flows(tmp_path, starter=False)
+    db = str(tmp_path / "parley.db")
+    parley_port, site_port = free_port(), free_port()
+    parley = await serve(
+        make_app(db, flows, allowed_origins=["https://elsewhere.example"]), parley_port
+    )
+
+    async def shop(_request: web.Request) -> web.Response:
+        tag = f'<script src="http://127.0.0.1:{parley_port}/widget.js" data-flow="every-step" data-open="true"></script>'
+        return web.Response(text=f"<!doctype html><body>{tag}</body>", content_type="text/html")
+
+    site_app = web.Application()
+    site_app.router.add_get("/", shop)
+    site = await serve(site_app, site_port, host="localhost")
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://localhost:{site_port}/")
+        await page.locator(".msg.error").first.wait_for()
+        assert await page.locator(".controls").count() == 0
+        assert await rows(db, "SELECT count(*) FROM respondent") == [(0,)]
+    finally:
+        await site.cleanup()
+        await parley.cleanup()

@@ -1,0 +1,61 @@
+"""Unit tests of the web channel's small parts: token bucket, tokens and signatures."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from bot.channels.web import ratelimit
+from bot.channels.web.identity import session_token, sign, token_key
+from bot.channels.web.ratelimit import RateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_allows_a_burst_then_refills_at_the_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(60, clock=clock)  # one per second, bursts of 60
+    assert all(limiter.take("a") == 0 for _ in range(60))
+    wait = limiter.take("a")
+    assert wait == pytest.approx(1.0)
+    assert limiter.take("b") == 0  # buckets are per client
+    clock.now += 0.5
+    assert limiter.take("a") == pytest.approx(0.5)  # refused requests do not drain it further
+    clock.now += 0.5
+    assert limiter.take("a") == 0
+    assert limiter.take("a") > 0
+
+
+def test_idle_buckets_are_dropped_when_memory_is_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratelimit, "MAX_BUCKETS", 10)
+    clock = Clock()
+    limiter = RateLimiter(60, clock=clock)
+    for i in range(10):
+        limiter.take(f"old{i}")
+    clock.now += 120  # all refilled: forgetting them loses nothing
+    limiter.take("new")
+    assert len(limiter._buckets) == 1
+
+
+def test_signature_is_hex_hmac_sha256_of_the_user_id() -> None:
+    expected = hmac.new(b"k", b"user-1", hashlib.sha256).hexdigest()
+    assert sign("k", "user-1") == expected
+
+
+def test_session_token_is_not_a_user_signature() -> None:
+    token = session_token("k", "user-1")
+    assert token.startswith("s.")
+    assert token.split(".")[2] != sign("k", "user-1")
+
+
+def test_token_key_stores_only_a_hash() -> None:
+    key = token_key("abc")
+    assert key == "web:" + hashlib.sha256(b"abc").hexdigest()
