@@ -8,6 +8,7 @@ whose handler crashed is taken again by Slack's retry or the recovery sweep.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -33,22 +34,23 @@ def delivery_key(body: dict[str, Any]) -> str | None:
 class Inbox:
     """Claims, finishes and releases deliveries, each in its own short transaction."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, gate: asyncio.Semaphore) -> None:
         self.db = db
+        self.gate = gate
 
     async def claim(
         self, key: str, *, team_id: str | None, payload: dict[str, Any] | None = None
     ) -> bool:
         """True when this caller now owns the delivery; False when it was already taken."""
-        async with self.db.sessions() as session, session.begin():
+        async with self.gate, self.db.sessions() as session, session.begin():
             return await store.claim_delivery(
                 session, key=key, ttl=TTL, team_id=team_id, payload=payload
             )
 
     async def finish(self, key: str) -> None:
-        async with self.db.sessions() as session, session.begin():
+        async with self.gate, self.db.sessions() as session, session.begin():
             await store.finish_delivery(session, key=key)
 
     async def release(self, key: str) -> None:
-        async with self.db.sessions() as session, session.begin():
+        async with self.gate, self.db.sessions() as session, session.begin():
             await store.release_delivery(session, key=key)

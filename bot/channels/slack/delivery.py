@@ -9,6 +9,7 @@ never succeed (the person left, the account is inactive) are recorded and not re
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -48,8 +49,9 @@ class Undeliverable(Exception):
 
 
 class Delivery:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, gate: asyncio.Semaphore) -> None:
         self.db = db
+        self.gate = gate
 
     async def dm_channel(self, client: AsyncWebClient, *, key: str, user_id: str) -> str:
         """The person's DM channel: from the database, else ``conversations.open`` (Tier 3)."""
@@ -67,7 +69,7 @@ class Delivery:
     async def remember_dm(self, *, key: str, channel: str) -> None:
         if not channel:
             return
-        async with self.db.sessions() as session, session.begin():
+        async with self.gate, self.db.sessions() as session, session.begin():
             await store.set_dm(session, respondent_key=key, channel=channel)
 
     async def send_reply(
@@ -96,12 +98,12 @@ class Delivery:
             try:
                 ts = await self.post(client, key=key, channel=channel, message=message)
             except BaseException:
-                async with self.db.sessions() as session, session.begin():
+                async with self.gate, self.db.sessions() as session, session.begin():
                     await store.release_message(
                         session, conversation_id=reply.conversation_id, step=message.step
                     )
                 raise
-            async with self.db.sessions() as session, session.begin():
+            async with self.gate, self.db.sessions() as session, session.begin():
                 await store.message_posted(
                     session,
                     conversation_id=reply.conversation_id,
@@ -121,7 +123,7 @@ class Delivery:
         stale_after: timedelta,
     ) -> bool:
         assert message.step is not None
-        async with self.db.sessions() as session, session.begin():
+        async with self.gate, self.db.sessions() as session, session.begin():
             claimed = await store.claim_message(
                 session,
                 conversation_id=conversation_id,
@@ -207,7 +209,7 @@ class Delivery:
         except SlackApiError as err:
             error = str(err.response.get("error", "")) if err.response is not None else ""
             if error in PERMANENT_ERRORS:
-                async with self.db.sessions() as session, session.begin():
+                async with self.gate, self.db.sessions() as session, session.begin():
                     await store.record_undeliverable(
                         session, respondent_key=key, error=error, method=method
                     )

@@ -115,13 +115,14 @@ class Respondents:
         key = respondent_key(team_id, user_id)
         attributes, timezone = await self.rt.profiles.get(client, user_id)
         try:
-            reply = await self.rt.surveys.start(
-                flow_id=flow.id,
-                respondent_key=key,
-                channel=CHANNEL,
-                attributes=attributes,
-                timezone=timezone,
-            )
+            async with self.rt.gate:
+                reply = await self.rt.surveys.start(
+                    flow_id=flow.id,
+                    respondent_key=key,
+                    channel=CHANNEL,
+                    attributes=attributes,
+                    timezone=timezone,
+                )
         except OptedOut:
             return None
         channel = channel or await self.rt.delivery.dm_channel(client, key=key, user_id=user_id)
@@ -136,7 +137,8 @@ class Respondents:
         return reply
 
     async def opt_out(self, client: AsyncWebClient, *, key: str, channel: str, source: str) -> None:
-        changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
+        async with self.rt.gate:
+            changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
         text = OPTED_OUT_TEXT if changed else ALREADY_OPTED_OUT_TEXT
         await self.rt.delivery.post(
             client, key=key, channel=channel, message=blocks.Message(text, [blocks.section(text)])
@@ -221,9 +223,13 @@ class Respondents:
         text: str,
     ) -> None:
         try:
-            answered = await self.rt.surveys.answer(
-                conversation_id=reply.conversation_id, respondent_key=key, step=ask.step, value=text
-            )
+            async with self.rt.gate:
+                answered = await self.rt.surveys.answer(
+                    conversation_id=reply.conversation_id,
+                    respondent_key=key,
+                    step=ask.step,
+                    value=text,
+                )
         except InvalidAnswer as err:
             await self._say(client, key, channel, err.message)
             return
@@ -339,9 +345,10 @@ class Respondents:
         key = respondent_key(team_id, user)
         channel, ts = _channel_and_ts(body)
         try:
-            reply = await self.rt.surveys.answer(
-                conversation_id=conversation_id, respondent_key=key, step=step, value=value
-            )
+            async with self.rt.gate:
+                reply = await self.rt.surveys.answer(
+                    conversation_id=conversation_id, respondent_key=key, step=step, value=value
+                )
         except InvalidAnswer as err:
             await self.rt.delivery.ephemeral(
                 client, key=key, channel=channel, user=user, text=err.message
@@ -422,9 +429,10 @@ class Respondents:
         team_id = context.team_id
         key = respondent_key(team_id, user)
         try:
-            reply = await self.rt.surveys.answer(
-                conversation_id=conversation_id, respondent_key=key, step=step, value=value
-            )
+            async with self.rt.gate:
+                reply = await self.rt.surveys.answer(
+                    conversation_id=conversation_id, respondent_key=key, step=step, value=value
+                )
         except InvalidAnswer as err:
             field = blocks.EMAIL_BLOCK if isinstance(value, dict) else blocks.TEXT_BLOCK
             await ack(response_action="errors", errors={field: err.message[:150]})

@@ -1,0 +1,107 @@
+"""Pure Block Kit rendering (no Slack) and the installation-store tables' equivalence."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
+from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
+
+from bot.channels.slack import blocks
+from bot.engine.messages import Ask, ChoiceOption, End, InputSpec, Say
+from bot.store import slack as store
+
+
+def test_long_text_is_cut_within_limits_and_escaped() -> None:
+    ask = Ask(
+        "q",
+        "<!channel> " + "x" * 5000,
+        InputSpec(
+            "choice", True, choices=tuple(ChoiceOption(f"v{i}", "L" * 200) for i in range(100))
+        ),
+    )
+    rendered = blocks.ask_blocks(ask, "c" * 32)
+    assert len(rendered) <= blocks.MAX_BLOCKS_MESSAGE
+    assert len(rendered[0]["text"]["text"]) <= blocks.MAX_SECTION_TEXT
+    assert (
+        "<!channel>" not in json.dumps(rendered)
+        and "&lt;!channel&gt;" in rendered[0]["text"]["text"]
+    )
+    select = rendered[1]["elements"][0]
+    assert select["type"] == "static_select" and len(select["options"]) == 100
+    assert all(
+        len(o["text"]["text"]) <= blocks.MAX_OPTION_TEXT
+        and len(o["value"]) <= blocks.MAX_OPTION_VALUE
+        for o in select["options"]
+    )
+
+
+def test_scale_button_rows_and_big_scales() -> None:
+    nps = blocks.ask_blocks(
+        Ask("s", "NPS", InputSpec("nps", True, min=0, max=10, labels=("Low", "High"))), "c1"
+    )
+    assert len(nps[1]["elements"]) == 11 and nps[2]["type"] == "context"
+    big = blocks.ask_blocks(
+        Ask("s", "R", InputSpec("rating", False, min=0, max=100, labels=(None, None))), "c1"
+    )
+    select = big[1]["elements"][0]
+    assert (
+        "option_groups" in select and sum(len(g["options"]) for g in select["option_groups"]) == 101
+    )
+    assert big[1]["elements"][-1]["text"]["text"] == "Skip"
+
+
+def test_many_multi_choice_uses_a_multi_select() -> None:
+    spec = InputSpec(
+        "multi_choice",
+        True,
+        choices=tuple(ChoiceOption(f"v{i}", f"L{i}") for i in range(12)),
+        min_picks=1,
+        max_picks=3,
+    )
+    rendered = blocks.ask_blocks(Ask("m", "Pick", spec), "c1")
+    assert rendered[1]["elements"][0]["type"] == "multi_static_select"
+    assert rendered[1]["elements"][0]["max_selected_items"] == 3
+
+
+def test_render_reply_groups_says_and_offers_opt_out() -> None:
+    outputs = [
+        Say("Hi"),
+        Say("Two questions"),
+        Ask("q", "Yes?", InputSpec("yes_no", True)),
+        End("completed", "Bye"),
+    ]
+    messages = blocks.render_reply(outputs, "c1", offer_opt_out=True)
+    assert [m.step for m in messages] == [None, "q", None]
+    assert messages[0].blocks[-1]["elements"][0]["action_id"] == blocks.OPT_OUT
+    assert blocks.decode(messages[1].blocks[1]["elements"][0]["value"]) == ("c1", True)
+
+
+def test_modal_title_and_values_are_bounded() -> None:
+    ask = Ask("t", "Tell us" * 1000, InputSpec("text", True, max_length=10000))
+    view = blocks.form_modal(
+        ask, "c1", channel="D1", ts="1.2", title="A very long flow title indeed"
+    )
+    assert len(view["title"]["text"]) <= blocks.MAX_MODAL_TITLE
+    assert view["blocks"][0]["element"]["max_length"] == 3000
+    assert len(view["blocks"][0]["label"]["text"]) <= blocks.MAX_LABEL
+
+
+def _shape(table: sa.Table) -> tuple:
+    columns = tuple((c.name, repr(c.type), c.nullable, c.primary_key) for c in table.columns)
+    indexes = tuple(sorted((i.name, tuple(c.name for c in i.columns)) for i in table.indexes))
+    return columns, indexes
+
+
+def test_installation_tables_match_slack_sdk() -> None:
+    meta = sa.MetaData()
+    assert _shape(store.slack_installations) == _shape(
+        SQLAlchemyInstallationStore.build_installations_table(meta, "slack_installations")
+    )
+    assert _shape(store.slack_bots) == _shape(
+        SQLAlchemyInstallationStore.build_bots_table(meta, "slack_bots")
+    )
+    assert _shape(store.slack_oauth_states) == _shape(
+        SQLAlchemyOAuthStateStore.build_oauth_states_table(meta, "slack_oauth_states")
+    )
