@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Connection
 
 from bot.errors import FlowError, FlowNotFound
 from bot.flow import Flow, flow_from_definition, load_all
-from bot.store import repo
-from bot.store.models import FlowVersion
+from bot.store import statements as sql
 
 log = logging.getLogger("parley.flows")
 
@@ -29,6 +29,7 @@ class FlowCatalog:
         self._stamp: tuple[tuple[str, float], ...] = ()
         self._by_hash: dict[str, Flow] = {}
         self._version_ids: dict[str, int] = {}
+        self._flows_by_version: dict[int, Flow] = {}
         self.reload()
 
     def _files_stamp(self) -> tuple[tuple[str, float], ...]:
@@ -69,30 +70,33 @@ class FlowCatalog:
     def all(self) -> list[Flow]:
         return [self._flows[k] for k in sorted(self._flows)]
 
-    async def version_id(self, session: AsyncSession, flow: Flow) -> int:
+    def version_id(self, conn: Connection, flow: Flow, now: datetime) -> int:
         """The ``flow_version`` row id for a flow, storing the version on first use."""
         cached = self._version_ids.get(flow.hash)
         if cached is not None:
             return cached
-        row = await repo.get_or_create_flow_version(
-            session, flow_id=flow.id, hash=flow.hash, title=flow.title, definition=flow.definition
+        version_id = sql.flow_version_id(
+            conn,
+            flow_id=flow.id,
+            hash=flow.hash,
+            title=flow.title,
+            definition=flow.definition,
+            now=now,
         )
-        assert row.id is not None
-        self._version_ids[flow.hash] = row.id
-        return row.id
+        self._flows_by_version[version_id] = flow
+        self._version_ids[flow.hash] = version_id
+        return version_id
 
-    async def for_version(self, session: AsyncSession, version_id: int) -> Flow:
-        for hash_, vid in self._version_ids.items():
-            if vid == version_id and hash_ in self._by_hash:
-                return self._by_hash[hash_]
-        row: FlowVersion | None = await repo.get_flow_version(session, id=version_id)
-        if row is None:
+    def flow_for_version(self, conn: Connection, version_id: int) -> Flow:
+        """The flow a stored conversation runs on: cached, else rebuilt from its definition."""
+        flow = self._flows_by_version.get(version_id)
+        if flow is not None:
+            return flow
+        stored = sql.flow_version(conn, id=version_id)
+        if stored is None:
             raise FlowNotFound(f"flow version {version_id} is not stored")
-        flow = self._by_hash.get(row.hash) or flow_from_definition(row.definition)
-        self._by_hash[row.hash] = flow
-        self._version_ids[row.hash] = version_id
+        hash_, definition = stored
+        flow = self._by_hash.get(hash_) or flow_from_definition(definition)
+        self._by_hash[hash_] = flow
+        self._flows_by_version[version_id] = flow
         return flow
-
-    def forget_version_ids(self) -> None:
-        """Drop cached row ids (tests that recreate the database use this)."""
-        self._version_ids.clear()

@@ -7,15 +7,15 @@ the channel name it stores.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.engine import (
     Answer,
@@ -41,9 +41,9 @@ from bot.errors import (
 from bot.flow import Flow
 from bot.services.catalog import FlowCatalog
 from bot.store import repo
+from bot.store import statements as sql
 from bot.store.database import Database
-from bot.store.models import Answer as AnswerRow
-from bot.store.models import Conversation, Respondent, Tag, utcnow
+from bot.store.models import utcnow
 
 MAX_RETRIES = 5
 
@@ -86,7 +86,11 @@ def _aware(moment: datetime) -> datetime:
 
 
 class Surveys:
-    """The conversation service: start, answer, stop, show, opt out."""
+    """The conversation service: start, answer, stop, show, opt out.
+
+    Every method is one transaction body of Core statements run by ``Database.run`` (or
+    ``Database.read``): load, advance the pure engine, save — one thread hop on SQLite.
+    """
 
     def __init__(
         self, db: Database, catalog: FlowCatalog, *, clock: Callable[[], datetime] = utcnow
@@ -109,71 +113,98 @@ class Surveys:
         """Start ``flow_id`` for a respondent, or resume the conversation they have open."""
         self.catalog.refresh()
         flow = self.catalog.get(flow_id)
+        body = functools.partial(
+            self._start, flow, respondent_key, channel[:32], attributes or {}, timezone
+        )
         for _ in range(MAX_RETRIES):
             try:
-                async with self.db.sessions() as session, session.begin():
-                    return await self._start(
-                        session, flow, respondent_key, channel, attributes, timezone
-                    )
+                return await self.db.run(body)
             except IntegrityError:
                 continue  # a parallel request opened it first: go round and resume that one
         raise ConversationClosed("could not start the conversation; please try again")
 
-    async def _start(
+    def _start(
         self,
-        session: AsyncSession,
         flow: Flow,
         key: str,
         channel: str,
-        attributes: dict[str, Any] | None,
+        attributes: dict[str, Any],
         timezone: str | None,
+        conn: Connection,
     ) -> Reply:
-        respondent = await repo.get_or_create_respondent(
-            session, key=key, attributes=attributes, timezone=timezone
-        )
+        now = self.clock()
+        respondent = self._respondent(conn, key, attributes, timezone, now)
         if respondent.opted_out:
             raise OptedOut("this person opted out of surveys and will not be asked again")
-        assert respondent.id is not None
-        existing = await repo.open_conversation(
-            session, respondent_id=respondent.id, flow_id=flow.id
-        )
+        existing = sql.open_conversation(conn, open_key=repo.open_key(respondent.id, flow.id))
         if existing is not None:
-            old_flow = await self.catalog.for_version(session, existing.flow_version_id)
+            old_flow = self.catalog.flow_for_version(conn, existing.flow_version_id)
             state = self._state(existing)
-            if not self._expired(old_flow, existing):
+            if not self._expired(old_flow, existing, now):
                 return self._reply(existing, resume(old_flow, state), state, key)
-            await self._save(
-                session, existing, old_flow, advance(old_flow, state, Timeout()), respondent
+            self._save(
+                conn, existing, old_flow, advance(old_flow, state, Timeout()), respondent, now
             )
-        version_id = await self.catalog.version_id(session, flow)
-        state = new_state(flow, respondent.attributes)
-        outcome = advance(flow, state, Start())
-        now = self.clock()
-        conversation = Conversation(
-            id=uuid.uuid4().hex,
+        version_id = self.catalog.version_id(conn, flow, now)
+        outcome = advance(flow, new_state(flow, respondent.attributes), Start())
+        state = outcome.state
+        conversation_id = uuid.uuid4().hex
+        open_key = repo.open_key(respondent.id, flow.id) if state.is_open else None
+        sql.insert_conversation(
+            conn,
+            id=conversation_id,
             respondent_id=respondent.id,
             flow_id=flow.id,
             flow_version_id=version_id,
-            channel=channel[:32],
-            status=outcome.state.status,
-            current_step=outcome.state.current,
-            state=outcome.state.to_json(),
-            open_key=repo.open_key(respondent.id, flow.id) if outcome.state.is_open else None,
+            channel=channel,
+            status=state.status,
+            current_step=state.current,
+            state=state.to_json(),
+            version=0,
+            open_key=open_key,
             started_at=now,
             updated_at=now,
-            completed_at=None if outcome.state.is_open else now,
+            completed_at=None if state.is_open else now,
         )
-        session.add(conversation)
-        respondent.last_surveyed_at = now
-        session.add(respondent)
-        await session.flush()
-        await repo.add_event(
-            session,
+        sql.update_respondent(conn, id=respondent.id, last_surveyed_at=now)
+        sql.add_event(
+            conn,
             kind="conversation.started",
             respondent_id=respondent.id,
-            data={"flow": flow.id, "conversation": conversation.id, "channel": channel},
+            data={"flow": flow.id, "conversation": conversation_id, "channel": channel},
+            now=now,
         )
-        return self._reply(conversation, outcome.outputs, outcome.state, key, created=True)
+        return Reply(
+            conversation_id,
+            flow.id,
+            list(outcome.outputs),
+            state.status,
+            state.current,
+            key,
+            created=True,
+        )
+
+    def _respondent(
+        self,
+        conn: Connection,
+        key: str,
+        attributes: dict[str, Any],
+        timezone: str | None,
+        now: datetime,
+    ) -> sql.RespondentRow:
+        respondent = sql.find_respondent(conn, key=key)
+        if respondent is None:
+            return sql.add_respondent(
+                conn, key=key, attributes=attributes, timezone=timezone, now=now
+            )
+        merged = {**respondent.attributes, **attributes}
+        if merged != respondent.attributes or timezone:
+            changes: dict[str, Any] = {"attributes": merged}
+            if timezone:
+                changes["timezone"] = timezone
+            sql.update_respondent(conn, id=respondent.id, **changes)
+            respondent = sql.RespondentRow(respondent.id, key, merged, respondent.opted_out)
+        return respondent
 
     # --- answering -------------------------------------------------------------------------
 
@@ -181,51 +212,41 @@ class Surveys:
         self, *, conversation_id: str, respondent_key: str, step: str, value: Any
     ) -> Reply:
         """Record one answer. A repeat of an answer already recorded is a no-op (duplicate)."""
+        body = functools.partial(self._answer, conversation_id, respondent_key, step, value)
         for _ in range(MAX_RETRIES):
-            expired = False
             try:
-                async with self.db.sessions() as session, session.begin():
-                    conversation, respondent, flow = await self._load(
-                        session, conversation_id, respondent_key
-                    )
-                    state = self._state(conversation)
-                    if step in state.answers and step != state.current:
-                        if self._same_answer(flow, state, step, value):
-                            return self._reply(
-                                conversation,
-                                resume(flow, state),
-                                state,
-                                respondent_key,
-                                duplicate=True,
-                            )
-                        if state.is_open:
-                            raise NotCurrentStep(
-                                f"step '{step}' was already answered; the current question is '{state.current}'"
-                            )
-                    if not state.is_open:
-                        raise ConversationClosed(f"this conversation is already {state.status}")
-                    if self._expired(flow, conversation):
-                        expired = await self._save(
-                            session, conversation, flow, advance(flow, state, Timeout()), respondent
-                        )
-                    else:
-                        outcome = advance(flow, state, Answer(step, value))
-                        if outcome.error is not None:
-                            raise InvalidAnswer(outcome.error, step=step, outputs=outcome.outputs)
-                        if not await self._save(session, conversation, flow, outcome, respondent):
-                            raise _Conflict
-                        return self._reply(
-                            conversation,
-                            outcome.outputs,
-                            outcome.state,
-                            respondent_key,
-                            recorded=outcome,
-                        )
+                reply = await self.db.run(body)
             except _Conflict:
                 continue  # someone else moved this conversation on: re-read and decide again
-            if expired:
+            if reply is None:
                 raise ConversationClosed("this survey has expired")
+            return reply
         raise NotCurrentStep("the conversation changed while answering; please reload it")
+
+    def _answer(
+        self, conversation_id: str, key: str, step: str, value: Any, conn: Connection
+    ) -> Reply | None:
+        now = self.clock()
+        conversation, respondent, flow = self._load(conn, conversation_id, key)
+        state = self._state(conversation)
+        if step in state.answers and step != state.current:
+            if self._same_answer(flow, state, step, value):
+                return self._reply(conversation, resume(flow, state), state, key, duplicate=True)
+            if state.is_open:
+                raise NotCurrentStep(
+                    f"step '{step}' was already answered; the current question is '{state.current}'"
+                )
+        if not state.is_open:
+            raise ConversationClosed(f"this conversation is already {state.status}")
+        if self._expired(flow, conversation, now):
+            self._save(conn, conversation, flow, advance(flow, state, Timeout()), respondent, now)
+            return None  # committed; the caller says it expired
+        outcome = advance(flow, state, Answer(step, value))
+        if outcome.error is not None:
+            raise InvalidAnswer(outcome.error, step=step, outputs=outcome.outputs)
+        if not self._save(conn, conversation, flow, outcome, respondent, now):
+            raise _Conflict
+        return self._reply(conversation, outcome.outputs, outcome.state, key, recorded=outcome)
 
     @staticmethod
     def _same_answer(flow: Flow, state: ConversationState, step: str, value: Any) -> bool:
@@ -236,152 +257,160 @@ class Surveys:
             return False
 
     async def stop(self, *, conversation_id: str, respondent_key: str) -> Reply:
-        async with self.db.sessions() as session, session.begin():
-            conversation, respondent, flow = await self._load(
-                session, conversation_id, respondent_key
-            )
+        def body(conn: Connection) -> Reply:
+            conversation, respondent, flow = self._load(conn, conversation_id, respondent_key)
             state = self._state(conversation)
             if not state.is_open:
                 return self._reply(conversation, resume(flow, state), state, respondent_key)
             outcome = advance(flow, state, Stop())
-            await self._save(session, conversation, flow, outcome, respondent)
+            if not self._save(conn, conversation, flow, outcome, respondent, self.clock()):
+                raise _Conflict
             return self._reply(conversation, outcome.outputs, outcome.state, respondent_key)
+
+        return await self.db.run(body)
 
     async def show(self, *, conversation_id: str, respondent_key: str) -> Reply:
         """The conversation as it stands (to resume after a reload)."""
-        async with self.db.reads() as session:
-            conversation, _respondent, flow = await self._load(
-                session, conversation_id, respondent_key, allow_opted_out=True
+
+        def body(conn: Connection) -> Reply:
+            conversation, _respondent, flow = self._load(
+                conn, conversation_id, respondent_key, allow_opted_out=True
             )
             state = self._state(conversation)
             return self._reply(conversation, resume(flow, state), state, respondent_key)
 
+        return await self.db.read(body)
+
     async def expire_due(self) -> int:
         """Close conversations past their flow's ``expires_after`` (the scheduler calls this)."""
-        from sqlalchemy import select
 
-        closed = 0
-        async with self.db.sessions() as session, session.begin():
-            rows = (
-                (
-                    await session.execute(
-                        select(Conversation).where(Conversation.open_key.is_not(None))
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            for conversation in rows:
-                flow = await self.catalog.for_version(session, conversation.flow_version_id)
-                if self._expired(flow, conversation):
-                    respondent = await session.get(Respondent, conversation.respondent_id)
-                    assert respondent is not None
-                    state = self._state(conversation)
-                    if await self._save(
-                        session, conversation, flow, advance(flow, state, Timeout()), respondent
-                    ):
-                        closed += 1
-        return closed
+        def body(conn: Connection) -> int:
+            now = self.clock()
+            closed = 0
+            for conversation in sql.open_conversation_rows(conn):
+                flow = self.catalog.flow_for_version(conn, conversation.flow_version_id)
+                if not self._expired(flow, conversation, now):
+                    continue
+                loaded = sql.load_conversation(conn, id=conversation.id)
+                assert loaded is not None
+                state = self._state(conversation)
+                if self._save(
+                    conn, conversation, flow, advance(flow, state, Timeout()), loaded[1], now
+                ):
+                    closed += 1
+            return closed
+
+        return await self.db.run(body)
 
     # --- opting out -----------------------------------------------------------------------
 
     async def opt_out(self, *, respondent_key: str, source: str) -> bool:
         """Never survey this person again; closes their open conversations. Idempotent."""
-        async with self.db.sessions() as session, session.begin():
-            respondent = await repo.get_or_create_respondent(session, key=respondent_key)
-            changed = await repo.set_opted_out(session, respondent=respondent)
-            await repo.suppress(session, key=respondent_key)
-            if changed:
-                await repo.add_event(
-                    session,
-                    kind="respondent.opted_out",
-                    respondent_id=respondent.id,
-                    data={"source": source},
-                )
-            return changed
+
+        def body(conn: Connection) -> bool:
+            now = self.clock()
+            respondent = self._respondent(conn, respondent_key, {}, None, now)
+            sql.suppress(conn, key=respondent_key, now=now)
+            if respondent.opted_out:
+                return False
+            sql.update_respondent(conn, id=respondent.id, opted_out=True, opted_out_at=now)
+            sql.close_open_conversations(
+                conn, respondent_id=respondent.id, status="stopped", now=now
+            )
+            sql.add_event(
+                conn,
+                kind="respondent.opted_out",
+                respondent_id=respondent.id,
+                data={"source": source},
+                now=now,
+            )
+            return True
+
+        return await self.db.run(body)
 
     async def is_opted_out(self, *, respondent_key: str) -> bool:
-        async with self.db.reads() as session:
-            respondent = await repo.get_respondent(session, key=respondent_key)
+        def body(conn: Connection) -> bool:
+            respondent = sql.find_respondent(conn, key=respondent_key)
             if respondent is not None:
                 return respondent.opted_out
-            return await repo.is_suppressed(session, key=respondent_key)
+            return sql.is_suppressed(conn, key=respondent_key)
+
+        return await self.db.read(body)
 
     async def open_conversations(self, *, respondent_key: str) -> list[Reply]:
-        async with self.db.reads() as session:
-            respondent = await repo.get_respondent(session, key=respondent_key)
-            if respondent is None or respondent.id is None:
+        def body(conn: Connection) -> list[Reply]:
+            respondent = sql.find_respondent(conn, key=respondent_key)
+            if respondent is None:
                 return []
             replies = []
-            for conversation in await repo.conversations_of(session, respondent_id=respondent.id):
+            for conversation in sql.conversations_of(conn, respondent_id=respondent.id):
                 if conversation.open_key is None:
                     continue
-                flow = await self.catalog.for_version(session, conversation.flow_version_id)
+                flow = self.catalog.flow_for_version(conn, conversation.flow_version_id)
                 state = self._state(conversation)
                 replies.append(
                     self._reply(conversation, resume(flow, state), state, respondent_key)
                 )
             return replies
 
+        return await self.db.read(body)
+
     # --- internals ------------------------------------------------------------------------
 
-    async def _load(
-        self,
-        session: AsyncSession,
-        conversation_id: str,
-        key: str,
-        *,
-        allow_opted_out: bool = False,
-    ) -> tuple[Conversation, Respondent, Flow]:
-        conversation = (
-            await repo.get_conversation(session, id=conversation_id)
-            if len(conversation_id) <= 32
-            else None
+    def _load(
+        self, conn: Connection, conversation_id: str, key: str, *, allow_opted_out: bool = False
+    ) -> tuple[sql.ConversationRow, sql.RespondentRow, Flow]:
+        loaded = (
+            sql.load_conversation(conn, id=conversation_id) if len(conversation_id) <= 32 else None
         )
-        if conversation is None:
+        if loaded is None:
             raise ConversationNotFound(f"no conversation {conversation_id!r}")
-        respondent = await session.get(Respondent, conversation.respondent_id)
-        if respondent is None or respondent.key != key:
+        conversation, respondent = loaded
+        if respondent.key != key:
             raise NotYourConversation("this conversation belongs to someone else")
         if respondent.opted_out and not allow_opted_out:
             raise OptedOut("this person opted out of surveys")
-        flow = await self.catalog.for_version(session, conversation.flow_version_id)
-        return conversation, respondent, flow
+        return (
+            conversation,
+            respondent,
+            self.catalog.flow_for_version(conn, conversation.flow_version_id),
+        )
 
     @staticmethod
-    def _state(conversation: Conversation) -> ConversationState:
+    def _state(conversation: sql.ConversationRow) -> ConversationState:
         state = ConversationState.from_json(conversation.state)
         if conversation.status != state.status and conversation.open_key is None:
             state.status = conversation.status  # type: ignore[assignment]  # closed from outside (opt-out)
             state.current = None
         return state
 
-    def _expired(self, flow: Flow, conversation: Conversation) -> bool:
+    @staticmethod
+    def _expired(flow: Flow, conversation: sql.ConversationRow, now: datetime) -> bool:
         if flow.expires_after is None:
             return False
-        return self.clock() - _aware(conversation.started_at) > timedelta(
-            seconds=flow.expires_after
-        )
+        return now - _aware(conversation.started_at) > timedelta(seconds=flow.expires_after)
 
-    async def _save(
+    def _save(
         self,
-        session: AsyncSession,
-        conversation: Conversation,
+        conn: Connection,
+        conversation: sql.ConversationRow,
         flow: Flow,
         outcome: Outcome,
-        respondent: Respondent,
+        respondent: sql.RespondentRow,
+        now: datetime,
     ) -> bool:
+        """Write the new state, the answer, its tags and profile updates; False on a conflict."""
         state = outcome.state
-        now = self.clock()
-        saved = await repo.save_state(
-            session,
-            conversation_id=conversation.id,
+        saved = sql.save_state(
+            conn,
+            id=conversation.id,
             expected_version=conversation.version,
             values={
                 "state": state.to_json(),
                 "status": state.status,
                 "current_step": state.current,
                 "open_key": conversation.open_key if state.is_open else None,
+                "updated_at": now,
                 "completed_at": None if state.is_open else now,
             },
         )
@@ -390,63 +419,56 @@ class Surveys:
         recorded = outcome.recorded
         anonymous = flow.anonymous
         if recorded is not None and recorded.value is not None:
-            step = flow.step(recorded.step)
-            session.add(
-                AnswerRow(
-                    conversation_id=conversation.id,
-                    respondent_id=None if anonymous else respondent.id,
-                    flow_id=flow.id,
-                    flow_version_id=conversation.flow_version_id,
-                    step_id=recorded.step,
-                    step_type=step.type,
-                    value=recorded.value,
-                    created_at=now,
-                )
+            sql.insert_answer(
+                conn,
+                conversation_id=conversation.id,
+                respondent_id=None if anonymous else respondent.id,
+                flow_id=flow.id,
+                flow_version_id=conversation.flow_version_id,
+                step_id=recorded.step,
+                step_type=flow.step(recorded.step).type,
+                value=recorded.value,
+                created_at=now,
             )
             if not anonymous:
-                for tag, weight in recorded.tags.items():
-                    dimension, segment = tag.split(":", 1)
-                    session.add(
-                        Tag(
-                            respondent_id=respondent.id,
-                            conversation_id=conversation.id,
-                            dimension=dimension,
-                            segment=segment,
-                            weight=weight,
-                            source=f"{flow.id}.{recorded.step}",
-                            created_at=now,
-                        )
-                    )
+                sql.insert_tags(
+                    conn,
+                    [
+                        {
+                            "respondent_id": respondent.id,
+                            "conversation_id": conversation.id,
+                            "dimension": tag.split(":", 1)[0],
+                            "segment": tag.split(":", 1)[1],
+                            "weight": weight,
+                            "source": f"{flow.id}.{recorded.step}",
+                            "created_at": now,
+                        }
+                        for tag, weight in recorded.tags.items()
+                    ],
+                )
         if outcome.profile_updates and not anonymous:
-            respondent.attributes = {**respondent.attributes, **outcome.profile_updates}
-            session.add(respondent)
+            sql.update_respondent(
+                conn,
+                id=respondent.id,
+                attributes={**respondent.attributes, **outcome.profile_updates},
+            )
         if not state.is_open:
-            await repo.add_event(
-                session,
+            sql.add_event(
+                conn,
                 kind=f"conversation.{state.status}",
                 respondent_id=respondent.id,
                 data={"flow": flow.id, "conversation": conversation.id},
+                now=now,
             )
-        await session.flush()
-        # Mirror the UPDATE onto the loaded object without marking it dirty (no second write).
-        for name, value in (
-            ("version", conversation.version + 1),
-            ("status", state.status),
-            ("current_step", state.current),
-            ("state", state.to_json()),
-            ("open_key", conversation.open_key if state.is_open else None),
-        ):
-            set_committed_value(conversation, name, value)
         return True
 
     @staticmethod
     def _reply(
-        conversation: Conversation,
+        conversation: sql.ConversationRow,
         outputs: list[Output],
         state: ConversationState,
         key: str,
         *,
-        created: bool = False,
         duplicate: bool = False,
         recorded: Outcome | None = None,
     ) -> Reply:
@@ -464,7 +486,7 @@ class Surveys:
             state.status,
             state.current,
             key,
-            created,
+            False,
             duplicate,
             rec,
         )

@@ -119,7 +119,7 @@ class Forgotten:
 async def forget(
     db: Database, *, key: str, on_progress: Callable[[str], None] | None = None
 ) -> Forgotten:
-    async with db.sessions() as session, session.begin():
+    async with db.transaction() as session:
         respondent = await repo.get_respondent(session, key=key)
         if respondent is None or respondent.id is None:
             raise RespondentNotFound(f"no respondent with id {key!r}")

@@ -33,7 +33,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack.dedupe import Inbox
 from bot.channels.slack.delivery import Delivery
-from bot.channels.slack.gate import write_gate
 from bot.channels.slack.people import Profiles
 from bot.channels.slack.permissions import Roles
 from bot.config import Settings
@@ -76,15 +75,13 @@ class SlackRuntime:
     session: aiohttp.ClientSession | None = None
     researchers: Roles = field(default_factory=lambda: Roles([]))
     profiles: Profiles = field(default_factory=Profiles)
-    gate: asyncio.Semaphore = field(init=False)
     delivery: Delivery = field(init=False)
     inbox: Inbox = field(init=False)
     respondents: Any = None  # bot.channels.slack.respondents.Respondents, set by register()
 
     def __post_init__(self) -> None:
-        self.gate = write_gate(self.db)
-        self.delivery = Delivery(self.db, self.gate)
-        self.inbox = Inbox(self.db, self.gate)
+        self.delivery = Delivery(self.db)
+        self.inbox = Inbox(self.db)
 
     async def client_for(self, team_id: str | None) -> AsyncWebClient:
         """A client with the right bot token for a team (for work outside a request)."""

@@ -8,7 +8,6 @@ whose handler crashed is taken again by Slack's retry or the recovery sweep.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -34,23 +33,22 @@ def delivery_key(body: dict[str, Any]) -> str | None:
 class Inbox:
     """Claims, finishes and releases deliveries, each in its own short transaction."""
 
-    def __init__(self, db: Database, gate: asyncio.Semaphore) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.gate = gate
 
     async def claim(
         self, key: str, *, team_id: str | None, payload: dict[str, Any] | None = None
     ) -> bool:
         """True when this caller now owns the delivery; False when it was already taken."""
-        async with self.gate, self.db.sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             return await store.claim_delivery(
                 session, key=key, ttl=TTL, team_id=team_id, payload=payload
             )
 
     async def finish(self, key: str) -> None:
-        async with self.gate, self.db.sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             await store.finish_delivery(session, key=key)
 
     async def release(self, key: str) -> None:
-        async with self.gate, self.db.sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             await store.release_delivery(session, key=key)

@@ -9,7 +9,6 @@ never succeed (the person left, the account is inactive) are recorded and not re
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
@@ -49,13 +48,12 @@ class Undeliverable(Exception):
 
 
 class Delivery:
-    def __init__(self, db: Database, gate: asyncio.Semaphore) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.gate = gate
 
     async def dm_channel(self, client: AsyncWebClient, *, key: str, user_id: str) -> str:
         """The person's DM channel: from the database, else ``conversations.open`` (Tier 3)."""
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             cached = await store.get_dm(session, respondent_key=key)
         if cached:
             return cached
@@ -69,7 +67,7 @@ class Delivery:
     async def remember_dm(self, *, key: str, channel: str) -> None:
         if not channel:
             return
-        async with self.gate, self.db.sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             await store.set_dm(session, respondent_key=key, channel=channel)
 
     async def send_reply(
@@ -98,12 +96,12 @@ class Delivery:
             try:
                 ts = await self.post(client, key=key, channel=channel, message=message)
             except BaseException:
-                async with self.gate, self.db.sessions() as session, session.begin():
+                async with self.db.transaction() as session:
                     await store.release_message(
                         session, conversation_id=reply.conversation_id, step=message.step
                     )
                 raise
-            async with self.gate, self.db.sessions() as session, session.begin():
+            async with self.db.transaction() as session:
                 await store.message_posted(
                     session,
                     conversation_id=reply.conversation_id,
@@ -123,7 +121,7 @@ class Delivery:
         stale_after: timedelta,
     ) -> bool:
         assert message.step is not None
-        async with self.gate, self.db.sessions() as session, session.begin():
+        async with self.db.transaction() as session:
             claimed = await store.claim_message(
                 session,
                 conversation_id=conversation_id,
@@ -181,7 +179,7 @@ class Delivery:
         self, client: AsyncWebClient, *, key: str, conversation_id: str, step: str, shown: str
     ) -> None:
         """As ``mark_answered`` for a question found by (conversation, step) — a typed reply."""
-        async with self.db.sessions() as session:
+        async with self.db.reads() as session:
             row = await store.get_message(session, conversation_id=conversation_id, step=step)
         if row is None or not row.channel or not row.ts:
             return
@@ -209,7 +207,7 @@ class Delivery:
         except SlackApiError as err:
             error = str(err.response.get("error", "")) if err.response is not None else ""
             if error in PERMANENT_ERRORS:
-                async with self.gate, self.db.sessions() as session, session.begin():
+                async with self.db.transaction() as session:
                     await store.record_undeliverable(
                         session, respondent_key=key, error=error, method=method
                     )

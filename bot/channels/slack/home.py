@@ -46,7 +46,7 @@ async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, A
                 ),
             }
         )
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         past = await store.past_conversations(session, respondent_key=key, limit=MAX_PAST)
     if not open_replies:
         out.append(blocks.section("No survey is waiting for you."))

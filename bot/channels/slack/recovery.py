@@ -30,7 +30,7 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
     """One pass; returns how many things it finished."""
     done = 0
     cutoff = utcnow() - after
-    async with runtime.db.sessions() as session:
+    async with runtime.db.reads() as session:
         pending = list(await store.stale_deliveries(session, older_than=cutoff))
         unsent = list(await store.unsent_messages(session, older_than=cutoff))
     for row in pending:
@@ -61,7 +61,7 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 conversation_id=message.conversation_id, respondent_key=message.respondent_key
             )
             if reply.step != message.step or reply.done:
-                async with runtime.db.sessions() as session, session.begin():
+                async with runtime.db.transaction() as session:
                     await store.release_message(
                         session, conversation_id=message.conversation_id, step=message.step
                     )
@@ -77,7 +77,7 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
             log.info(
                 "recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err
             )
-    async with runtime.db.sessions() as session, session.begin():
+    async with runtime.db.transaction() as session:
         await store.purge_deliveries(session)
     return done
 

@@ -99,7 +99,7 @@ class Respondents:
             return None
 
     async def first_contact(self, key: str) -> bool:
-        async with self.rt.db.sessions() as session:
+        async with self.rt.db.reads() as session:
             return await store.conversation_count(session, respondent_key=key) == 0
 
     async def start_flow(
@@ -115,14 +115,13 @@ class Respondents:
         key = respondent_key(team_id, user_id)
         attributes, timezone = await self.rt.profiles.get(client, user_id)
         try:
-            async with self.rt.gate:
-                reply = await self.rt.surveys.start(
-                    flow_id=flow.id,
-                    respondent_key=key,
-                    channel=CHANNEL,
-                    attributes=attributes,
-                    timezone=timezone,
-                )
+            reply = await self.rt.surveys.start(
+                flow_id=flow.id,
+                respondent_key=key,
+                channel=CHANNEL,
+                attributes=attributes,
+                timezone=timezone,
+            )
         except OptedOut:
             return None
         channel = channel or await self.rt.delivery.dm_channel(client, key=key, user_id=user_id)
@@ -137,8 +136,7 @@ class Respondents:
         return reply
 
     async def opt_out(self, client: AsyncWebClient, *, key: str, channel: str, source: str) -> None:
-        async with self.rt.gate:
-            changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
+        changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
         text = OPTED_OUT_TEXT if changed else ALREADY_OPTED_OUT_TEXT
         await self.rt.delivery.post(
             client, key=key, channel=channel, message=blocks.Message(text, [blocks.section(text)])
@@ -223,13 +221,12 @@ class Respondents:
         text: str,
     ) -> None:
         try:
-            async with self.rt.gate:
-                answered = await self.rt.surveys.answer(
-                    conversation_id=reply.conversation_id,
-                    respondent_key=key,
-                    step=ask.step,
-                    value=text,
-                )
+            answered = await self.rt.surveys.answer(
+                conversation_id=reply.conversation_id,
+                respondent_key=key,
+                step=ask.step,
+                value=text,
+            )
         except InvalidAnswer as err:
             await self._say(client, key, channel, err.message)
             return
@@ -345,10 +342,9 @@ class Respondents:
         key = respondent_key(team_id, user)
         channel, ts = _channel_and_ts(body)
         try:
-            async with self.rt.gate:
-                reply = await self.rt.surveys.answer(
-                    conversation_id=conversation_id, respondent_key=key, step=step, value=value
-                )
+            reply = await self.rt.surveys.answer(
+                conversation_id=conversation_id, respondent_key=key, step=step, value=value
+            )
         except InvalidAnswer as err:
             await self.rt.delivery.ephemeral(
                 client, key=key, channel=channel, user=user, text=err.message
@@ -429,10 +425,9 @@ class Respondents:
         team_id = context.team_id
         key = respondent_key(team_id, user)
         try:
-            async with self.rt.gate:
-                reply = await self.rt.surveys.answer(
-                    conversation_id=conversation_id, respondent_key=key, step=step, value=value
-                )
+            reply = await self.rt.surveys.answer(
+                conversation_id=conversation_id, respondent_key=key, step=step, value=value
+            )
         except InvalidAnswer as err:
             field = blocks.EMAIL_BLOCK if isinstance(value, dict) else blocks.TEXT_BLOCK
             await ack(response_action="errors", errors={field: err.message[:150]})

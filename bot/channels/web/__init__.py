@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import html
 from importlib import resources
 
@@ -20,7 +19,6 @@ from bot.channels.web import api
 from bot.channels.web.cors import Cors
 from bot.channels.web.errors import json_errors
 from bot.channels.web.ratelimit import RateLimiter
-from bot.store.database import database_url
 
 healthz = api.healthz
 
@@ -40,7 +38,6 @@ def setup(app: web.Application) -> None:
         api_keys=list(settings.api_keys),
         widget_js=_static("widget.js"),
         demo_html=demo,
-        writes=asyncio.Semaphore(1 if database_url(settings.db).startswith("sqlite") else 64),
     )
     app.middlewares.append(json_errors)
     app.middlewares.append(Cors(settings.allowed_origins).middleware())
