@@ -126,9 +126,11 @@ class Database:
         when it returns and rolled back when it raises. SQLite: in the single writer thread,
         so writers never wait in SQLite's busy handler. PostgreSQL: via ``run_sync``."""
         if self._writer is not None:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._writer, self._run_sync, body, False
-            )
+            assert self._write_lock is not None  # shared with transaction(): one writer queue
+            async with self._write_lock:
+                return await asyncio.get_running_loop().run_in_executor(
+                    self._writer, self._run_sync, body, False
+                )
         async with self.engine.begin() as conn:
             return await conn.run_sync(body)
 
