@@ -355,3 +355,30 @@ async def test_results_numbers(svc: Surveys, database: Database) -> None:
     why = next(s for s in report.steps if s.id == "why")
     assert len(why.recent) == 5 and why.recent[0]["text"] == "because"
     assert report.headline.startswith("6 responses · 83.3% completed · NPS +0")
+
+
+async def test_forget_and_export_cover_channel_tables(svc: Surveys, database: Database) -> None:
+    from bot.store.slack import SlackDM, SlackMessage
+
+    conversation_id = await complete(svc, "slack:T1:U1", score=7)
+    await complete(svc, "slack:T1:U2", score=8)
+    async with database.transaction() as session:
+        session.add(SlackDM(respondent_key="slack:T1:U1", channel="D1"))
+        session.add(SlackDM(respondent_key="slack:T1:U2", channel="D2"))
+        session.add(
+            SlackMessage(
+                conversation_id=conversation_id,
+                step="score",
+                respondent_key="slack:T1:U1",
+                channel="D1",
+                ts="1.0",
+                question="How likely?",
+            )
+        )
+    data = await privacy.export_respondent(database, key="slack:T1:U1")
+    assert [row["channel"] for row in data["channels"]["slack_dm"]] == ["D1"]
+    assert data["channels"]["slack_message"][0]["ts"] == "1.0"
+    done = await privacy.forget(database, key="slack:T1:U1")
+    assert done.counts["slack_dm"] == 1 and done.counts["slack_message"] == 1
+    assert await count(database, SlackDM) == 1  # the other person's row stays
+    assert await count(database, SlackMessage) == 0

@@ -106,6 +106,9 @@ async def export_respondent(db: Database, *, key: str) -> dict[str, Any]:
         data["answers"] = [_row(a) for a in rows["answers"]]
         data["tags"] = [_row(t) for t in rows["tags"]]
         data["events"] = [_row(e) for e in rows["events"]]
+        channel_rows = await repo.channel_rows_of(session, respondent_id=respondent.id, key=key)
+        if channel_rows:
+            data["channels"] = json.loads(json.dumps(channel_rows, default=_json_default))
         return data
 
 
@@ -124,7 +127,7 @@ async def forget(
         if respondent is None or respondent.id is None:
             raise RespondentNotFound(f"no respondent with id {key!r}")
         suppressed = respondent.opted_out
-        counts = await repo.delete_respondent(session, respondent_id=respondent.id)
+        counts = await repo.delete_respondent(session, respondent_id=respondent.id, key=key)
         if suppressed:
             await repo.suppress(session, key=key)
         if on_progress:

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import SQLModel
 
 from bot.store.models import (
     Answer,
@@ -225,12 +226,63 @@ async def rows_of(session: AsyncSession, *, respondent_id: int) -> dict[str, lis
     return out
 
 
-async def delete_respondent(session: AsyncSession, *, respondent_id: int) -> dict[str, int]:
+CORE_TABLES = frozenset(
+    {"respondent", "suppression", "flow_version", "conversation", "answer", "tag", "event"}
+)
+
+
+def personal_tables() -> list[Table]:
+    """Tables outside the core that hold a person's data (a channel's own tables, e.g.
+    Slack's DM channels and question messages), found by their ``respondent_key`` or
+    ``conversation_id`` column — so ``forget`` and ``export`` cover channels added later."""
+    return [
+        table
+        for table in SQLModel.metadata.sorted_tables
+        if table.name not in CORE_TABLES
+        and ("respondent_key" in table.c or "conversation_id" in table.c)
+    ]
+
+
+def _person_rows(table: Table, key: str, conv_ids: Any) -> Any:
+    if "respondent_key" in table.c and "conversation_id" in table.c:
+        return (table.c.respondent_key == key) | table.c.conversation_id.in_(conv_ids)
+    if "respondent_key" in table.c:
+        return table.c.respondent_key == key
+    return table.c.conversation_id.in_(conv_ids)
+
+
+async def channel_rows_of(
+    session: AsyncSession, *, respondent_id: int, key: str
+) -> dict[str, list[dict[str, Any]]]:
+    conv_ids = (
+        select(Conversation.id).where(Conversation.respondent_id == respondent_id).scalar_subquery()
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for table in personal_tables():
+        rows = (
+            (await session.execute(select(table).where(_person_rows(table, key, conv_ids))))
+            .mappings()
+            .all()
+        )
+        if rows:
+            out[table.name] = [dict(row) for row in rows]
+    return out
+
+
+async def delete_respondent(
+    session: AsyncSession, *, respondent_id: int, key: str
+) -> dict[str, int]:
     """Delete every row of one person, children first; returns counts per table."""
     conv_ids = (
         select(Conversation.id).where(Conversation.respondent_id == respondent_id).scalar_subquery()
     )
     counts: dict[str, int] = {}
+    for table in reversed(personal_tables()):
+        deleted = (
+            await session.execute(delete(table).where(_person_rows(table, key, conv_ids)))
+        ).rowcount
+        if deleted:
+            counts[table.name] = deleted
     counts["tags"] = (
         await session.execute(
             delete(Tag).where(
