@@ -117,7 +117,11 @@ def parse_yaml(text: str, *, file: str) -> Any:
             ]
         )
     try:
-        return yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)  # a SafeLoader subclass: safe_load semantics, plus positions
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
