@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -711,15 +712,16 @@ async def test_crash_between_answer_and_reply_loses_neither(
         step="score",
         value=3,
     )
-    async with runtime.db.sessions() as session, session.begin():
-        assert await store.claim_message(
-            session,
+    assert await runtime.db.run(
+        partial(
+            store.claim_message,
             conversation_id=reply.conversation_id,
             step="why_low",
             respondent_key="slack:T1:U1",
             team_id="T1",
             question="",
         )
+    )
     assert len(posts(fake)) == 2
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
     follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
@@ -727,15 +729,16 @@ async def test_crash_between_answer_and_reply_loses_neither(
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0  # posted once
 
     # a DM acked but never handled (payload pending in the inbox) is handled by the sweep
-    async with runtime.db.sessions() as session, session.begin():
-        await store.claim_delivery(
-            session,
+    await runtime.db.run(
+        partial(
+            store.claim_delivery,
             key="msg:lost",
             ttl=timedelta(hours=1),
             team_id="T1",
             payload={"team_id": "T1", "user": "U1", "channel": "DU1", "text": "Pricing"},
             now=store.utcnow() - timedelta(minutes=5),
         )
+    )
     assert await recover_once(runtime, after=timedelta(seconds=60)) == 1
     await wait_count(parley, fake, Answer, 2)
 

@@ -12,20 +12,23 @@
   importing slack_sdk, which only the channel may) so Alembic owns the whole schema;
   ``tests/test_slack_store.py`` checks they match slack_sdk's own definitions.
 
-Functions are keyword-only, take a session and never commit: the caller owns the transaction.
+Functions are plain synchronous SQLAlchemy Core statements run inside ``Database.run`` /
+``Database.read`` bodies (like :mod:`bot.store.statements`): keyword-only, they take a sync
+``Connection`` and never commit — the body's caller owns the transaction. The SQLModel table
+classes stay (Alembic and the models-vs-migrations test use them); Core uses their
+``__table__``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import JSON, Column, DateTime, delete, func, select, update
+from sqlalchemy import JSON, Column, Connection, DateTime, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from bot.store.models import Conversation, Event, Respondent, utcnow
@@ -148,18 +151,66 @@ slack_oauth_states = sa.Table(
 
 # --- helpers ------------------------------------------------------------------------------------
 
+INBOX = SlackInbox.__table__
+MESSAGE = SlackMessage.__table__
+DM = SlackDM.__table__
+_C = Conversation.__table__
+_R = Respondent.__table__
+_E = Event.__table__
 
-def _insert(session: AsyncSession, model: type[SQLModel]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for the session's dialect (SQLite or PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+
+@dataclass(frozen=True)
+class PendingDelivery:
+    """A claimed delivery whose handler never finished (see :func:`stale_deliveries`)."""
+
+    key: str
+    team_id: str | None
+    payload: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    """One ``slack_message`` row."""
+
+    conversation_id: str
+    step: str
+    team_id: str | None
+    respondent_key: str
+    channel: str | None
+    ts: str | None
+    question: str
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
+class PastConversation:
+    flow_id: str
+    status: str
+    updated_at: datetime
+
+
+_MESSAGE_COLUMNS = (
+    MESSAGE.c.conversation_id,
+    MESSAGE.c.step,
+    MESSAGE.c.team_id,
+    MESSAGE.c.respondent_key,
+    MESSAGE.c.channel,
+    MESSAGE.c.ts,
+    MESSAGE.c.question,
+    MESSAGE.c.claimed_at,
+)
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for the connection's dialect (SQLite or PostgreSQL)."""
+    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 # --- inbox (dedupe) -----------------------------------------------------------------------------
 
 
-async def claim_delivery(
-    session: AsyncSession,
+def claim_delivery(
+    conn: Connection,
     *,
     key: str,
     ttl: timedelta,
@@ -172,7 +223,7 @@ async def claim_delivery(
     old that whoever took it must have crashed (Slack's retry then gets it handled)."""
     now = now or utcnow()
     statement = (
-        _insert(session, SlackInbox)
+        _insert(conn, INBOX)
         .values(
             key=key[:255],
             status="pending",
@@ -183,65 +234,59 @@ async def claim_delivery(
         )
         .on_conflict_do_nothing()
     )
-    if (await session.execute(statement)).rowcount == 1:
+    if conn.execute(statement).rowcount == 1:
         return True
     retake = (
-        update(SlackInbox)
+        update(INBOX)
         .where(
-            SlackInbox.key == key[:255],
-            SlackInbox.status == "pending",
-            SlackInbox.created_at < now - stale_after,
+            INBOX.c.key == key[:255],
+            INBOX.c.status == "pending",
+            INBOX.c.created_at < now - stale_after,
         )
         .values(created_at=now)
     )
-    return (await session.execute(retake)).rowcount == 1
+    return conn.execute(retake).rowcount == 1
 
 
-async def finish_delivery(session: AsyncSession, *, key: str) -> None:
+def finish_delivery(conn: Connection, *, key: str) -> None:
     """Handled: keep the key (for dedupe until it expires) but drop the payload."""
-    await session.execute(
-        update(SlackInbox).where(SlackInbox.key == key[:255]).values(status="done", payload=None)
-    )
+    conn.execute(update(INBOX).where(INBOX.c.key == key[:255]).values(status="done", payload=None))
 
 
-async def release_delivery(session: AsyncSession, *, key: str) -> None:
+def release_delivery(conn: Connection, *, key: str) -> None:
     """Handling failed in a way a retry may fix: forget the claim."""
-    await session.execute(
-        delete(SlackInbox).where(SlackInbox.key == key[:255], SlackInbox.status == "pending")
-    )
+    conn.execute(delete(INBOX).where(INBOX.c.key == key[:255], INBOX.c.status == "pending"))
 
 
-async def stale_deliveries(
-    session: AsyncSession, *, older_than: datetime, limit: int = 100
-) -> Sequence[SlackInbox]:
+def stale_deliveries(
+    conn: Connection, *, older_than: datetime, limit: int = 100
+) -> list[PendingDelivery]:
     """Pending deliveries with a payload whose handler never finished (a crash after the ack)."""
     query = (
-        select(SlackInbox)
+        select(INBOX.c.key, INBOX.c.team_id, INBOX.c.payload)
         .where(
-            SlackInbox.status == "pending",
-            SlackInbox.payload.is_not(None),
-            SlackInbox.created_at < older_than,
-        )  # type: ignore[union-attr]
-        .order_by(SlackInbox.created_at)
+            INBOX.c.status == "pending",
+            INBOX.c.payload.is_not(None),
+            INBOX.c.created_at < older_than,
+        )
+        .order_by(INBOX.c.created_at)
         .limit(limit)
     )
-    return (await session.execute(query)).scalars().all()
+    return [PendingDelivery(*row) for row in conn.execute(query)]
 
 
-async def purge_deliveries(session: AsyncSession, *, now: datetime | None = None) -> int:
+def purge_deliveries(conn: Connection, *, now: datetime | None = None) -> int:
     """Drop handled keys past their TTL (pending ones stay until recovered)."""
     now = now or utcnow()
-    result = await session.execute(
-        delete(SlackInbox).where(SlackInbox.expires_at < now, SlackInbox.status == "done")
-    )
+    result = conn.execute(delete(INBOX).where(INBOX.c.expires_at < now, INBOX.c.status == "done"))
     return result.rowcount or 0
 
 
 # --- question messages --------------------------------------------------------------------------
 
 
-async def claim_message(
-    session: AsyncSession,
+def claim_message(
+    conn: Connection,
     *,
     conversation_id: str,
     step: str,
@@ -254,7 +299,7 @@ async def claim_message(
     """True when this caller should post the question of (conversation, step)."""
     now = now or utcnow()
     statement = (
-        _insert(session, SlackMessage)
+        _insert(conn, MESSAGE)
         .values(
             conversation_id=conversation_id,
             step=step,
@@ -265,129 +310,132 @@ async def claim_message(
         )
         .on_conflict_do_nothing()
     )
-    if (await session.execute(statement)).rowcount == 1:
+    if conn.execute(statement).rowcount == 1:
         return True
     retake = (
-        update(SlackMessage)
+        update(MESSAGE)
         .where(
-            SlackMessage.conversation_id == conversation_id,
-            SlackMessage.step == step,
-            SlackMessage.ts.is_(None),  # type: ignore[union-attr]
-            SlackMessage.claimed_at < now - stale_after,
+            MESSAGE.c.conversation_id == conversation_id,
+            MESSAGE.c.step == step,
+            MESSAGE.c.ts.is_(None),
+            MESSAGE.c.claimed_at < now - stale_after,
         )
         .values(claimed_at=now)
     )
-    return (await session.execute(retake)).rowcount == 1
+    return conn.execute(retake).rowcount == 1
 
 
-async def repost_message(
-    session: AsyncSession, *, conversation_id: str, step: str, question: str
-) -> None:
+def repost_message(conn: Connection, *, conversation_id: str, step: str, question: str) -> None:
     """The respondent came back: the question is posted again (the new message is the live one)."""
-    await session.execute(
-        update(SlackMessage)
-        .where(SlackMessage.conversation_id == conversation_id, SlackMessage.step == step)
+    conn.execute(
+        update(MESSAGE)
+        .where(MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.step == step)
         .values(question=question[:3000], claimed_at=utcnow())
     )
 
 
-async def message_posted(
-    session: AsyncSession, *, conversation_id: str, step: str, channel: str, ts: str
+def message_posted(
+    conn: Connection, *, conversation_id: str, step: str, channel: str, ts: str
 ) -> None:
-    await session.execute(
-        update(SlackMessage)
-        .where(SlackMessage.conversation_id == conversation_id, SlackMessage.step == step)
+    conn.execute(
+        update(MESSAGE)
+        .where(MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.step == step)
         .values(channel=channel[:32], ts=ts[:32])
     )
 
 
-async def release_message(session: AsyncSession, *, conversation_id: str, step: str) -> None:
+def release_message(conn: Connection, *, conversation_id: str, step: str) -> None:
     """Posting failed: let a later attempt claim it again."""
-    await session.execute(
-        delete(SlackMessage).where(
-            SlackMessage.conversation_id == conversation_id,
-            SlackMessage.step == step,
-            SlackMessage.ts.is_(None),  # type: ignore[union-attr]
+    conn.execute(
+        delete(MESSAGE).where(
+            MESSAGE.c.conversation_id == conversation_id,
+            MESSAGE.c.step == step,
+            MESSAGE.c.ts.is_(None),
         )
     )
 
 
-async def get_message(
-    session: AsyncSession, *, conversation_id: str, step: str
-) -> SlackMessage | None:
-    return await session.get(SlackMessage, (conversation_id, step))
+def get_message(conn: Connection, *, conversation_id: str, step: str) -> MessageRow | None:
+    row = conn.execute(
+        select(*_MESSAGE_COLUMNS).where(
+            MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.step == step
+        )
+    ).one_or_none()
+    return MessageRow(*row) if row is not None else None
 
 
-async def unsent_messages(
-    session: AsyncSession, *, older_than: datetime, limit: int = 100
-) -> Sequence[SlackMessage]:
+def unsent_messages(
+    conn: Connection, *, older_than: datetime, limit: int = 100
+) -> list[MessageRow]:
     """Questions claimed but never posted (a crash between the answer and the reply)."""
     query = (
-        select(SlackMessage)
-        .where(SlackMessage.ts.is_(None), SlackMessage.claimed_at < older_than)  # type: ignore[union-attr]
-        .order_by(SlackMessage.claimed_at)
+        select(*_MESSAGE_COLUMNS)
+        .where(MESSAGE.c.ts.is_(None), MESSAGE.c.claimed_at < older_than)
+        .order_by(MESSAGE.c.claimed_at)
         .limit(limit)
     )
-    return (await session.execute(query)).scalars().all()
+    return [MessageRow(*row) for row in conn.execute(query)]
 
 
 # --- DM channels --------------------------------------------------------------------------------
 
 
-async def get_dm(session: AsyncSession, *, respondent_key: str) -> str | None:
-    row = await session.get(SlackDM, respondent_key)
-    return row.channel if row is not None else None
+def get_dm(conn: Connection, *, respondent_key: str) -> str | None:
+    found = conn.execute(
+        select(DM.c.channel).where(DM.c.respondent_key == respondent_key)
+    ).scalar_one_or_none()
+    return str(found) if found is not None else None
 
 
-async def set_dm(session: AsyncSession, *, respondent_key: str, channel: str) -> None:
-    statement = _insert(session, SlackDM).values(
-        respondent_key=respondent_key, channel=channel[:32], updated_at=utcnow()
+def set_dm(conn: Connection, *, respondent_key: str, channel: str) -> None:
+    now = utcnow()
+    statement = _insert(conn, DM).values(
+        respondent_key=respondent_key, channel=channel[:32], updated_at=now
     )
     statement = statement.on_conflict_do_update(
-        index_elements=["respondent_key"], set_={"channel": channel[:32], "updated_at": utcnow()}
+        index_elements=["respondent_key"], set_={"channel": channel[:32], "updated_at": now}
     )
-    await session.execute(statement)
+    conn.execute(statement)
 
 
 # --- history and failures -------------------------------------------------------------------------
 
 
-async def past_conversations(
-    session: AsyncSession, *, respondent_key: str, limit: int = 10
-) -> Sequence[Conversation]:
+def past_conversations(
+    conn: Connection, *, respondent_key: str, limit: int = 10
+) -> list[PastConversation]:
     """A person's finished conversations, newest first (for the App Home)."""
     query = (
-        select(Conversation)
-        .join(Respondent, Respondent.id == Conversation.respondent_id)
-        .where(Respondent.key == respondent_key, Conversation.open_key.is_(None))  # type: ignore[union-attr]
-        .order_by(Conversation.updated_at.desc())  # type: ignore[attr-defined]
+        select(_C.c.flow_id, _C.c.status, _C.c.updated_at)
+        .join_from(_C, _R, _R.c.id == _C.c.respondent_id)
+        .where(_R.c.key == respondent_key, _C.c.open_key.is_(None))
+        .order_by(_C.c.updated_at.desc())
         .limit(limit)
     )
-    return (await session.execute(query)).scalars().all()
+    return [PastConversation(*row) for row in conn.execute(query)]
 
 
-async def record_undeliverable(
-    session: AsyncSession, *, respondent_key: str, error: str, method: str
-) -> None:
+def record_undeliverable(conn: Connection, *, respondent_key: str, error: str, method: str) -> None:
     """A Slack error that will never succeed (user_not_found, account_inactive): kept, not retried."""
-    respondent = await session.execute(
-        select(Respondent.id).where(Respondent.key == respondent_key)
-    )
-    session.add(
-        Event(
-            respondent_id=respondent.scalar_one_or_none(),
+    respondent_id = conn.execute(
+        select(_R.c.id).where(_R.c.key == respondent_key)
+    ).scalar_one_or_none()
+    conn.execute(
+        insert(_E).values(
             kind="slack.undeliverable",
+            respondent_id=respondent_id,
             data={"key": respondent_key, "error": error[:100], "method": method[:64]},
+            created_at=utcnow(),
         )
     )
 
 
-async def conversation_count(session: AsyncSession, *, respondent_key: str) -> int:
+def conversation_count(conn: Connection, *, respondent_key: str) -> int:
     """How many conversations a person ever had (0 = first contact)."""
     query = (
         select(func.count())
-        .select_from(Conversation)
-        .join(Respondent, Respondent.id == Conversation.respondent_id)
-        .where(Respondent.key == respondent_key)
+        .select_from(_C)
+        .join(_R, _R.c.id == _C.c.respondent_id)
+        .where(_R.c.key == respondent_key)
     )
-    return int((await session.execute(query)).scalar_one())
+    return int(conn.execute(query).scalar_one())

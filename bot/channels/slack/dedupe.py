@@ -9,6 +9,7 @@ whose handler crashed is taken again by Slack's retry or the recovery sweep.
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from bot.store import slack as store
@@ -40,15 +41,12 @@ class Inbox:
         self, key: str, *, team_id: str | None, payload: dict[str, Any] | None = None
     ) -> bool:
         """True when this caller now owns the delivery; False when it was already taken."""
-        async with self.db.transaction() as session:
-            return await store.claim_delivery(
-                session, key=key, ttl=TTL, team_id=team_id, payload=payload
-            )
+        return await self.db.run(
+            partial(store.claim_delivery, key=key, ttl=TTL, team_id=team_id, payload=payload)
+        )
 
     async def finish(self, key: str) -> None:
-        async with self.db.transaction() as session:
-            await store.finish_delivery(session, key=key)
+        await self.db.run(partial(store.finish_delivery, key=key))
 
     async def release(self, key: str) -> None:
-        async with self.db.transaction() as session:
-            await store.release_delivery(session, key=key)
+        await self.db.run(partial(store.release_delivery, key=key))

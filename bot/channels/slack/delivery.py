@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import Connection
 
 from bot.channels.slack.blocks import Message, answered_blocks, escape, render_reply
 from bot.services.conversations import Reply
@@ -53,8 +55,7 @@ class Delivery:
 
     async def dm_channel(self, client: AsyncWebClient, *, key: str, user_id: str) -> str:
         """The person's DM channel: from the database, else ``conversations.open`` (Tier 3)."""
-        async with self.db.reads() as session:
-            cached = await store.get_dm(session, respondent_key=key)
+        cached = await self.db.read(partial(store.get_dm, respondent_key=key))
         if cached:
             return cached
         response = await self._call(
@@ -67,8 +68,7 @@ class Delivery:
     async def remember_dm(self, *, key: str, channel: str) -> None:
         if not channel:
             return
-        async with self.db.transaction() as session:
-            await store.set_dm(session, respondent_key=key, channel=channel)
+        await self.db.run(partial(store.set_dm, respondent_key=key, channel=channel))
 
     async def send_reply(
         self,
@@ -96,19 +96,23 @@ class Delivery:
             try:
                 ts = await self.post(client, key=key, channel=channel, message=message)
             except BaseException:
-                async with self.db.transaction() as session:
-                    await store.release_message(
-                        session, conversation_id=reply.conversation_id, step=message.step
+                await self.db.run(
+                    partial(
+                        store.release_message,
+                        conversation_id=reply.conversation_id,
+                        step=message.step,
                     )
+                )
                 raise
-            async with self.db.transaction() as session:
-                await store.message_posted(
-                    session,
+            await self.db.run(
+                partial(
+                    store.message_posted,
                     conversation_id=reply.conversation_id,
                     step=message.step,
                     channel=channel,
                     ts=ts,
                 )
+            )
 
     async def _claim(
         self,
@@ -120,26 +124,27 @@ class Delivery:
         repost: bool,
         stale_after: timedelta,
     ) -> bool:
-        assert message.step is not None
-        async with self.db.transaction() as session:
-            claimed = await store.claim_message(
-                session,
+        step = message.step
+        assert step is not None
+
+        def body(conn: Connection) -> bool:
+            claimed = store.claim_message(
+                conn,
                 conversation_id=conversation_id,
-                step=message.step,
+                step=step,
                 respondent_key=key,
                 team_id=team_id,
                 question=message.question,
                 stale_after=stale_after,
             )
             if not claimed and repost:
-                await store.repost_message(
-                    session,
-                    conversation_id=conversation_id,
-                    step=message.step,
-                    question=message.question,
+                store.repost_message(
+                    conn, conversation_id=conversation_id, step=step, question=message.question
                 )
                 return True
             return claimed
+
+        return await self.db.run(body)
 
     async def post(
         self, client: AsyncWebClient, *, key: str, channel: str, message: Message
@@ -179,8 +184,9 @@ class Delivery:
         self, client: AsyncWebClient, *, key: str, conversation_id: str, step: str, shown: str
     ) -> None:
         """As ``mark_answered`` for a question found by (conversation, step) — a typed reply."""
-        async with self.db.reads() as session:
-            row = await store.get_message(session, conversation_id=conversation_id, step=step)
+        row = await self.db.read(
+            partial(store.get_message, conversation_id=conversation_id, step=step)
+        )
         if row is None or not row.channel or not row.ts:
             return
         await self.mark_answered(
@@ -207,10 +213,11 @@ class Delivery:
         except SlackApiError as err:
             error = str(err.response.get("error", "")) if err.response is not None else ""
             if error in PERMANENT_ERRORS:
-                async with self.db.transaction() as session:
-                    await store.record_undeliverable(
-                        session, respondent_key=key, error=error, method=method
+                await self.db.run(
+                    partial(
+                        store.record_undeliverable, respondent_key=key, error=error, method=method
                     )
+                )
                 log.info(
                     "Slack %s for %s failed for good: %s (recorded, not retried)",
                     method,

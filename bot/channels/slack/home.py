@@ -4,6 +4,7 @@ researchers also see the flows, their headline numbers and a link to the dashboa
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -46,8 +47,9 @@ async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, A
                 ),
             }
         )
-    async with runtime.db.reads() as session:
-        past = await store.past_conversations(session, respondent_key=key, limit=MAX_PAST)
+    past = await runtime.db.read(
+        partial(store.past_conversations, respondent_key=key, limit=MAX_PAST)
+    )
     if not open_replies:
         out.append(blocks.section("No survey is waiting for you."))
         welcome = runtime.respondents.welcome_flow() if runtime.respondents is not None else None

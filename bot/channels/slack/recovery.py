@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
 
 from bot.channels.slack.delivery import Undeliverable
 from bot.errors import ParleyError
@@ -30,9 +33,14 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
     """One pass; returns how many things it finished."""
     done = 0
     cutoff = utcnow() - after
-    async with runtime.db.reads() as session:
-        pending = list(await store.stale_deliveries(session, older_than=cutoff))
-        unsent = list(await store.unsent_messages(session, older_than=cutoff))
+
+    def scan(conn: Connection) -> tuple[list[store.PendingDelivery], list[store.MessageRow]]:
+        return (
+            store.stale_deliveries(conn, older_than=cutoff),
+            store.unsent_messages(conn, older_than=cutoff),
+        )
+
+    pending, unsent = await runtime.db.read(scan)
     for row in pending:
         if not await runtime.inbox.claim(row.key, team_id=row.team_id, payload=row.payload):
             continue
@@ -61,10 +69,13 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 conversation_id=message.conversation_id, respondent_key=message.respondent_key
             )
             if reply.step != message.step or reply.done:
-                async with runtime.db.transaction() as session:
-                    await store.release_message(
-                        session, conversation_id=message.conversation_id, step=message.step
+                await runtime.db.run(
+                    partial(
+                        store.release_message,
+                        conversation_id=message.conversation_id,
+                        step=message.step,
                     )
+                )
                 continue
             channel = await runtime.delivery.dm_channel(
                 client, key=message.respondent_key, user_id=parts[2]
@@ -77,8 +88,7 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
             log.info(
                 "recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err
             )
-    async with runtime.db.transaction() as session:
-        await store.purge_deliveries(session)
+    await runtime.db.run(store.purge_deliveries)
     return done
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import Connection
 
 from bot.channels.slack import blocks, home
 from bot.channels.slack.dedupe import delivery_key
@@ -71,6 +73,18 @@ def _question_mrkdwn(body: dict[str, Any]) -> str:
     return ""
 
 
+def _remember_dm_and_count(conn: Connection, *, key: str, channel: str) -> int:
+    """Remember the person's DM channel and count their conversations (0 = first contact).
+
+    One transaction where there used to be two in a row (``Delivery.remember_dm``, then
+    ``first_contact``): the upsert is idempotent and the count only reads, so nothing about
+    exactly-once changes; the count simply sees the state as of the upsert.
+    """
+    if channel:
+        store.set_dm(conn, respondent_key=key, channel=channel)
+    return store.conversation_count(conn, respondent_key=key)
+
+
 def _step_of(action_id: str) -> str:
     return action_id.split(":", 2)[2][:64] if action_id.count(":") >= 2 else ""
 
@@ -99,8 +113,7 @@ class Respondents:
             return None
 
     async def first_contact(self, key: str) -> bool:
-        async with self.rt.db.reads() as session:
-            return await store.conversation_count(session, respondent_key=key) == 0
+        return await self.rt.db.read(partial(store.conversation_count, respondent_key=key)) == 0
 
     async def start_flow(
         self,
@@ -202,9 +215,9 @@ class Respondents:
                 client, reply, ask, key=key, team_id=team_id, channel=channel, text=text
             )
             return
-        await delivery.remember_dm(key=key, channel=channel)
+        had = await self.rt.db.run(partial(_remember_dm_and_count, key=key, channel=channel))
         flow = self.welcome_flow()
-        if flow is not None and await self.first_contact(key):
+        if flow is not None and had == 0:
             await self.start_flow(client, flow=flow, team_id=team_id, user_id=user, channel=channel)
         else:
             await self._say(client, key, channel, NOTHING_OPEN_TEXT)
