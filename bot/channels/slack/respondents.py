@@ -58,6 +58,12 @@ def _labels(ask: Ask | None) -> dict[str, str]:
     return {c.value: c.label for c in ask.input.choices}
 
 
+def _actor(body: dict[str, Any], context: Any) -> tuple[str, str]:
+    """Who clicked: the Slack user id and their respondent key in this workspace."""
+    user = str((body.get("user") or {}).get("id", ""))
+    return user, respondent_key(context.team_id, user)
+
+
 def _channel_and_ts(body: dict[str, Any]) -> tuple[str, str]:
     container = body.get("container") or {}
     channel = container.get("channel_id") or (body.get("channel") or {}).get("id") or ""
@@ -350,9 +356,8 @@ class Respondents:
         value: Any,
         shown: str,
     ) -> None:
-        user = str((body.get("user") or {}).get("id", ""))
+        user, key = _actor(body, context)
         team_id = context.team_id
-        key = respondent_key(team_id, user)
         channel, ts = _channel_and_ts(body)
         try:
             reply = await self.rt.surveys.answer(
@@ -395,8 +400,7 @@ class Respondents:
     ) -> None:
         await ack()
         step = _step_of(str(action.get("action_id", "")))
-        user = str((body.get("user") or {}).get("id", ""))
-        key = respondent_key(context.team_id, user)
+        user, key = _actor(body, context)
         channel, ts = _channel_and_ts(body)
         try:
             conversation_id, _ = blocks.decode(action.get("value"))
@@ -434,9 +438,8 @@ class Respondents:
                 errors={blocks.CONSENT_BLOCK: "Please tick this to share your email."},
             )
             return
-        user = str((body.get("user") or {}).get("id", ""))
+        _user, key = _actor(body, context)
         team_id = context.team_id
-        key = respondent_key(team_id, user)
         try:
             reply = await self.rt.surveys.answer(
                 conversation_id=conversation_id, respondent_key=key, step=step, value=value
@@ -460,7 +463,7 @@ class Respondents:
         self, ack: Any, body: dict[str, Any], client: AsyncWebClient, context: Any
     ) -> None:
         await ack()
-        user = str((body.get("user") or {}).get("id", ""))
+        user, _key = _actor(body, context)
         channel, _ = _channel_and_ts(body)
         await self.opt_out(
             client,
@@ -487,8 +490,7 @@ class Respondents:
         context: Any,
     ) -> None:
         await ack()
-        user = str((body.get("user") or {}).get("id", ""))
-        key = respondent_key(context.team_id, user)
+        user, key = _actor(body, context)
         try:
             conversation_id, _ = blocks.decode(action.get("value"))
             reply = await self.rt.surveys.show(conversation_id=conversation_id, respondent_key=key)
@@ -503,7 +505,7 @@ class Respondents:
         self, ack: Any, body: dict[str, Any], client: AsyncWebClient, context: Any
     ) -> None:
         await ack()
-        user = str((body.get("user") or {}).get("id", ""))
+        user, _key = _actor(body, context)
         flow = self.welcome_flow()  # respondents may start the welcome flow, nothing else
         if flow is not None:
             await self.start_flow(client, flow=flow, team_id=context.team_id, user_id=user)
@@ -518,8 +520,7 @@ class Respondents:
         context: Any,
     ) -> None:
         await ack()
-        user = str((body.get("user") or {}).get("id", ""))
-        key = respondent_key(context.team_id, user)
+        user, key = _actor(body, context)
         if action.get("selected_options"):
             channel = await self.rt.delivery.dm_channel(client, key=key, user_id=user)
             await self.opt_out(client, key=key, channel=channel, source="slack:home")
