@@ -5,6 +5,7 @@ expiry, anonymous flows, export and forget."""
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,20 +299,32 @@ async def test_expired_conversation_is_closed_and_a_new_one_starts(
         assert sorted(statuses) == ["expired", "expired"]
 
 
-async def test_anonymous_flow_links_no_answers_or_tags(svc: Surveys, database: Database) -> None:
+async def test_anonymous_flow_keeps_nothing_that_links_answers_to_the_person(
+    svc: Surveys, database: Database
+) -> None:
     reply = await svc.start(flow_id="anon", respondent_key="t:lee", channel="test")
     await svc.answer(
         conversation_id=reply.conversation_id, respondent_key="t:lee", step="mood", value=4
     )
     async with database.reads() as session:
         answer = (await session.execute(select(Answer))).scalar_one()
-        assert answer.respondent_id is None and answer.value == 4
-        assert await count(database, Tag) == 0
+        assert answer.value == 4
+        assert answer.respondent_id is None and answer.conversation_id is None
+        assert answer.response_id and answer.response_id != reply.conversation_id
+        conversation = await session.get(Conversation, reply.conversation_id)
+        assert conversation is not None and conversation.status == "completed"
+        stored = json.loads(conversation.state)
+        assert stored["answers"] == {} and stored["tags"] == {} and stored["response"] is None
+    assert await count(database, Tag) == 0
     records = [r async for r in privacy.export_answers(database, flow_id="anon")]
     assert records[0]["respondent"] is None
-    # forget still removes it: it hangs off the person's conversation
+    assert records[0]["conversation"] == answer.response_id
+    person = await privacy.export_respondent(database, key="t:lee")
+    assert person["answers"] == []
+    assert all(c["state"]["answers"] == {} for c in person["conversations"])
+    # nothing of it is the person's any more: forget removes the person, the answer stays
     await privacy.forget(database, key="t:lee")
-    assert await count(database, Answer) == 0
+    assert await count(database, Answer) == 1
 
 
 async def test_export_and_forget_one_person(svc: Surveys, database: Database) -> None:
@@ -358,13 +371,14 @@ async def test_results_numbers(svc: Surveys, database: Database) -> None:
 
 
 async def test_forget_and_export_cover_channel_tables(svc: Surveys, database: Database) -> None:
-    from bot.store.slack import SlackDM, SlackMessage
+    from bot.store.slack import SlackDM, SlackInbox, SlackMessage
 
     conversation_id = await complete(svc, "slack:T1:U1", score=7)
     await complete(svc, "slack:T1:U2", score=8)
     async with database.transaction() as session:
         session.add(SlackDM(respondent_key="slack:T1:U1", channel="D1"))
         session.add(SlackDM(respondent_key="slack:T1:U2", channel="D2"))
+        session.add(SlackInbox(key="Ev1", respondent_key="slack:T1:U1", payload={"text": "hi"}))
         session.add(
             SlackMessage(
                 conversation_id=conversation_id,
@@ -380,5 +394,6 @@ async def test_forget_and_export_cover_channel_tables(svc: Surveys, database: Da
     assert data["channels"]["slack_message"][0]["ts"] == "1.0"
     done = await privacy.forget(database, key="slack:T1:U1")
     assert done.counts["slack_dm"] == 1 and done.counts["slack_message"] == 1
+    assert done.counts["slack_inbox"] == 1  # a message not handled yet is the person's too
     assert await count(database, SlackDM) == 1  # the other person's row stays
     assert await count(database, SlackMessage) == 0

@@ -21,6 +21,7 @@ class ConversationState:
     tags: dict[str, float] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     steps_taken: int = 0
+    response: str | None = None  # anonymous flows: the random id their answers are stored under
 
     @property
     def is_open(self) -> bool:
@@ -35,3 +36,11 @@ class ConversationState:
 
     def copy(self) -> ConversationState:
         return ConversationState.from_json(self.to_json())
+
+    def forget_answers(self) -> None:
+        """Drop everything answered (anonymous flows, once the conversation has closed)."""
+        self.answers = {}
+        self.skipped = []
+        self.tags = {}
+        self.profile = {}
+        self.response = None

@@ -146,8 +146,13 @@ class Surveys:
                 conn, existing, old_flow, advance(old_flow, state, Timeout()), respondent, now
             )
         version_id = self.catalog.version_id(conn, flow, now)
-        outcome = advance(flow, new_state(flow, respondent.attributes), Start())
+        fresh = new_state(flow, respondent.attributes)
+        if flow.anonymous:
+            fresh.response = uuid.uuid4().hex
+        outcome = advance(flow, fresh, Start())
         state = outcome.state
+        if flow.anonymous and not state.is_open:
+            state.forget_answers()
         conversation_id = uuid.uuid4().hex
         open_key = repo.open_key(respondent.id, flow.id) if state.is_open else None
         sql.insert_conversation(
@@ -399,8 +404,14 @@ class Surveys:
         respondent: sql.RespondentRow,
         now: datetime,
     ) -> bool:
-        """Write the new state, the answer, its tags and profile updates; False on a conflict."""
+        """Write the new state, the answer, its tags and profile updates; False on a conflict.
+        A closed anonymous conversation keeps no answers: nothing links them to the person."""
         state = outcome.state
+        anonymous = flow.anonymous
+        response_id = state.response
+        if anonymous and not state.is_open:
+            state = state.copy()
+            state.forget_answers()
         saved = sql.save_state(
             conn,
             id=conversation.id,
@@ -417,11 +428,11 @@ class Surveys:
         if not saved:
             return False
         recorded = outcome.recorded
-        anonymous = flow.anonymous
         if recorded is not None and recorded.value is not None:
             sql.insert_answer(
                 conn,
-                conversation_id=conversation.id,
+                conversation_id=None if anonymous else conversation.id,
+                response_id=response_id if anonymous else None,
                 respondent_id=None if anonymous else respondent.id,
                 flow_id=flow.id,
                 flow_version_id=conversation.flow_version_id,

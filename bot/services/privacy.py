@@ -45,7 +45,7 @@ def answer_record(answer: Answer, key: str | None, version: str) -> dict[str, An
         "respondent": key,
         "flow": answer.flow_id,
         "flow_version": version,
-        "conversation": answer.conversation_id,
+        "conversation": answer.conversation_id or answer.response_id,
         "step": answer.step_id,
         "step_type": answer.step_type,
         "value": answer.value,

@@ -77,15 +77,23 @@ class Conversation(SQLModel, table=True):
 
 
 class Answer(SQLModel, table=True):
-    """One accepted answer; the unique key turns a double submit into a no-op."""
+    """One accepted answer; the unique keys turn a double submit into a no-op.
+
+    Answers to ``anonymous`` flows have no conversation and no respondent: they are grouped
+    by a random ``response_id`` that nothing else stores once the conversation closes.
+    """
 
     __tablename__ = "answer"
     __table_args__ = (
         UniqueConstraint("conversation_id", "step_id", name="uq_answer_conversation_step"),
+        UniqueConstraint("response_id", "step_id", name="uq_answer_response_step"),
         Index("ix_answer_flow_created", "flow_id", "created_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: str = Field(foreign_key="conversation.id", index=True, max_length=32)
+    conversation_id: str | None = Field(
+        default=None, foreign_key="conversation.id", index=True, max_length=32
+    )
+    response_id: str | None = Field(default=None, max_length=32)
     respondent_id: int | None = Field(default=None, foreign_key="respondent.id", index=True)
     flow_id: str = Field(max_length=64)
     flow_version_id: int = Field(foreign_key="flow_version.id")

@@ -48,6 +48,8 @@ class SlackInbox(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=255)
     status: str = Field(default="pending", max_length=16)
     team_id: str | None = Field(default=None, max_length=32)
+    # whose message the payload holds, so `parley forget` finds it before it is handled
+    respondent_key: str | None = Field(default=None, max_length=200, index=True)
     payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_at: datetime = _ts()
     expires_at: datetime = _ts(index=True)
@@ -216,6 +218,7 @@ def claim_delivery(
     ttl: timedelta,
     team_id: str | None = None,
     payload: dict[str, Any] | None = None,
+    respondent_key: str | None = None,
     stale_after: timedelta = timedelta(seconds=60),
     now: datetime | None = None,
 ) -> bool:
@@ -229,6 +232,7 @@ def claim_delivery(
             status="pending",
             team_id=team_id,
             payload=payload,
+            respondent_key=respondent_key,
             created_at=now,
             expires_at=now + ttl,
         )

@@ -38,11 +38,23 @@ class Inbox:
         self.db = db
 
     async def claim(
-        self, key: str, *, team_id: str | None, payload: dict[str, Any] | None = None
+        self,
+        key: str,
+        *,
+        team_id: str | None,
+        payload: dict[str, Any] | None = None,
+        respondent_key: str | None = None,
     ) -> bool:
         """True when this caller now owns the delivery; False when it was already taken."""
         return await self.db.run(
-            partial(store.claim_delivery, key=key, ttl=TTL, team_id=team_id, payload=payload)
+            partial(
+                store.claim_delivery,
+                key=key,
+                ttl=TTL,
+                team_id=team_id,
+                payload=payload,
+                respondent_key=respondent_key,
+            )
         )
 
     async def finish(self, key: str) -> None:

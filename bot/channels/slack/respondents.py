@@ -181,7 +181,10 @@ class Respondents:
             "channel": str(event.get("channel", ""))[:32],
             "text": str(event.get("text") or "")[:MAX_TEXT],
         }
-        if key is not None and not await self.rt.inbox.claim(key, team_id=team_id, payload=payload):
+        who = respondent_key(team_id, payload["user"])
+        if key is not None and not await self.rt.inbox.claim(
+            key, team_id=team_id, payload=payload, respondent_key=who
+        ):
             return  # a retried event, or another replica has it
         try:
             await self.handle_dm(client, **payload)
