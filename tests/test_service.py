@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -272,11 +274,23 @@ async def test_editing_a_flow_keeps_conversations_on_their_version(
     assert await count(database, FlowVersion) == 2
 
 
-async def test_broken_edit_keeps_last_good_flows(svc: Surveys, flows: Path) -> None:
+async def test_edits_are_picked_up_and_broken_edits_keep_last_good_flows(
+    svc: Surveys, flows: Path
+) -> None:
     good = svc.catalog.get("nps").hash
-    (flows / "nps.yml").write_text("id: nps\nkind: nope\n")
-    svc.catalog.refresh()
-    assert svc.catalog.get("nps").hash == good
+    path = flows / "nps.yml"
+    text = path.read_text()
+    svc.catalog.refresh(force=True)
+    assert svc.catalog.get("nps").hash == good  # nothing changed
+    path.write_text(text.replace("How likely?", "How likely now?"))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    svc.catalog.refresh(force=True)
+    edited = svc.catalog.get("nps").hash
+    assert edited != good
+    path.write_text("id: nps\nkind: nope\n")
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    svc.catalog.refresh(force=True)
+    assert svc.catalog.get("nps").hash == edited
 
 
 async def test_expired_conversation_is_closed_and_a_new_one_starts(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from bot.flow import Flow, flow_from_definition, load_all
 from bot.store import statements as sql
 
 log = logging.getLogger("parley.flows")
+RELOAD_EVERY = 2.0  # seconds between looks at the flow files' modification times
 
 
 class FlowCatalog:
@@ -30,6 +32,7 @@ class FlowCatalog:
         self._by_hash: dict[str, Flow] = {}
         self._version_ids: dict[str, int] = {}
         self._flows_by_version: dict[int, Flow] = {}
+        self._checked_at = time.monotonic()
         self.reload()
 
     def _files_stamp(self) -> tuple[tuple[str, float], ...]:
@@ -47,10 +50,15 @@ class FlowCatalog:
         for flow in flows.values():
             self._by_hash[flow.hash] = flow
 
-    def refresh(self) -> None:
-        """Pick up edited files; a broken edit keeps the last good flows running."""
+    def refresh(self, *, force: bool = False) -> None:
+        """Pick up edited files (looked at most once per RELOAD_EVERY seconds, not on every
+        request); a broken edit keeps the last good flows running."""
         if os.environ.get("PARLEY_NO_RELOAD"):
             return
+        now = time.monotonic()
+        if now - self._checked_at < RELOAD_EVERY and not force:
+            return
+        self._checked_at = now
         if self._files_stamp() != self._stamp:
             try:
                 self.reload()
