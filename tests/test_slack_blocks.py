@@ -105,3 +105,16 @@ def test_installation_tables_match_slack_sdk() -> None:
     assert _shape(store.slack_oauth_states) == _shape(
         SQLAlchemyOAuthStateStore.build_oauth_states_table(meta, "slack_oauth_states")
     )
+
+
+def test_answered_question_reads_as_it_was_posted_not_escaped_twice() -> None:
+    ask = Ask("q", "Q&A: is <b> > <a>?", InputSpec("yes_no", True))
+    posted = blocks.ask_blocks(ask, "c1")[0]["text"]["text"]  # what the clicked message holds
+    assert posted == "Q&amp;A: is &lt;b&gt; &gt; &lt;a&gt;?"
+    answered = blocks.answered_blocks(posted, "Yes & no")
+    assert answered[0] == {"type": "section", "text": {"type": "mrkdwn", "text": posted}}
+    assert "&amp;amp;" not in json.dumps(answered)
+    assert answered[1]["elements"][0]["text"] == "✓ Your answer: Yes &amp; no"  # plain: escaped
+    # Too long: cut to the section limit without leaving half an entity behind.
+    long = blocks.answered_blocks("x" + "&amp;" * 1000, "4")[0]["text"]["text"]
+    assert len(long) <= blocks.MAX_SECTION_TEXT and long.endswith("&amp;…")

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ async def test_start_returns_201_token_cookie_and_first_question(
     cookie = resp.headers["Set-Cookie"]
     assert cookie.startswith(f"parley_token={body['respondent_token']};")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # plain http and no https PARLEY_PUBLIC_URL
     # Only a hash of the token is stored, never the token itself.
     stored = await rows(db_url, "SELECT key, timezone FROM respondent")
     assert stored == [(token_key(body["respondent_token"]), "Europe/Paris")]
@@ -133,6 +135,14 @@ async def test_start_again_resumes_with_200(client: Client) -> None:
     assert body["respondent_token"] == token
     assert current_ask(body)["step"] == "why_high"
     assert "Set-Cookie" in resp.headers  # header users may switch to the cookie later
+
+
+async def test_cookie_is_secure_behind_a_tls_proxy(make_client: MakeClient) -> None:
+    client = await make_client(public_url="https://parley.example.com")
+    resp = await client.post("/api/v1/conversations", json={"flow": "nps"})  # arrives as http
+    assert resp.status == 201
+    cookie = resp.headers["Set-Cookie"]
+    assert "; Secure" in cookie and "HttpOnly" in cookie
 
 
 async def test_cookie_identifies_a_same_origin_page(make_client: MakeClient) -> None:
@@ -525,6 +535,12 @@ async def test_unknown_flow_is_404_and_stores_nothing(client: Client, db_url: st
     assert await counts(db_url) == before
 
 
+async def test_unknown_flow_does_not_list_the_flows(client: Client) -> None:
+    resp = await client.post("/api/v1/conversations", json={"flow": "zzz"})
+    assert resp.status == 404
+    assert await resp.json() == {"error": "no flow with that id", "code": "unknown_flow"}
+
+
 @pytest.mark.parametrize(
     "raw",
     [b"{not json", b"[1, 2]", b'"nps"', b"", b"[" * 30_000 + b"]" * 30_000, b"\xff\xfe"],
@@ -607,6 +623,36 @@ async def test_too_many_requests_is_429_with_retry_after(
         assert (await client.get("/healthz")).status == 200
 
 
+async def test_rotating_made_up_tokens_still_hits_the_per_ip_limit(
+    make_client: MakeClient, db_url: str
+) -> None:
+    client = await make_client(rate_limit="5")  # 5 per token, 25 per IP address
+
+    async def fresh_token_start() -> int:
+        resp = await client.post(
+            "/api/v1/conversations", json={"flow": "nps"}, headers=auth(secrets.token_urlsafe(32))
+        )
+        return resp.status
+
+    statuses = [await fresh_token_start() for _ in range(30)]
+    assert statuses[:25] == [201] * 25  # an office NAT's worth of respondents gets through
+    assert statuses.count(429) >= 4  # (one may slip through as the bucket refills meanwhile)
+    before = await counts(db_url)
+    resp = await client.post(
+        "/api/v1/conversations", json={"flow": "nps"}, headers=auth(secrets.token_urlsafe(32))
+    )
+    assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert await counts(db_url) == before
+
+
+async def test_rate_limit_off_limits_neither_tokens_nor_addresses(client: Client) -> None:
+    for _ in range(30):  # the fixture's app runs with PARLEY_RATE_LIMIT=off
+        resp = await client.post(
+            "/api/v1/conversations", json={"flow": "nps"}, headers=auth(secrets.token_urlsafe(32))
+        )
+        assert resp.status == 201
+
+
 # --- CORS ---------------------------------------------------------------------------------------
 
 SITE = "https://shop.example.com"
@@ -672,6 +718,37 @@ async def test_same_origin_needs_no_allow_list(client: Client) -> None:
     resp = await client.post("/api/v1/conversations", json={"flow": "nps"}, headers={"Origin": own})
     assert resp.status == 201
     assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_same_host_with_another_scheme_is_not_same_origin(
+    client: Client, db_url: str
+) -> None:
+    before = await counts(db_url)
+    other = f"https://{client.server.host}:{client.server.port}"  # the server speaks http
+    resp = await client.post(
+        "/api/v1/conversations", json={"flow": "nps"}, headers={"Origin": other}
+    )
+    assert resp.status == 403 and (await resp.json())["code"] == "origin_not_allowed"
+    assert await counts(db_url) == before
+
+
+async def test_public_url_is_the_own_origin_behind_a_tls_proxy(make_client: MakeClient) -> None:
+    # The proxy terminates TLS: Parley sees http, browsers are on https://parley.example.com.
+    client = await make_client(public_url="https://parley.example.com/")
+    proxied = {"Host": "parley.example.com"}
+    resp = await client.post(
+        "/api/v1/conversations",
+        json={"flow": "nps"},
+        headers={**proxied, "Origin": "https://parley.example.com"},
+    )
+    assert resp.status == 201
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    for origin in ("http://parley.example.com", "https://parley.example.com.evil.net"):
+        resp = await client.post(
+            "/api/v1/conversations", json={"flow": "nps"}, headers={**proxied, "Origin": origin}
+        )
+        assert resp.status == 403, origin
+        assert (await resp.json())["code"] == "origin_not_allowed"
 
 
 async def test_wildcard_allows_any_origin(make_client: MakeClient) -> None:

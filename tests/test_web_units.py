@@ -6,10 +6,12 @@ import hashlib
 import hmac
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from bot.channels.web import ratelimit
 from bot.channels.web.identity import session_token, sign, token_key
-from bot.channels.web.ratelimit import RateLimiter
+from bot.channels.web.ratelimit import IP_FACTOR, RateLimiter, WebRateLimit
 
 
 class Clock:
@@ -43,6 +45,28 @@ def test_idle_buckets_are_dropped_when_memory_is_full(monkeypatch: pytest.Monkey
     clock.now += 120  # all refilled: forgetting them loses nothing
     limiter.take("new")
     assert len(limiter._buckets) == 1
+
+
+def request(ip: str, token: str | None = None) -> web.Request:
+    headers = {"X-Parley-Token": token} if token else {}
+    return make_mocked_request("POST", "/api/v1/conversations", headers=headers).clone(remote=ip)
+
+
+def test_every_request_is_also_charged_to_its_ip_address() -> None:
+    clock = Clock()
+    limiter = WebRateLimit(60, clock=clock)  # 60 per token, 300 per IP address
+    assert IP_FACTOR == 5
+    # A script making up a new token for every request gets the IP's 300, then nothing.
+    assert all(limiter.take(request("1.2.3.4", f"made-up-{i}")) == 0 for i in range(300))
+    assert limiter.take(request("1.2.3.4", "yet-another")) == pytest.approx(0.2)
+    # Refused requests spend nothing: the new token's bucket is still full.
+    assert limiter.clients.wait(ratelimit.client_of(request("1.2.3.4", "yet-another"))) == 0
+    # Another address is not affected; a known token still has its own limit too.
+    assert all(limiter.take(request("5.6.7.8", "one-token")) == 0 for _ in range(60))
+    assert limiter.take(request("5.6.7.8", "one-token")) == pytest.approx(1.0)
+    assert limiter.take(request("5.6.7.8", "other-token")) == 0
+    clock.now += 0.2  # the IP bucket refills at 5 a second
+    assert limiter.take(request("1.2.3.4", "yet-another")) == 0
 
 
 def test_signature_is_hex_hmac_sha256_of_the_user_id() -> None:

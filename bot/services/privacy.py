@@ -64,17 +64,32 @@ async def count_answers(db: Database, *, flow_id: str | None) -> int:
         return await repo.count_answers(session, flow_id=flow_id)
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a leading ' defuses formula characters."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return "" if value is None else value
+
+
 def format_record(record: dict[str, Any], fmt: str) -> str:
-    """One line of CSV or JSON Lines (CSV values that are lists/bools are JSON-encoded)."""
+    """One line of CSV or JSON Lines (CSV values that are lists/bools are JSON-encoded).
+
+    CSV string cells that start with ``= + - @`` or a tab/CR get a leading ``'`` so opening
+    the export in a spreadsheet never runs a respondent's answer as a formula; JSON Lines
+    keeps every value exactly as stored.
+    """
     if fmt == "jsonl":
         return json.dumps(record, ensure_ascii=False, default=_json_default) + "\n"
-    row = dict(record)
-    if not isinstance(row["value"], str):
-        row["value"] = json.dumps(row["value"], ensure_ascii=False)
+    cells = [_csv_cell(record[c]) for c in EXPORT_COLUMNS]
+    if not isinstance(record["value"], str):
+        # JSON, not defused: no formula here, and a negative rating stays a number (-2).
+        cells[EXPORT_COLUMNS.index("value")] = json.dumps(record["value"], ensure_ascii=False)
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(
-        [row[c] if row[c] is not None else "" for c in EXPORT_COLUMNS]
-    )
+    csv.writer(buf, lineterminator="\n").writerow(cells)
     return buf.getvalue()
 
 

@@ -79,7 +79,12 @@ def escape(text: str) -> str:
 
 def mrkdwn(text: str, limit: int = MAX_SECTION_TEXT) -> dict[str, Any]:
     # Escape first, then cut, so an entity is never split and the limit holds on what is sent.
-    escaped = escape(text)
+    return escaped_mrkdwn(escape(text), limit)
+
+
+def escaped_mrkdwn(escaped: str, limit: int = MAX_SECTION_TEXT) -> dict[str, Any]:
+    """A mrkdwn object from text that is already escaped (escaping again would show
+    ``&amp;amp;``), cut to ``limit`` without splitting an entity."""
     if len(escaped) > limit:
         escaped = cut(escaped, limit)
         amp = escaped.rfind("&", max(0, len(escaped) - 6))
@@ -417,9 +422,14 @@ def opt_out_block(conversation_id: str) -> dict[str, Any]:
     }
 
 
-def answered_blocks(question: str, shown: str) -> list[dict[str, Any]]:
-    """The question message after it was answered: the answer shown, the buttons gone."""
-    return [section(question), context(f"✓ Your answer: {shown}")]
+def answered_blocks(question_mrkdwn: str, shown: str) -> list[dict[str, Any]]:
+    """The question message after it was answered: the answer shown, the buttons gone.
+
+    ``question_mrkdwn`` is the question as already sent (escaped mrkdwn, e.g. taken from the
+    clicked message), so it is not escaped again; ``shown`` is plain text and is.
+    """
+    question = {"type": "section", "text": escaped_mrkdwn(question_mrkdwn)}
+    return [question, context(f"✓ Your answer: {shown}")]
 
 
 def display_answer(value: Any, labels: dict[str, str] | None = None) -> str:

@@ -4,7 +4,7 @@
 
 1. ``json_errors`` — every failure leaves as ``{"error", "code"}`` JSON;
 2. CORS — origin checks and headers for ``/api/`` (``PARLEY_ALLOWED_ORIGINS``);
-3. rate limit — per-client token bucket for ``/api/`` (``PARLEY_RATE_LIMIT``).
+3. rate limit — per-client and per-IP token buckets for ``/api/`` (``PARLEY_RATE_LIMIT``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from bot.app import SETTINGS
 from bot.channels.web import api
 from bot.channels.web.cors import Cors
 from bot.channels.web.errors import json_errors
-from bot.channels.web.ratelimit import RateLimiter
+from bot.channels.web.ratelimit import WebRateLimit
 
 healthz = api.healthz
 
@@ -38,12 +38,15 @@ def setup(app: web.Application) -> None:
         api_keys=list(settings.api_keys),
         widget_js=_static("widget.js"),
         demo_html=demo,
+        public_url=settings.public_url,
     )
     app.middlewares.append(json_errors)
-    app.middlewares.append(Cors(settings.allowed_origins).middleware())
+    app.middlewares.append(
+        Cors(settings.allowed_origins, public_url=settings.public_url).middleware()
+    )
     per_minute = settings.rate_limit_per_minute
     if per_minute is not None:
-        app.middlewares.append(RateLimiter(per_minute).middleware())
+        app.middlewares.append(WebRateLimit(per_minute).middleware())
 
     router = app.router
     router.add_get("/healthz", api.healthz)

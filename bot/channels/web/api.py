@@ -38,6 +38,7 @@ class WebChannel:
     api_keys: list[str]
     widget_js: bytes
     demo_html: str
+    public_url: str = ""  # PARLEY_PUBLIC_URL: https there makes the cookie Secure
 
 
 WEB = web.AppKey("web_channel", WebChannel)
@@ -143,7 +144,7 @@ async def start_conversation(request: web.Request) -> web.Response:
     data = _reply_body(reply)
     data["respondent_token"] = who.token
     response = web.json_response(data, status=201 if reply.created else 200)
-    ident.set_cookie(request, response, who)
+    ident.set_cookie(request, response, who, public_url=request.app[WEB].public_url)
     return response
 
 

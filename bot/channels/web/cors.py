@@ -4,6 +4,9 @@ Only origins listed in ``PARLEY_ALLOWED_ORIGINS`` (or ``*``) get CORS headers, a
 request whose ``Origin`` is neither the server's own nor allowed is refused with 403 before
 any handler runs, so a page on a foreign site cannot make a browser write answers even with
 "simple" requests that skip the preflight.
+
+The server's own origin is scheme + host: ``PARLEY_PUBLIC_URL``'s when it is set (behind a
+TLS-terminating proxy the request itself says ``http``), else the request's own.
 """
 
 from __future__ import annotations
@@ -23,12 +26,20 @@ MAX_AGE = "600"
 class Cors:
     """The allow-list, normalised once (scheme://host[:port], no trailing slash)."""
 
-    def __init__(self, origins: list[str]) -> None:
+    def __init__(self, origins: list[str], *, public_url: str = "") -> None:
         self.any = "*" in origins
         self.origins = frozenset(o.rstrip("/").lower() for o in origins if o != "*")
+        public = urlsplit(public_url.strip())
+        self.own = (
+            _origin(public.scheme, public.netloc) if public.scheme and public.netloc else None
+        )
 
     def same_origin(self, request: web.Request, origin: str) -> bool:
-        return urlsplit(origin).netloc.lower() == (request.host or "").lower()
+        parts = urlsplit(origin)
+        if not parts.scheme or not parts.netloc:
+            return False  # "null" and other opaque origins are never our own
+        own = self.own or _origin(request.scheme, request.host or "")
+        return _origin(parts.scheme, parts.netloc) == own
 
     def allows(self, origin: str) -> bool:
         return self.any or origin.rstrip("/").lower() in self.origins
@@ -62,6 +73,18 @@ class Cors:
             return response
 
         return cors
+
+
+DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _origin(scheme: str, netloc: str) -> str:
+    """``scheme://host[:port]`` in lower case, without the scheme's default port."""
+    scheme, netloc = scheme.lower(), netloc.lower()
+    default = DEFAULT_PORTS.get(scheme)
+    if default and netloc.endswith(default):
+        netloc = netloc[: -len(default)]
+    return f"{scheme}://{netloc}"
 
 
 def _cors_headers(origin: str) -> dict[str, str]:

@@ -91,6 +91,10 @@ def parley_error_response(err: ParleyError) -> web.Response:
     if isinstance(err, InvalidAnswer):
         messages = [o.to_dict() for o in err.outputs]
         return error_response(status, err.code, err.message, step=err.step, messages=messages)
+    if isinstance(err, FlowNotFound):
+        # Its message lists every flow id (handy in the CLI and Slack); the public API must
+        # not hand that list to anyone who asks for a made-up flow.
+        return error_response(status, err.code, "no flow with that id")
     return error_response(status, err.code, err.message)
 
 

@@ -175,8 +175,18 @@ def mint() -> Identity:
     return Identity(key=token_key(token), token=token, kind="token", new=True)
 
 
-def set_cookie(request: web.Request, response: web.StreamResponse, identity: Identity) -> None:
-    """Same-origin pages can rely on this HttpOnly cookie instead of localStorage."""
+def set_cookie(
+    request: web.Request,
+    response: web.StreamResponse,
+    identity: Identity,
+    *,
+    public_url: str = "",
+) -> None:
+    """Same-origin pages can rely on this HttpOnly cookie instead of localStorage.
+
+    It is ``Secure`` on HTTPS, and also when ``PARLEY_PUBLIC_URL`` is https: behind a
+    TLS-terminating proxy the request itself arrives over plain HTTP.
+    """
     if identity.kind != "token" or identity.token is None or identity.via_cookie:
         return
     response.set_cookie(
@@ -186,5 +196,5 @@ def set_cookie(request: web.Request, response: web.StreamResponse, identity: Ide
         path="/",
         httponly=True,
         samesite="Lax",
-        secure=request.secure,
+        secure=request.secure or public_url.lower().startswith("https://"),
     )

@@ -1,9 +1,12 @@
-"""A per-client token bucket in memory: ``PARLEY_RATE_LIMIT`` requests per minute.
+"""Token buckets in memory: ``PARLEY_RATE_LIMIT`` requests per minute per client.
 
 It protects one process from a runaway script or a flood of junk answers; it is not a
 distributed quota (each replica counts its own). A client is its respondent token when it
 sends one, else its IP address, so many respondents behind one office NAT do not share one
-bucket. Memory is bounded: idle buckets are full again after a minute and are dropped.
+bucket. The token is whatever the client sends, unchecked, so every request is also charged
+to its IP address, with ``IP_FACTOR`` times the limit: rotating made-up tokens cannot get
+past that, and an office NAT still has room for several busy respondents. Memory is bounded:
+idle buckets are full again after a minute and are dropped.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from bot.channels.web.errors import ApiError, Handler
 from bot.channels.web.identity import COOKIE, TOKEN_HEADER
 
 MAX_BUCKETS = 100_000
+IP_FACTOR = 5  # one IP address may send this many times the per-client limit
 
 
 class RateLimiter:
@@ -31,8 +35,7 @@ class RateLimiter:
     def take(self, client: str) -> float:
         """Spend one request; returns 0 when allowed, else seconds until the next one is."""
         now = self.clock()
-        tokens, last = self._buckets.get(client, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        tokens = self._tokens(client, now)
         if tokens >= 1.0:
             if client not in self._buckets and len(self._buckets) >= MAX_BUCKETS:
                 self._sweep(now)
@@ -41,6 +44,15 @@ class RateLimiter:
         self._buckets[client] = (tokens, now)
         return (1.0 - tokens) / self.rate
 
+    def wait(self, client: str) -> float:
+        """Seconds until ``client`` may send a request (0: now), spending nothing."""
+        tokens = self._tokens(client, self.clock())
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
+    def _tokens(self, client: str, now: float) -> float:
+        tokens, last = self._buckets.get(client, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
     def _sweep(self, now: float) -> None:
         """Drop buckets that have refilled completely: forgetting them changes nothing."""
         refill = self.capacity / self.rate
@@ -48,11 +60,33 @@ class RateLimiter:
         if len(self._buckets) >= MAX_BUCKETS:  # a flood of fresh clients: start over
             self._buckets.clear()
 
+
+class WebRateLimit:
+    """The API's limit: a bucket per client and, with ``IP_FACTOR`` times the room, per IP.
+
+    A request passes only when both buckets have room, and then spends from both; a refused
+    request spends from neither.
+    """
+
+    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clients = RateLimiter(per_minute, clock=clock)
+        self.ips = RateLimiter(per_minute * IP_FACTOR, clock=clock)
+
+    def take(self, request: web.Request) -> float:
+        """Spend one request; returns 0 when allowed, else seconds until the next one is."""
+        client, ip = client_of(request), ip_of(request)
+        wait = max(self.clients.wait(client), self.ips.wait(ip))
+        if wait > 0:
+            return wait
+        self.clients.take(client)
+        self.ips.take(ip)
+        return 0.0
+
     def middleware(self) -> web.middleware:  # type: ignore[valid-type]
         @web.middleware
         async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
             if request.path.startswith("/api/") and request.method != "OPTIONS":
-                wait = self.take(client_of(request))
+                wait = self.take(request)
                 if wait > 0:
                     seconds = str(max(1, math.ceil(wait)))
                     raise ApiError(
@@ -67,7 +101,13 @@ class RateLimiter:
 
 
 def client_of(request: web.Request) -> str:
+    """The per-client bucket: the respondent token as sent (unchecked), else the IP address."""
     token = request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE)
     if token:
         return "t:" + hashlib.sha256(token[:2048].encode()).hexdigest()[:32]
+    return ip_of(request)
+
+
+def ip_of(request: web.Request) -> str:
+    """The per-IP bucket every request is charged to, whatever token it carries."""
     return "ip:" + (request.remote or "unknown")
