@@ -89,13 +89,13 @@ def format_record(record: dict[str, Any], fmt: str) -> str:
         # JSON, not defused: no formula here, and a negative rating stays a number (-2).
         cells[EXPORT_COLUMNS.index("value")] = json.dumps(record["value"], ensure_ascii=False)
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(cells)
+    csv.writer(buf, lineterminator="\r\n").writerow(cells)
     return buf.getvalue()
 
 
 def csv_header() -> str:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(EXPORT_COLUMNS)
+    csv.writer(buf, lineterminator="\r\n").writerow(EXPORT_COLUMNS)
     return buf.getvalue()
 
 
