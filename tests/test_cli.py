@@ -158,9 +158,9 @@ def test_csv_export_defuses_spreadsheet_formulas_jsonl_keeps_them(
 )
 def test_csv_cells_that_start_like_a_formula_get_a_quote(value: object, cell: str) -> None:
     record = {c: "x" for c in privacy.EXPORT_COLUMNS} | {"value": value}
-    # The raw line (csv.reader would end the row at the bare CR of the "\rx" case).
     line = privacy.format_record(record, "csv")
-    assert line == "x,x,x,x,x,x," + cell + ",x\n"
+    assert line.endswith("\r\n")  # RFC 4180: a CR inside a cell is quoted, never a row end
+    assert list(csv.reader(io.StringIO(line, newline=""))) == [["x"] * 6 + [cell, "x"]]
     assert json.loads(privacy.format_record(record, "jsonl"))["value"] == value
 
 
