@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -44,6 +45,7 @@ from bot.store.database import Database
 log = logging.getLogger("parley.slack")
 
 EVENTS_PATH = "/slack/events"
+SHUTDOWN_GRACE = 10.0  # seconds shutdown waits for listeners still running
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 MAX_BODY = 64 * 1024
@@ -78,10 +80,33 @@ class SlackRuntime:
     delivery: Delivery = field(init=False)
     inbox: Inbox = field(init=False)
     respondents: Any = None  # bot.channels.slack.respondents.Respondents, set by register()
+    inflight: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.delivery = Delivery(self.db)
         self.inbox = Inbox(self.db)
+
+    def tracked(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """Wrap a Bolt listener so shutdown can wait for it: Bolt runs listeners in tasks of
+        its own after the ack, and they must finish before the database closes."""
+
+        @functools.wraps(handler)  # Bolt reads the argument names through __wrapped__
+        async def run(**kwargs: Any) -> Any:
+            task = asyncio.current_task()
+            if task is not None:
+                self.inflight.add(task)
+            try:
+                return await handler(**kwargs)
+            finally:
+                if task is not None:
+                    self.inflight.discard(task)
+
+        return run
+
+    async def drain(self, timeout: float = SHUTDOWN_GRACE) -> None:
+        """Let listeners still running finish (up to ``timeout`` seconds)."""
+        if self.inflight:
+            await asyncio.wait(set(self.inflight), timeout=timeout)
 
     async def client_for(self, team_id: str | None) -> AsyncWebClient:
         """A client with the right bot token for a team (for work outside a request)."""
@@ -251,6 +276,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
             log.info("Slack: receiving events at %s (HTTP mode)", EVENTS_PATH)
         yield
     finally:
+        await runtime.drain()
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper

@@ -210,4 +210,4 @@ def register(runtime: SlackRuntime) -> None:
                 "Something went wrong running that command; the details are in Parley's log."
             )
 
-    runtime.bolt.command(COMMAND)(on_command)
+    runtime.bolt.command(COMMAND)(runtime.tracked(on_command))

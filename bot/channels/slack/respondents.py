@@ -567,18 +567,18 @@ class Respondents:
 def register(runtime: SlackRuntime) -> Respondents:
     """Attach the respondent listeners to the runtime's Bolt app."""
     handlers = Respondents(runtime)
-    bolt = runtime.bolt
-    bolt.action(re.compile(r"^parley:answer:"))(handlers.on_answer)
-    bolt.action(re.compile(r"^parley:submit:"))(handlers.on_submit)
-    bolt.action(re.compile(r"^parley:pick:"))(handlers.on_pick)
-    bolt.action(re.compile(r"^parley:form:"))(handlers.on_form)
-    bolt.action(blocks.OPT_OUT)(handlers.on_opt_out)
-    bolt.action(blocks.RESUME)(handlers.on_resume)
-    bolt.action(blocks.START)(handlers.on_start)
-    bolt.action(blocks.HOME_OPT_OUT)(handlers.on_home_opt_out)
-    bolt.view(blocks.MODAL)(handlers.on_modal)
-    bolt.event("message")(handlers.on_message)
-    bolt.event("app_home_opened")(handlers.on_home_opened)
-    bolt.event("team_join")(handlers.on_team_join)
+    bolt, track = runtime.bolt, runtime.tracked
+    bolt.action(re.compile(r"^parley:answer:"))(track(handlers.on_answer))
+    bolt.action(re.compile(r"^parley:submit:"))(track(handlers.on_submit))
+    bolt.action(re.compile(r"^parley:pick:"))(track(handlers.on_pick))
+    bolt.action(re.compile(r"^parley:form:"))(track(handlers.on_form))
+    bolt.action(blocks.OPT_OUT)(track(handlers.on_opt_out))
+    bolt.action(blocks.RESUME)(track(handlers.on_resume))
+    bolt.action(blocks.START)(track(handlers.on_start))
+    bolt.action(blocks.HOME_OPT_OUT)(track(handlers.on_home_opt_out))
+    bolt.view(blocks.MODAL)(track(handlers.on_modal))
+    bolt.event("message")(track(handlers.on_message))
+    bolt.event("app_home_opened")(track(handlers.on_home_opened))
+    bolt.event("team_join")(track(handlers.on_team_join))
     runtime.respondents = handlers
     return handlers
