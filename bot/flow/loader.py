@@ -679,7 +679,9 @@ def _validate_block(path: Path, root: Path) -> FileReport:
         raws = list(_expand(node["steps"], shown, root, (path.resolve(),), out))
         steps, _ = _build_steps(raws, shown, out)
         if not out.problems:
-            return FileReport(shown, "block", f"block: {len(steps)} step{'' if len(steps) == 1 else 's'}")
+            return FileReport(
+                shown, "block", f"block: {len(steps)} step{'' if len(steps) == 1 else 's'}"
+            )
     return FileReport(shown, "block", "", tuple(out.problems))
 
 
