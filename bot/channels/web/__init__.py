@@ -15,7 +15,7 @@ from importlib import resources
 from aiohttp import web
 
 from bot.app import SETTINGS
-from bot.channels.web import api
+from bot.channels.web import api, dashboard
 from bot.channels.web.cors import Cors
 from bot.channels.web.errors import json_errors
 from bot.channels.web.ratelimit import WebRateLimit
@@ -56,3 +56,4 @@ def setup(app: web.Application) -> None:
     router.add_get("/api/v1/conversations/{id}", api.show_conversation)
     router.add_post("/api/v1/conversations/{id}/answers", api.answer)
     router.add_post("/api/v1/respondents/me/opt-out", api.opt_out)
+    dashboard.setup(app)

@@ -1,0 +1,87 @@
+"""The researcher dashboard: off without keys, signed in with an API key, the same numbers
+as `parley results`, charts as inline SVG, and answers escaped."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web_helpers import make_app, make_flows
+
+from analysis.charts import bar_chart, column_chart, nps_colours
+
+
+def basic(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"anyone:{password}".encode()).decode()}
+
+
+async def answer_nps(client: Any, score: int, text: str) -> None:
+    started = await (await client.post("/api/v1/conversations", json={"flow": "nps"})).json()
+    token = {"X-Parley-Token": started["respondent_token"]}
+    url = f"/api/v1/conversations/{started['id']}/answers"
+    reply = await (
+        await client.post(url, json={"step": "score", "value": score}, headers=token)
+    ).json()
+    step = reply["messages"][-1]["step"]
+    await client.post(url, json={"step": step, "value": text}, headers=token)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, tmp_path: Path) -> Any:
+    app = make_app(str(tmp_path / "d.db"), make_flows(tmp_path), api_keys=["k-research"])
+    return await aiohttp_client(app)
+
+
+async def test_dashboard_needs_a_key(client: Any) -> None:
+    response = await client.get("/dashboard")
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert (await client.get("/dashboard", headers=basic("wrong"))).status == 401
+    assert (await client.get("/dashboard", headers={"Authorization": "Basic !!!"})).status == 401
+    assert (
+        await client.get("/dashboard", headers={"Authorization": "Bearer k-research"})
+    ).status == 200
+
+
+async def test_dashboard_is_off_without_configured_keys(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(make_app(str(tmp_path / "d.db"), make_flows(tmp_path)))
+    response = await client.get("/dashboard", headers=basic(""))
+    assert response.status == 403
+    assert "PARLEY_API_KEYS" in await response.text()
+
+
+async def test_overview_and_flow_page_show_numbers_charts_and_escaped_answers(client: Any) -> None:
+    await answer_nps(client, 10, "Great <script>alert(1)</script> support")
+    await answer_nps(client, 3, "Too slow")
+    overview = await client.get("/dashboard", headers=basic("k-research"))
+    assert overview.status == 200
+    page = await overview.text()
+    assert 'href="/dashboard/nps"' in page
+    assert "2 responses · 100.0% completed · NPS +0" in page
+    assert page.count("<svg") >= 1
+    assert "no-store" in overview.headers["Cache-Control"]
+
+    detail = await (await client.get("/dashboard/nps", headers=basic("k-research"))).text()
+    assert "<script>" not in detail
+    assert "Great &lt;script&gt;alert(1)&lt;/script&gt; support" in detail
+    assert "Too slow" in detail
+    assert "<rect" in detail and "10: 1</title>" in detail and "3: 1</title>" in detail
+    missing = await client.get("/dashboard/nope", headers=basic("k-research"))
+    assert missing.status == 404
+
+
+def test_column_chart_scales_bars_and_escapes_labels() -> None:
+    svg = column_chart([("a<b", 2), ("c", 4)], title="t & u")
+    assert "a&lt;b" in svg and "t &amp; u" in svg and "<script" not in svg
+    heights = [float(part.split('"')[0]) for part in svg.split('height="')[2:]]
+    assert heights[1] == 2 * heights[0]  # 4 is twice as tall as 2
+
+
+def test_bar_chart_and_nps_colours() -> None:
+    svg = bar_chart([("Price", 3), ("Quality", 1)], title="top")
+    assert svg.count("<rect") == 2 and "Price: 3" in svg
+    assert nps_colours([0, 6, 7, 8, 9, 10]) == ["#d9534f"] * 2 + ["#f0ad4e"] * 2 + ["#5cb85c"] * 2
