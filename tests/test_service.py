@@ -411,3 +411,21 @@ async def test_forget_and_export_cover_channel_tables(svc: Surveys, database: Da
     assert done.counts["slack_inbox"] == 1  # a message not handled yet is the person's too
     assert await count(database, SlackDM) == 1  # the other person's row stays
     assert await count(database, SlackMessage) == 0
+
+
+async def test_expiry_sweep_works_in_batches_and_leaves_young_conversations(
+    database: Database, flows: Path
+) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    svc = Surveys(database, FlowCatalog(flows), clock=lambda: now[0])
+    for i in range(5):
+        await svc.start(flow_id="nps", respondent_key=f"t:old{i}", channel="test")
+    await svc.start(flow_id="anon", respondent_key="t:old-anon", channel="test")  # never expires
+    now[0] += timedelta(days=6)
+    young = await svc.start(flow_id="nps", respondent_key="t:young", channel="test")
+    now[0] += timedelta(days=2)  # the first five are 8 days old, the young one 2
+    assert await svc.expire_due(batch=2) == 5
+    async with database.reads() as session:
+        statuses = dict((await session.execute(select(Conversation.id, Conversation.status))).all())
+    assert statuses[young.conversation_id] == "active"
+    assert sorted(statuses.values()) == ["active", "active"] + ["expired"] * 5

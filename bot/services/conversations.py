@@ -286,13 +286,22 @@ class Surveys:
 
         return await self.db.read(body)
 
-    async def expire_due(self) -> int:
-        """Close conversations past their flow's ``expires_after`` (the scheduler calls this)."""
+    async def expire_due(self, *, batch: int = 500) -> int:
+        """Close conversations past their flow's ``expires_after`` (the scheduler calls this).
 
-        def body(conn: Connection) -> int:
+        Only conversations older than the shortest ``expires_after`` are looked at, in
+        batches of one short transaction each, so the sweep never holds the writer for long."""
+        lifetimes = [f.expires_after for f in self.catalog.all() if f.expires_after]
+        if not lifetimes:
+            return 0
+
+        def body(conn: Connection) -> tuple[int, int]:
             now = self.clock()
+            rows = sql.open_conversation_rows(
+                conn, started_before=now - timedelta(seconds=min(lifetimes)), limit=batch
+            )
             closed = 0
-            for conversation in sql.open_conversation_rows(conn):
+            for conversation in rows:
                 flow = self.catalog.flow_for_version(conn, conversation.flow_version_id)
                 if not self._expired(flow, conversation, now):
                     continue
@@ -303,9 +312,14 @@ class Surveys:
                     conn, conversation, flow, advance(flow, state, Timeout()), loaded[1], now
                 ):
                     closed += 1
-            return closed
+            return closed, len(rows)
 
-        return await self.db.run(body)
+        total = 0
+        while True:
+            closed, seen = await self.db.run(body)
+            total += closed
+            if seen < batch or closed == 0:
+                return total
 
     # --- opting out -----------------------------------------------------------------------
 

@@ -130,11 +130,17 @@ def conversations_of(conn: Connection, *, respondent_id: int) -> list[Conversati
     return [ConversationRow(*row) for row in rows]
 
 
-def open_conversation_rows(conn: Connection) -> list[ConversationRow]:
-    return [
-        ConversationRow(*row)
-        for row in conn.execute(select(*_CONVERSATION_COLUMNS).where(C.c.open_key.is_not(None)))
-    ]
+def open_conversation_rows(
+    conn: Connection, *, started_before: datetime, limit: int
+) -> list[ConversationRow]:
+    """Open conversations old enough to have expired, oldest first, a batch at a time."""
+    query = (
+        select(*_CONVERSATION_COLUMNS)
+        .where(C.c.open_key.is_not(None), C.c.started_at < started_before)
+        .order_by(C.c.started_at)
+        .limit(limit)
+    )
+    return [ConversationRow(*row) for row in conn.execute(query)]
 
 
 def insert_conversation(conn: Connection, **values: Any) -> None:
