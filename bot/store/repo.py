@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
@@ -20,7 +18,6 @@ from bot.store.models import (
     Respondent,
     Suppression,
     Tag,
-    utcnow,
 )
 
 
@@ -34,37 +31,6 @@ async def get_respondent(session: AsyncSession, *, key: str) -> Respondent | Non
     ).scalar_one_or_none()
 
 
-async def get_or_create_respondent(
-    session: AsyncSession,
-    *,
-    key: str,
-    attributes: dict[str, Any] | None = None,
-    timezone: str | None = None,
-) -> Respondent:
-    """Find or add a respondent; a suppressed key comes back already opted out."""
-    respondent = await get_respondent(session, key=key)
-    if respondent is None:
-        respondent = Respondent(key=key, attributes=dict(attributes or {}), timezone=timezone)
-        if await is_suppressed(session, key=key):
-            respondent.opted_out = True
-            respondent.opted_out_at = utcnow()
-        session.add(respondent)
-        await session.flush()
-        return respondent
-    changed = False
-    if attributes:
-        merged = {**respondent.attributes, **attributes}
-        if merged != respondent.attributes:
-            respondent.attributes = merged
-            changed = True
-    if timezone and timezone != respondent.timezone:
-        respondent.timezone = timezone
-        changed = True
-    if changed:
-        session.add(respondent)
-    return respondent
-
-
 async def is_suppressed(session: AsyncSession, *, key: str) -> bool:
     row = await session.get(Suppression, key_hash(key))
     return row is not None
@@ -73,45 +39,6 @@ async def is_suppressed(session: AsyncSession, *, key: str) -> bool:
 async def suppress(session: AsyncSession, *, key: str) -> None:
     if not await is_suppressed(session, key=key):
         session.add(Suppression(key_hash=key_hash(key)))
-
-
-async def get_or_create_flow_version(
-    session: AsyncSession, *, flow_id: str, hash: str, title: str, definition: dict[str, Any]
-) -> FlowVersion:
-    query = select(FlowVersion).where(FlowVersion.flow_id == flow_id, FlowVersion.hash == hash)
-    row = (await session.execute(query)).scalar_one_or_none()
-    if row is not None:
-        return row
-    row = FlowVersion(flow_id=flow_id, hash=hash, title=title, definition=definition)
-    try:
-        async with session.begin_nested():
-            session.add(row)
-            await session.flush()
-    except IntegrityError:  # another process stored the same version first
-        return (await session.execute(query)).scalar_one()
-    return row
-
-
-async def get_flow_version(session: AsyncSession, *, id: int) -> FlowVersion | None:
-    return await session.get(FlowVersion, id)
-
-
-async def latest_flow_versions(session: AsyncSession) -> dict[str, datetime]:
-    rows = await session.execute(
-        select(FlowVersion.flow_id, func.max(FlowVersion.created_at)).group_by(FlowVersion.flow_id)
-    )
-    return {flow_id: created for flow_id, created in rows}
-
-
-async def get_conversation(session: AsyncSession, *, id: str) -> Conversation | None:
-    return await session.get(Conversation, id)
-
-
-async def open_conversation(
-    session: AsyncSession, *, respondent_id: int, flow_id: str
-) -> Conversation | None:
-    query = select(Conversation).where(Conversation.open_key == open_key(respondent_id, flow_id))
-    return (await session.execute(query)).scalar_one_or_none()
 
 
 def open_key(respondent_id: int, flow_id: str) -> str:
@@ -125,32 +52,6 @@ async def conversations_of(session: AsyncSession, *, respondent_id: int) -> Sequ
         .order_by(Conversation.started_at)
     )
     return (await session.execute(query)).scalars().all()
-
-
-async def save_state(
-    session: AsyncSession,
-    *,
-    conversation_id: str,
-    expected_version: int,
-    values: dict[str, Any],
-) -> bool:
-    """Compare-and-set the conversation row; False when someone else saved first."""
-    result = await session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation_id, Conversation.version == expected_version)
-        .values(version=expected_version + 1, updated_at=utcnow(), **values)
-    )
-    return result.rowcount == 1
-
-
-async def add_event(
-    session: AsyncSession,
-    *,
-    kind: str,
-    respondent_id: int | None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    session.add(Event(kind=kind, respondent_id=respondent_id, data=data or {}))
 
 
 async def flow_answers(
@@ -309,24 +210,3 @@ async def delete_respondent(
         await session.execute(delete(Respondent).where(Respondent.id == respondent_id))
     ).rowcount
     return counts
-
-
-async def set_opted_out(session: AsyncSession, *, respondent: Respondent) -> bool:
-    """Mark opted out and close open conversations; False if it already was."""
-    if respondent.opted_out:
-        return False
-    respondent.opted_out = True
-    respondent.opted_out_at = utcnow()
-    session.add(respondent)
-    await session.execute(
-        update(Conversation)
-        .where(Conversation.respondent_id == respondent.id, Conversation.open_key.is_not(None))
-        .values(
-            status="stopped",
-            open_key=None,
-            current_step=None,
-            updated_at=utcnow(),
-            version=Conversation.version + 1,
-        )
-    )
-    return True
