@@ -26,68 +26,46 @@ def _csv(value: Any) -> list[str]:
     return [str(v).strip() for v in value if str(v).strip()]
 
 
+def _slack(name: str) -> AliasChoices:
+    """Slack's own variable name, and the field name for keyword arguments."""
+    return AliasChoices(name, name.lower())
+
+
 class Settings(BaseSettings):
+    # Plain fields read PARLEY_<NAME> (PARLEY_HOST, PARLEY_RATE_LIMIT, ...); the others name
+    # their variables because they are shared conventions (DATABASE_URL, Slack's own names).
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_prefix="PARLEY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
     )
 
     db: str = Field(
         default="parley.db", validation_alias=AliasChoices("DATABASE_URL", "PARLEY_DB", "db")
     )
-    flows: Path = Field(
-        default=Path("flows"), validation_alias=AliasChoices("PARLEY_FLOWS", "flows")
-    )
-    host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("PARLEY_HOST", "host"))
-    port: int = Field(
-        default=8080, ge=0, le=65535, validation_alias=AliasChoices("PARLEY_PORT", "port")
-    )
-    public_url: str = Field(
-        default="", validation_alias=AliasChoices("PARLEY_PUBLIC_URL", "public_url")
-    )
-    demo_flow: str = Field(
-        default="welcome", validation_alias=AliasChoices("PARLEY_DEMO_FLOW", "demo_flow")
-    )
+    flows: Path = Path("flows")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = ""
+    demo_flow: str = "welcome"
 
-    web_secret: str = Field(
-        default="", validation_alias=AliasChoices("PARLEY_WEB_SECRET", "web_secret")
-    )
-    allowed_origins: CSV = Field(
-        default_factory=list,
-        validation_alias=AliasChoices("PARLEY_ALLOWED_ORIGINS", "allowed_origins"),
-    )
-    api_keys: CSV = Field(
-        default_factory=list, validation_alias=AliasChoices("PARLEY_API_KEYS", "api_keys")
-    )
-    rate_limit: str = Field(
-        default="600", validation_alias=AliasChoices("PARLEY_RATE_LIMIT", "rate_limit")
-    )
+    web_secret: str = ""
+    allowed_origins: CSV = Field(default_factory=list)
+    api_keys: CSV = Field(default_factory=list)
+    rate_limit: str = "600"
 
-    researchers: CSV = Field(
-        default_factory=list, validation_alias=AliasChoices("PARLEY_RESEARCHERS", "researchers")
-    )
-    pms: CSV = Field(default_factory=list, validation_alias=AliasChoices("PARLEY_PMS", "pms"))
+    researchers: CSV = Field(default_factory=list)
+    pms: CSV = Field(default_factory=list)
 
-    slack_bot_token: str = Field(
-        default="", validation_alias=AliasChoices("SLACK_BOT_TOKEN", "slack_bot_token")
-    )
-    slack_signing_secret: str = Field(
-        default="", validation_alias=AliasChoices("SLACK_SIGNING_SECRET", "slack_signing_secret")
-    )
-    slack_app_token: str = Field(
-        default="", validation_alias=AliasChoices("SLACK_APP_TOKEN", "slack_app_token")
-    )
-    slack_client_id: str = Field(
-        default="", validation_alias=AliasChoices("SLACK_CLIENT_ID", "slack_client_id")
-    )
-    slack_client_secret: str = Field(
-        default="", validation_alias=AliasChoices("SLACK_CLIENT_SECRET", "slack_client_secret")
-    )
-    slack_api_url: str = Field(
-        default="", validation_alias=AliasChoices("SLACK_API_URL", "slack_api_url")
-    )
-    slack_team_join: bool = Field(
-        default=False, validation_alias=AliasChoices("PARLEY_SLACK_TEAM_JOIN", "slack_team_join")
-    )
+    slack_bot_token: str = Field(default="", validation_alias=_slack("SLACK_BOT_TOKEN"))
+    slack_signing_secret: str = Field(default="", validation_alias=_slack("SLACK_SIGNING_SECRET"))
+    slack_app_token: str = Field(default="", validation_alias=_slack("SLACK_APP_TOKEN"))
+    slack_client_id: str = Field(default="", validation_alias=_slack("SLACK_CLIENT_ID"))
+    slack_client_secret: str = Field(default="", validation_alias=_slack("SLACK_CLIENT_SECRET"))
+    slack_api_url: str = Field(default="", validation_alias=_slack("SLACK_API_URL"))
+    slack_team_join: bool = False
 
     @field_validator("allowed_origins", "api_keys", "researchers", "pms", mode="before")
     @classmethod
