@@ -285,3 +285,29 @@ async def test_widget_on_an_origin_that_is_not_allowed_stores_nothing(
     finally:
         await site.cleanup()
         await parley.cleanup()
+
+
+async def test_widget_fits_a_phone_screen(browser: Any, tmp_path: Path) -> None:
+    """On a 375 px wide phone the open panel stays on screen and its buttons are tappable."""
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    runner = await serve(make_app(db, make_flows(tmp_path)), port)
+    try:
+        page = await browser.new_page(viewport={"width": 375, "height": 667}, is_mobile=True)
+        await page.goto(f"http://127.0.0.1:{port}/")
+        dialog = page.get_by_role("dialog")
+        await dialog.wait_for()
+        await page.locator('.panel[data-state="asking"] .controls').wait_for()
+        box = await dialog.bounding_box()
+        assert box is not None
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 667
+        buttons = page.locator(".controls button")
+        assert await buttons.count() > 0
+        for i in range(await buttons.count()):
+            button = await buttons.nth(i).bounding_box()
+            assert button is not None
+            assert button["height"] >= 32  # a thumb can hit it
+            assert button["x"] >= 0 and button["x"] + button["width"] <= 375
+    finally:
+        await runner.cleanup()
