@@ -48,6 +48,7 @@ def test_good_flow_compiles(tmp_path: Path) -> None:
     assert [s.id for s in flow.steps] == ["score", "why"]
     assert flow.step("why").when is not None
     assert len(flow.hash) == 16
+    assert flow.path == str((tmp_path / "demo.yml").resolve())  # absolute, whatever the cwd
 
 
 def test_hash_changes_with_content_and_is_stable(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ version of every flow that includes it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import itertools
@@ -589,7 +590,8 @@ def load_flow(path: Path, *, root: Path) -> Flow:
     """Load one flow file; raises FlowError listing every problem."""
     shown = _display(path, root)
     node = read_yaml(path, display=shown)
-    return build_flow(node, file=shown, root=root, expected_id=path.stem)
+    flow = build_flow(node, file=shown, root=root, expected_id=path.stem)
+    return dataclasses.replace(flow, path=str(path.resolve()))
 
 
 def flow_from_definition(definition: dict[str, Any]) -> Flow:

@@ -85,7 +85,8 @@ class Flow:
     steps: tuple[Step, ...]
     hash: str
     definition: dict[str, Any] = field(repr=False, compare=False)
-    source: str = ""
+    source: str = ""  # how messages name the file (relative)
+    path: str = ""  # the file itself (absolute), for its modification time
     _index: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -133,7 +133,7 @@ async def flows_command(ctx: CommandContext) -> None:
         )
         return
     lines = [
-        f"• `{f.id}` — {f.title} · {f.question_count} question{'s' if f.question_count != 1 else ''} · changed {_changed(f.source)}"
+        f"• `{f.id}` — {f.title} · {f.question_count} question{'s' if f.question_count != 1 else ''} · changed {_changed(f.path)}"
         for f in flows
     ]
     text = "*Flows*\n" + "\n".join(lines)
