@@ -429,3 +429,29 @@ async def test_expiry_sweep_works_in_batches_and_leaves_young_conversations(
         statuses = dict((await session.execute(select(Conversation.id, Conversation.status))).all())
     assert statuses[young.conversation_id] == "active"
     assert sorted(statuses.values()) == ["active", "active"] + ["expired"] * 5
+
+
+async def test_profile_and_time_zone_are_updated_only_when_they_change(
+    svc: Surveys, database: Database
+) -> None:
+    await svc.start(
+        flow_id="nps",
+        respondent_key="t:zoe",
+        channel="test",
+        attributes={"first_name": "Zoe"},
+        timezone="Europe/Paris",
+    )
+    await svc.start(
+        flow_id="anon",
+        respondent_key="t:zoe",
+        channel="test",
+        attributes={"plan": "pro"},
+        timezone="Europe/Paris",
+    )
+    async with database.reads() as session:
+        zoe = (await session.execute(select(Respondent))).scalar_one()
+        assert zoe.attributes == {"first_name": "Zoe", "plan": "pro"}
+        assert zoe.timezone == "Europe/Paris"
+    await svc.start(flow_id="nps", respondent_key="t:zoe", channel="test", timezone="America/Lima")
+    async with database.reads() as session:
+        assert (await session.execute(select(Respondent.timezone))).scalar_one() == "America/Lima"

@@ -7,6 +7,7 @@ the channel name it stores.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Callable
@@ -202,13 +203,17 @@ class Surveys:
             return sql.add_respondent(
                 conn, key=key, attributes=attributes, timezone=timezone, now=now
             )
+        changes: dict[str, Any] = {}
         merged = {**respondent.attributes, **attributes}
-        if merged != respondent.attributes or timezone:
-            changes: dict[str, Any] = {"attributes": merged}
-            if timezone:
-                changes["timezone"] = timezone
+        if merged != respondent.attributes:
+            changes["attributes"] = merged
+        if timezone and timezone != respondent.timezone:
+            changes["timezone"] = timezone
+        if changes:  # most returning respondents change nothing: no write
             sql.update_respondent(conn, id=respondent.id, **changes)
-            respondent = sql.RespondentRow(respondent.id, key, merged, respondent.opted_out)
+            respondent = dataclasses.replace(
+                respondent, attributes=merged, timezone=timezone or respondent.timezone
+            )
         return respondent
 
     # --- answering -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class RespondentRow:
     key: str
     attributes: dict[str, Any]
     opted_out: bool
+    timezone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ _CONVERSATION_COLUMNS = (
     C.c.open_key,
     C.c.started_at,
 )
-_RESPONDENT_COLUMNS = (R.c.id, R.c.key, R.c.attributes, R.c.opted_out)
+_RESPONDENT_COLUMNS = (R.c.id, R.c.key, R.c.attributes, R.c.opted_out, R.c.timezone)
 
 
 def load_conversation(conn: Connection, *, id: str) -> tuple[ConversationRow, RespondentRow] | None:
@@ -104,7 +105,7 @@ def add_respondent(
         )
         .returning(R.c.id)
     ).scalar_one()
-    return RespondentRow(new_id, key, attributes, opted_out)
+    return RespondentRow(new_id, key, attributes, opted_out, timezone)
 
 
 def update_respondent(conn: Connection, *, id: int, **values: Any) -> None:
