@@ -107,7 +107,9 @@ class Database:
         if self.is_sqlite:
             # The hot path runs whole transactions on a plain pysqlite engine in one writer
             # thread: one thread hop per answer instead of one per statement (aiosqlite).
-            self._sync_engine = create_engine(self.url.replace("sqlite+aiosqlite", "sqlite", 1))
+            self._sync_engine = create_engine(
+                self.url.replace("sqlite+aiosqlite", "sqlite", 1), pool_reset_on_return=None
+            )
             event.listen(self._sync_engine, "connect", _sqlite_pragmas)
             event.listen(self._sync_engine, "begin", _sqlite_begin)
             self._sync_reader = self._sync_engine.execution_options(parley_readonly=True)
