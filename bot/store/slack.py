@@ -16,7 +16,8 @@ Functions are plain synchronous SQLAlchemy Core statements run inside ``Database
 ``Database.read`` bodies (like :mod:`bot.store.statements`): keyword-only, they take a sync
 ``Connection`` and never commit — the body's caller owns the transaction. The SQLModel table
 classes stay (Alembic and the models-vs-migrations test use them); Core uses their
-``__table__``.
+``__table__``. Statements are built once at import with bound parameters (see
+:mod:`bot.store.statements` for why).
 """
 
 from __future__ import annotations
@@ -26,7 +27,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import JSON, Column, Connection, DateTime, delete, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    DateTime,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel
@@ -203,9 +215,63 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for the connection's dialect (SQLite or PostgreSQL)."""
-    return (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+def _insert_or_skip(table: sa.Table) -> dict[str, Any]:
+    """INSERT … ON CONFLICT DO NOTHING, per dialect (SQLite or PostgreSQL)."""
+    return {
+        "postgresql": pg_insert(table).on_conflict_do_nothing(),
+        "sqlite": sqlite_insert(table).on_conflict_do_nothing(),
+    }
+
+
+def _upsert_dm() -> dict[str, Any]:
+    statements: dict[str, Any] = {}
+    for name, make in (("postgresql", pg_insert), ("sqlite", sqlite_insert)):
+        statement = make(DM)
+        statements[name] = statement.on_conflict_do_update(
+            index_elements=["respondent_key"],
+            set_={
+                "channel": statement.excluded.channel,
+                "updated_at": statement.excluded.updated_at,
+            },
+        )
+    return statements
+
+
+_CLAIM_DELIVERY = _insert_or_skip(INBOX)
+_RETAKE_DELIVERY = (
+    update(INBOX)
+    .where(
+        INBOX.c.key == bindparam("_key"),
+        INBOX.c.status == "pending",
+        INBOX.c.created_at < bindparam("_stale_before"),
+    )
+    .values(created_at=bindparam("_now"))
+)
+_FINISH_DELIVERY = (
+    update(INBOX).where(INBOX.c.key == bindparam("_key")).values(status="done", payload=None)
+)
+_RELEASE_DELIVERY = delete(INBOX).where(
+    INBOX.c.key == bindparam("_key"), INBOX.c.status == "pending"
+)
+_THIS_MESSAGE = (
+    MESSAGE.c.conversation_id == bindparam("_conversation_id"),
+    MESSAGE.c.step == bindparam("_step"),
+)
+_CLAIM_MESSAGE = _insert_or_skip(MESSAGE)
+_RETAKE_MESSAGE = (
+    update(MESSAGE)
+    .where(
+        *_THIS_MESSAGE,
+        MESSAGE.c.ts.is_(None),
+        MESSAGE.c.claimed_at < bindparam("_stale_before"),
+    )
+    .values(claimed_at=bindparam("_now"))
+)
+_UPDATE_MESSAGE = update(MESSAGE).where(*_THIS_MESSAGE)
+_RELEASE_MESSAGE = delete(MESSAGE).where(*_THIS_MESSAGE, MESSAGE.c.ts.is_(None))
+_GET_MESSAGE = select(*_MESSAGE_COLUMNS).where(*_THIS_MESSAGE)
+_GET_DM = select(DM.c.channel).where(DM.c.respondent_key == bindparam("key"))
+_SET_DM = _upsert_dm()
 
 
 # --- inbox (dedupe) -----------------------------------------------------------------------------
@@ -225,41 +291,29 @@ def claim_delivery(
     """True when this caller should handle the delivery: first sight, or a pending claim so
     old that whoever took it must have crashed (Slack's retry then gets it handled)."""
     now = now or utcnow()
-    statement = (
-        _insert(conn, INBOX)
-        .values(
-            key=key[:255],
-            status="pending",
-            team_id=team_id,
-            payload=payload,
-            respondent_key=respondent_key,
-            created_at=now,
-            expires_at=now + ttl,
-        )
-        .on_conflict_do_nothing()
-    )
-    if conn.execute(statement).rowcount == 1:
+    row = {
+        "key": key[:255],
+        "status": "pending",
+        "team_id": team_id,
+        "payload": payload,
+        "respondent_key": respondent_key,
+        "created_at": now,
+        "expires_at": now + ttl,
+    }
+    if conn.execute(_CLAIM_DELIVERY[conn.dialect.name], row).rowcount == 1:
         return True
-    retake = (
-        update(INBOX)
-        .where(
-            INBOX.c.key == key[:255],
-            INBOX.c.status == "pending",
-            INBOX.c.created_at < now - stale_after,
-        )
-        .values(created_at=now)
-    )
-    return conn.execute(retake).rowcount == 1
+    retake = {"_key": key[:255], "_stale_before": now - stale_after, "_now": now}
+    return conn.execute(_RETAKE_DELIVERY, retake).rowcount == 1
 
 
 def finish_delivery(conn: Connection, *, key: str) -> None:
     """Handled: keep the key (for dedupe until it expires) but drop the payload."""
-    conn.execute(update(INBOX).where(INBOX.c.key == key[:255]).values(status="done", payload=None))
+    conn.execute(_FINISH_DELIVERY, {"_key": key[:255]})
 
 
 def release_delivery(conn: Connection, *, key: str) -> None:
     """Handling failed in a way a retry may fix: forget the claim."""
-    conn.execute(delete(INBOX).where(INBOX.c.key == key[:255], INBOX.c.status == "pending"))
+    conn.execute(_RELEASE_DELIVERY, {"_key": key[:255]})
 
 
 def stale_deliveries(
@@ -302,69 +356,46 @@ def claim_message(
 ) -> bool:
     """True when this caller should post the question of (conversation, step)."""
     now = now or utcnow()
-    statement = (
-        _insert(conn, MESSAGE)
-        .values(
-            conversation_id=conversation_id,
-            step=step,
-            respondent_key=respondent_key,
-            team_id=team_id,
-            question=question[:3000],
-            claimed_at=now,
-        )
-        .on_conflict_do_nothing()
-    )
-    if conn.execute(statement).rowcount == 1:
+    row = {
+        "conversation_id": conversation_id,
+        "step": step,
+        "respondent_key": respondent_key,
+        "team_id": team_id,
+        "question": question[:3000],
+        "claimed_at": now,
+    }
+    if conn.execute(_CLAIM_MESSAGE[conn.dialect.name], row).rowcount == 1:
         return True
-    retake = (
-        update(MESSAGE)
-        .where(
-            MESSAGE.c.conversation_id == conversation_id,
-            MESSAGE.c.step == step,
-            MESSAGE.c.ts.is_(None),
-            MESSAGE.c.claimed_at < now - stale_after,
-        )
-        .values(claimed_at=now)
-    )
-    return conn.execute(retake).rowcount == 1
+    retake = {
+        "_conversation_id": conversation_id,
+        "_step": step,
+        "_stale_before": now - stale_after,
+        "_now": now,
+    }
+    return conn.execute(_RETAKE_MESSAGE, retake).rowcount == 1
 
 
 def repost_message(conn: Connection, *, conversation_id: str, step: str, question: str) -> None:
     """The respondent came back: the question is posted again (the new message is the live one)."""
-    conn.execute(
-        update(MESSAGE)
-        .where(MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.step == step)
-        .values(question=question[:3000], claimed_at=utcnow())
-    )
+    this = {"_conversation_id": conversation_id, "_step": step}
+    conn.execute(_UPDATE_MESSAGE, {**this, "question": question[:3000], "claimed_at": utcnow()})
 
 
 def message_posted(
     conn: Connection, *, conversation_id: str, step: str, channel: str, ts: str
 ) -> None:
-    conn.execute(
-        update(MESSAGE)
-        .where(MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.step == step)
-        .values(channel=channel[:32], ts=ts[:32])
-    )
+    this = {"_conversation_id": conversation_id, "_step": step}
+    conn.execute(_UPDATE_MESSAGE, {**this, "channel": channel[:32], "ts": ts[:32]})
 
 
 def release_message(conn: Connection, *, conversation_id: str, step: str) -> None:
     """Posting failed: let a later attempt claim it again."""
-    conn.execute(
-        delete(MESSAGE).where(
-            MESSAGE.c.conversation_id == conversation_id,
-            MESSAGE.c.step == step,
-            MESSAGE.c.ts.is_(None),
-        )
-    )
+    conn.execute(_RELEASE_MESSAGE, {"_conversation_id": conversation_id, "_step": step})
 
 
 def get_message(conn: Connection, *, conversation_id: str, step: str) -> MessageRow | None:
-    row = conn.execute(
-        select(*_MESSAGE_COLUMNS).where(
-            MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.step == step
-        )
-    ).one_or_none()
+    this = {"_conversation_id": conversation_id, "_step": step}
+    row = conn.execute(_GET_MESSAGE, this).one_or_none()
     return MessageRow(*row) if row is not None else None
 
 
@@ -385,21 +416,13 @@ def unsent_messages(
 
 
 def get_dm(conn: Connection, *, respondent_key: str) -> str | None:
-    found = conn.execute(
-        select(DM.c.channel).where(DM.c.respondent_key == respondent_key)
-    ).scalar_one_or_none()
+    found = conn.execute(_GET_DM, {"key": respondent_key}).scalar_one_or_none()
     return str(found) if found is not None else None
 
 
 def set_dm(conn: Connection, *, respondent_key: str, channel: str) -> None:
-    now = utcnow()
-    statement = _insert(conn, DM).values(
-        respondent_key=respondent_key, channel=channel[:32], updated_at=now
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=["respondent_key"], set_={"channel": channel[:32], "updated_at": now}
-    )
-    conn.execute(statement)
+    row = {"respondent_key": respondent_key, "channel": channel[:32], "updated_at": utcnow()}
+    conn.execute(_SET_DM[conn.dialect.name], row)
 
 
 # --- history and failures -------------------------------------------------------------------------

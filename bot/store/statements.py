@@ -4,6 +4,9 @@ These are plain synchronous SQLAlchemy Core calls on one Connection: ``Database.
 whole transaction body in one go — on SQLite in a single writer thread (one thread hop per
 answer instead of one per statement), on PostgreSQL through ``AsyncConnection.run_sync``.
 Keyword-only, no commits: the body's caller owns the transaction.
+
+Every statement is built once, at import, with bound parameters: building a Core statement
+per call cost four times as much as executing it (``values()``, coercions, cache keys).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.store.models import Answer, Conversation, Event, FlowVersion, Respondent, Suppression, Tag
@@ -64,13 +67,37 @@ _CONVERSATION_COLUMNS = (
 _RESPONDENT_COLUMNS = (R.c.id, R.c.key, R.c.attributes, R.c.opted_out, R.c.timezone)
 
 
+_LOAD_CONVERSATION = (
+    select(*_CONVERSATION_COLUMNS, *_RESPONDENT_COLUMNS)
+    .join_from(C, R, R.c.id == C.c.respondent_id)
+    .where(C.c.id == bindparam("id"))
+)
+_FIND_RESPONDENT = select(*_RESPONDENT_COLUMNS).where(R.c.key == bindparam("key"))
+_IS_SUPPRESSED = select(S.c.key_hash).where(S.c.key_hash == bindparam("hash"))
+_ADD_RESPONDENT = insert(R).returning(R.c.id)
+_UPDATE_RESPONDENT = update(R).where(R.c.id == bindparam("_id"))
+_ADD_SUPPRESSION = insert(S)
+_OPEN_CONVERSATION = select(*_CONVERSATION_COLUMNS).where(C.c.open_key == bindparam("open_key"))
+_CONVERSATIONS_OF = (
+    select(*_CONVERSATION_COLUMNS)
+    .where(C.c.respondent_id == bindparam("respondent_id"))
+    .order_by(C.c.started_at)
+)
+_INSERT_CONVERSATION = insert(C)
+_SAVE_STATE = update(C).where(C.c.id == bindparam("_id"), C.c.version == bindparam("_version"))
+_INSERT_ANSWER = insert(A)
+_INSERT_TAG = insert(T)
+_ADD_EVENT = insert(E)
+_FIND_FLOW_VERSION = select(V.c.id).where(
+    V.c.flow_id == bindparam("flow_id"), V.c.hash == bindparam("hash")
+)
+_ADD_FLOW_VERSION = insert(V).returning(V.c.id)
+_FLOW_VERSION = select(V.c.hash, V.c.definition).where(V.c.id == bindparam("id"))
+
+
 def load_conversation(conn: Connection, *, id: str) -> tuple[ConversationRow, RespondentRow] | None:
     """The conversation and its respondent in one statement."""
-    row = conn.execute(
-        select(*_CONVERSATION_COLUMNS, *_RESPONDENT_COLUMNS)
-        .join_from(C, R, R.c.id == C.c.respondent_id)
-        .where(C.c.id == id)
-    ).one_or_none()
+    row = conn.execute(_LOAD_CONVERSATION, {"id": id}).one_or_none()
     if row is None:
         return None
     n = len(_CONVERSATION_COLUMNS)
@@ -78,14 +105,12 @@ def load_conversation(conn: Connection, *, id: str) -> tuple[ConversationRow, Re
 
 
 def find_respondent(conn: Connection, *, key: str) -> RespondentRow | None:
-    row = conn.execute(select(*_RESPONDENT_COLUMNS).where(R.c.key == key)).one_or_none()
+    row = conn.execute(_FIND_RESPONDENT, {"key": key}).one_or_none()
     return RespondentRow(*row) if row is not None else None
 
 
 def is_suppressed(conn: Connection, *, key: str) -> bool:
-    return (
-        conn.execute(select(S.c.key_hash).where(S.c.key_hash == key_hash(key))).first() is not None
-    )
+    return conn.execute(_IS_SUPPRESSED, {"hash": key_hash(key)}).first() is not None
 
 
 def add_respondent(
@@ -94,40 +119,35 @@ def add_respondent(
     """Insert a respondent; a key on the suppression list starts opted out."""
     opted_out = is_suppressed(conn, key=key)
     new_id = conn.execute(
-        insert(R)
-        .values(
-            key=key,
-            attributes=attributes,
-            timezone=timezone,
-            opted_out=opted_out,
-            opted_out_at=now if opted_out else None,
-            created_at=now,
-        )
-        .returning(R.c.id)
+        _ADD_RESPONDENT,
+        {
+            "key": key,
+            "attributes": attributes,
+            "timezone": timezone,
+            "opted_out": opted_out,
+            "opted_out_at": now if opted_out else None,
+            "created_at": now,
+        },
     ).scalar_one()
     return RespondentRow(new_id, key, attributes, opted_out, timezone)
 
 
 def update_respondent(conn: Connection, *, id: int, **values: Any) -> None:
-    conn.execute(update(R).where(R.c.id == id).values(**values))
+    conn.execute(_UPDATE_RESPONDENT, {"_id": id, **values})
 
 
 def suppress(conn: Connection, *, key: str, now: datetime) -> None:
     if not is_suppressed(conn, key=key):
-        conn.execute(insert(S).values(key_hash=key_hash(key), created_at=now))
+        conn.execute(_ADD_SUPPRESSION, {"key_hash": key_hash(key), "created_at": now})
 
 
 def open_conversation(conn: Connection, *, open_key: str) -> ConversationRow | None:
-    row = conn.execute(select(*_CONVERSATION_COLUMNS).where(C.c.open_key == open_key)).one_or_none()
+    row = conn.execute(_OPEN_CONVERSATION, {"open_key": open_key}).one_or_none()
     return ConversationRow(*row) if row is not None else None
 
 
 def conversations_of(conn: Connection, *, respondent_id: int) -> list[ConversationRow]:
-    rows = conn.execute(
-        select(*_CONVERSATION_COLUMNS)
-        .where(C.c.respondent_id == respondent_id)
-        .order_by(C.c.started_at)
-    )
+    rows = conn.execute(_CONVERSATIONS_OF, {"respondent_id": respondent_id})
     return [ConversationRow(*row) for row in rows]
 
 
@@ -145,15 +165,14 @@ def open_conversation_rows(
 
 
 def insert_conversation(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(C).values(**values))
+    conn.execute(_INSERT_CONVERSATION, values)
 
 
 def save_state(conn: Connection, *, id: str, expected_version: int, values: dict[str, Any]) -> bool:
     """Compare-and-set: False when another request saved this conversation first."""
     result = conn.execute(
-        update(C)
-        .where(C.c.id == id, C.c.version == expected_version)
-        .values(version=expected_version + 1, **values)
+        _SAVE_STATE,
+        {"_id": id, "_version": expected_version, **values, "version": expected_version + 1},
     )
     return result.rowcount == 1
 
@@ -171,19 +190,19 @@ def close_open_conversations(
 
 
 def insert_answer(conn: Connection, **values: Any) -> None:
-    conn.execute(insert(A).values(**values))
+    conn.execute(_INSERT_ANSWER, values)
 
 
 def insert_tags(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(insert(T), list(rows))
+        conn.execute(_INSERT_TAG, list(rows))
 
 
 def add_event(
     conn: Connection, *, kind: str, respondent_id: int | None, data: dict[str, Any], now: datetime
 ) -> None:
     conn.execute(
-        insert(E).values(kind=kind, respondent_id=respondent_id, data=data, created_at=now)
+        _ADD_EVENT, {"kind": kind, "respondent_id": respondent_id, "data": data, "created_at": now}
     )
 
 
@@ -197,29 +216,22 @@ def flow_version_id(
     now: datetime,
 ) -> int:
     """The row id of a flow version, storing it on first use (safe against a parallel insert)."""
-    query = select(V.c.id).where(V.c.flow_id == flow_id, V.c.hash == hash)
-    found = conn.execute(query).scalar_one_or_none()
+    key = {"flow_id": flow_id, "hash": hash}
+    found = conn.execute(_FIND_FLOW_VERSION, key).scalar_one_or_none()
     if found is not None:
         return int(found)
     try:
         with conn.begin_nested():
             return int(
                 conn.execute(
-                    insert(V)
-                    .values(
-                        flow_id=flow_id,
-                        hash=hash,
-                        title=title,
-                        definition=definition,
-                        created_at=now,
-                    )
-                    .returning(V.c.id)
+                    _ADD_FLOW_VERSION,
+                    {**key, "title": title, "definition": definition, "created_at": now},
                 ).scalar_one()
             )
     except IntegrityError:
-        return int(conn.execute(query).scalar_one())
+        return int(conn.execute(_FIND_FLOW_VERSION, key).scalar_one())
 
 
 def flow_version(conn: Connection, *, id: int) -> tuple[str, dict[str, Any]] | None:
-    row = conn.execute(select(V.c.hash, V.c.definition).where(V.c.id == id)).one_or_none()
+    row = conn.execute(_FLOW_VERSION, {"id": id}).one_or_none()
     return (row[0], row[1]) if row is not None else None
