@@ -285,8 +285,14 @@ def db_upgrade(*, settings: Settings) -> None:
     "--host", default=None, help="Interface to listen on (default 127.0.0.1; env PARLEY_HOST)."
 )
 @click.option("--port", default=None, type=int, help="Port (default 8080; env PARLEY_PORT).")
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log every HTTP request (off by default: a reverse proxy usually logs them, and a "
+    "formatted log line per request is a noticeable share of an answer's cost).",
+)
 @common
-def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
+def serve(host: str | None, port: int | None, access_log: bool, *, settings: Settings) -> None:
     """Serve the web chat, the Slack endpoint and the scheduler in one process."""
     import logging
 
@@ -306,7 +312,13 @@ def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
     click.echo(
         f"Parley on http://{settings.host}:{settings.port}/  (database: {settings.db}, flows: {settings.flows})"
     )
-    web.run_app(app, host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, insert, select
 
 from bot.errors import (
     ConversationClosed,
@@ -30,7 +30,16 @@ from bot.services.catalog import FlowCatalog
 from bot.services.conversations import Surveys
 from bot.services.results import flow_results
 from bot.store.database import Database
-from bot.store.models import Answer, Conversation, Event, FlowVersion, Respondent, Suppression, Tag
+from bot.store.models import (
+    Answer,
+    Conversation,
+    Event,
+    FlowVersion,
+    Respondent,
+    Suppression,
+    Tag,
+    utcnow,
+)
 
 NPS = """
 id: nps
@@ -389,20 +398,40 @@ async def test_forget_and_export_cover_channel_tables(svc: Surveys, database: Da
 
     conversation_id = await complete(svc, "slack:T1:U1", score=7)
     await complete(svc, "slack:T1:U2", score=8)
-    async with database.transaction() as session:
-        session.add(SlackDM(respondent_key="slack:T1:U1", channel="D1"))
-        session.add(SlackDM(respondent_key="slack:T1:U2", channel="D2"))
-        session.add(SlackInbox(key="Ev1", respondent_key="slack:T1:U1", payload={"text": "hi"}))
-        session.add(
-            SlackMessage(
-                conversation_id=conversation_id,
-                step="score",
-                respondent_key="slack:T1:U1",
-                channel="D1",
-                ts="1.0",
-                question="How likely?",
-            )
+
+    def seed(conn: Connection) -> None:
+        conn.execute(
+            insert(SlackDM.__table__),
+            [
+                {"respondent_key": "slack:T1:U1", "channel": "D1", "updated_at": utcnow()},
+                {"respondent_key": "slack:T1:U2", "channel": "D2", "updated_at": utcnow()},
+            ],
         )
+        conn.execute(
+            insert(SlackInbox.__table__),
+            {
+                "key": "Ev1",
+                "status": "pending",
+                "respondent_key": "slack:T1:U1",
+                "payload": {"text": "hi"},
+                "created_at": utcnow(),
+                "expires_at": utcnow(),
+            },
+        )
+        conn.execute(
+            insert(SlackMessage.__table__),
+            {
+                "conversation_id": conversation_id,
+                "step": "score",
+                "respondent_key": "slack:T1:U1",
+                "channel": "D1",
+                "ts": "1.0",
+                "question": "How likely?",
+                "claimed_at": utcnow(),
+            },
+        )
+
+    await database.run(seed)
     data = await privacy.export_respondent(database, key="slack:T1:U1")
     assert [row["channel"] for row in data["channels"]["slack_dm"]] == ["D1"]
     assert data["channels"]["slack_message"][0]["ts"] == "1.0"

@@ -6,7 +6,7 @@ or Block Kit; the engine never learns which channel it is talking to.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
@@ -57,7 +57,7 @@ class InputSpec:
     placeholder: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if v is not None}
+        data = {k: v for k, v in vars(self).items() if v is not None}
         if self.labels is not None:
             data["labels"] = list(self.labels)
         if self.choices is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["new", "active", "completed", "stopped", "expired"]
@@ -28,7 +28,9 @@ class ConversationState:
         return self.status in OPEN_STATUSES
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+        # vars(), not dataclasses.asdict: asdict deep-copies every value first, and this runs
+        # twice per answer (the engine's working copy, then the saved state)
+        return json.dumps(vars(self), separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ConversationState:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
 from bot.errors import RespondentNotFound
 from bot.store import repo
+from bot.store import statements as sql
 from bot.store.database import Database
-from bot.store.models import Answer
+from bot.store.models import Answer, utcnow
 
 EXPORT_COLUMNS = (
     "respondent",
@@ -137,14 +139,16 @@ class Forgotten:
 async def forget(
     db: Database, *, key: str, on_progress: Callable[[str], None] | None = None
 ) -> Forgotten:
-    async with db.transaction() as session:
-        respondent = await repo.get_respondent(session, key=key)
-        if respondent is None or respondent.id is None:
+    def body(conn: Connection) -> Forgotten:
+        respondent = sql.find_respondent(conn, key=key)
+        if respondent is None:
             raise RespondentNotFound(f"no respondent with id {key!r}")
-        suppressed = respondent.opted_out
-        counts = await repo.delete_respondent(session, respondent_id=respondent.id, key=key)
-        if suppressed:
-            await repo.suppress(session, key=key)
-        if on_progress:
-            on_progress("deleted")
-        return Forgotten(key, counts, suppressed)
+        counts = repo.delete_respondent(conn, respondent_id=respondent.id, key=key)
+        if respondent.opted_out:
+            sql.suppress(conn, key=key, now=utcnow())
+        return Forgotten(key, counts, respondent.opted_out)
+
+    forgotten = await db.run(body)
+    if on_progress:
+        on_progress("deleted")
+    return forgotten

@@ -6,10 +6,7 @@ a plain ``postgresql://`` URL is mapped to asyncpg. Schema changes go through Al
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,7 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -28,9 +25,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from bot.errors import ConfigError, DatabaseError, DatabaseNeedsUpgrade
+from bot.store.sqlite_runner import SqliteRunner
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-READER_THREADS = 2
 T = TypeVar("T")
 
 
@@ -100,23 +97,16 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
-        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
-        self._sync_engine: Engine | None = None
-        self._writer: ThreadPoolExecutor | None = None
-        self._readers: ThreadPoolExecutor | None = None
+        self._sqlite: SqliteRunner | None = None
         if self.is_sqlite:
-            # The hot path runs whole transactions on a plain pysqlite engine in one writer
-            # thread: one thread hop per answer instead of one per statement (aiosqlite).
-            self._sync_engine = create_engine(
+            # The hot path runs whole transactions on a plain pysqlite engine (see
+            # SqliteRunner); aiosqlite would hop threads once per statement.
+            sync_engine = create_engine(
                 self.url.replace("sqlite+aiosqlite", "sqlite", 1), pool_reset_on_return=None
             )
-            event.listen(self._sync_engine, "connect", _sqlite_pragmas)
-            event.listen(self._sync_engine, "begin", _sqlite_begin)
-            self._sync_reader = self._sync_engine.execution_options(parley_readonly=True)
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="parley-sqlite-writer")
-            self._readers = ThreadPoolExecutor(
-                READER_THREADS, thread_name_prefix="parley-sqlite-reader"
-            )
+            event.listen(sync_engine, "connect", _sqlite_pragmas)
+            event.listen(sync_engine, "begin", _sqlite_begin)
+            self._sqlite = SqliteRunner(sync_engine)
         self.reads = async_sessionmaker(
             self.engine.execution_options(parley_readonly=True),
             expire_on_commit=False,
@@ -125,42 +115,19 @@ class Database:
 
     async def run(self, body: Callable[[Connection], T]) -> T:
         """Run ``body`` (synchronous Core statements) as one write transaction, committed
-        when it returns and rolled back when it raises. SQLite: in the single writer thread,
-        so writers never wait in SQLite's busy handler. PostgreSQL: via ``run_sync``."""
-        if self._writer is not None:
-            assert self._write_lock is not None  # shared with transaction(): one writer queue
-            async with self._write_lock:
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._writer, self._run_sync, body, False
-                )
+        when it returns and rolled back when it raises. SQLite: see SqliteRunner.
+        PostgreSQL: via ``run_sync``."""
+        if self._sqlite is not None:
+            return await self._sqlite.write(body)
         async with self.engine.begin() as conn:
             return await conn.run_sync(body)
 
     async def read(self, body: Callable[[Connection], T]) -> T:
         """Run ``body`` in a read-only transaction (on SQLite it never takes the write lock)."""
-        if self._readers is not None:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._readers, self._run_sync, body, True
-            )
+        if self._sqlite is not None:
+            return await self._sqlite.read(body)
         async with self.engine.connect() as conn:
             return await conn.run_sync(body)
-
-    def _run_sync(self, body: Callable[[Connection], T], readonly: bool) -> T:
-        assert self._sync_engine is not None
-        with (self._sync_reader if readonly else self._sync_engine).begin() as conn:
-            return body(conn)
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction, committed on success. SQLite has one writer; a writer that
-        finds the lock taken sleeps in SQLite's busy handler (steps of up to 100 ms), so
-        writers of this process queue on an asyncio lock instead and get the lock at once."""
-        if self._write_lock is None:
-            async with self.sessions() as session, session.begin():
-                yield session
-            return
-        async with self._write_lock, self.sessions() as session, session.begin():
-            yield session
 
     @property
     def display(self) -> str:
@@ -168,11 +135,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        for pool in (self._writer, self._readers):
-            if pool is not None:
-                pool.shutdown(wait=True)
-        if self._sync_engine is not None:
-            self._sync_engine.dispose()
+        if self._sqlite is not None:
+            await self._sqlite.close()
 
     async def revision(self) -> tuple[str | None, bool]:
         """(current Alembic revision, whether the database has any tables at all)."""

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, func, select
+from sqlalchemy import Connection, Table, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
@@ -16,7 +16,6 @@ from bot.store.models import (
     Event,
     FlowVersion,
     Respondent,
-    Suppression,
     Tag,
 )
 
@@ -29,16 +28,6 @@ async def get_respondent(session: AsyncSession, *, key: str) -> Respondent | Non
     return (
         await session.execute(select(Respondent).where(Respondent.key == key))
     ).scalar_one_or_none()
-
-
-async def is_suppressed(session: AsyncSession, *, key: str) -> bool:
-    row = await session.get(Suppression, key_hash(key))
-    return row is not None
-
-
-async def suppress(session: AsyncSession, *, key: str) -> None:
-    if not await is_suppressed(session, key=key):
-        session.add(Suppression(key_hash=key_hash(key)))
 
 
 def open_key(respondent_id: int, flow_id: str) -> str:
@@ -170,43 +159,28 @@ async def channel_rows_of(
     return out
 
 
-async def delete_respondent(
-    session: AsyncSession, *, respondent_id: int, key: str
-) -> dict[str, int]:
-    """Delete every row of one person, children first; returns counts per table."""
+def delete_respondent(conn: Connection, *, respondent_id: int, key: str) -> dict[str, int]:
+    """Delete every row of one person, children first; returns counts per table. Synchronous
+    Core, run as a ``Database.run`` body: on SQLite every write goes through one writer."""
     conv_ids = (
         select(Conversation.id).where(Conversation.respondent_id == respondent_id).scalar_subquery()
     )
     counts: dict[str, int] = {}
     for table in reversed(personal_tables()):
-        deleted = (
-            await session.execute(delete(table).where(_person_rows(table, key, conv_ids)))
-        ).rowcount
+        deleted = conn.execute(delete(table).where(_person_rows(table, key, conv_ids))).rowcount
         if deleted:
             counts[table.name] = deleted
-    counts["tags"] = (
-        await session.execute(
-            delete(Tag).where(
-                (Tag.respondent_id == respondent_id) | Tag.conversation_id.in_(conv_ids)
-            )
-        )
-    ).rowcount
-    counts["answers"] = (
-        await session.execute(
-            delete(Answer).where(
-                (Answer.respondent_id == respondent_id) | Answer.conversation_id.in_(conv_ids)
-            )
-        )
-    ).rowcount
-    counts["events"] = (
-        await session.execute(delete(Event).where(Event.respondent_id == respondent_id))
-    ).rowcount
-    counts["conversations"] = (
-        await session.execute(
-            delete(Conversation).where(Conversation.respondent_id == respondent_id)
-        )
-    ).rowcount
-    counts["respondents"] = (
-        await session.execute(delete(Respondent).where(Respondent.id == respondent_id))
-    ).rowcount
+    owned = {
+        "tags": delete(Tag).where(
+            (Tag.respondent_id == respondent_id) | Tag.conversation_id.in_(conv_ids)
+        ),
+        "answers": delete(Answer).where(
+            (Answer.respondent_id == respondent_id) | Answer.conversation_id.in_(conv_ids)
+        ),
+        "events": delete(Event).where(Event.respondent_id == respondent_id),
+        "conversations": delete(Conversation).where(Conversation.respondent_id == respondent_id),
+        "respondents": delete(Respondent).where(Respondent.id == respondent_id),
+    }
+    for name, statement in owned.items():
+        counts[name] = conn.execute(statement).rowcount
     return counts

@@ -1,0 +1,71 @@
+"""SQLite transactions run on the event loop, and wait for another process's lock in a thread.
+
+The loop's connection never waits: if another process holds the write lock, the body must
+go to the writer thread (so the loop keeps serving) and still commit once the lock is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+from sqlalchemy import Connection, func, select
+
+from bot.store import statements as sql
+from bot.store.database import Database
+from bot.store.models import Suppression, utcnow
+
+S = Suppression.__table__
+
+
+def suppressions(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(S)).scalar_one())
+
+
+def db_file(database: Database) -> str:
+    return database.url.split("///", 1)[1]
+
+
+async def test_write_waits_for_another_process_without_blocking_the_loop(
+    sqlite_database: Database,
+) -> None:
+    other = sqlite3.connect(db_file(sqlite_database), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        write = asyncio.create_task(
+            sqlite_database.run(lambda conn: sql.suppress(conn, key="web:a", now=utcnow()))
+        )
+        await asyncio.sleep(0.2)
+        assert not write.done(), "the write should be waiting for the lock"
+        # the loop is free: a read (WAL readers never wait for the writer) completes now
+        assert await sqlite_database.read(suppressions) == 0
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    await asyncio.wait_for(write, 10)
+    assert await sqlite_database.read(suppressions) == 1
+    # and the loop's own connection is used again afterwards
+    await sqlite_database.run(lambda conn: sql.suppress(conn, key="web:b", now=utcnow()))
+    assert await sqlite_database.read(suppressions) == 2
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["on-loop", "in-writer-thread"])
+async def test_a_failing_body_stores_nothing(sqlite_database: Database, locked: bool) -> None:
+    def body(conn: Connection) -> None:
+        sql.suppress(conn, key="web:a", now=utcnow())
+        raise ValueError("boom")
+
+    other = sqlite3.connect(db_file(sqlite_database), isolation_level=None)
+    if locked:
+        other.execute("BEGIN IMMEDIATE")
+    attempt = asyncio.create_task(sqlite_database.run(body))
+    await asyncio.sleep(0.05)
+    if locked:
+        other.execute("COMMIT")
+    other.close()
+    with pytest.raises(ValueError, match="boom"):
+        await attempt
+    assert await sqlite_database.read(suppressions) == 0
+    await sqlite_database.run(lambda conn: sql.suppress(conn, key="web:b", now=utcnow()))
+    assert await sqlite_database.read(suppressions) == 1
