@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Connection, func, select
@@ -68,4 +69,45 @@ async def test_a_failing_body_stores_nothing(sqlite_database: Database, locked: 
         await attempt
     assert await sqlite_database.read(suppressions) == 0
     await sqlite_database.run(lambda conn: sql.suppress(conn, key="web:b", now=utcnow()))
+    assert await sqlite_database.read(suppressions) == 1
+
+
+async def test_writes_arriving_together_fail_alone(sqlite_database: Database) -> None:
+    """Concurrent bodies share one commit; one that raises undoes only its own writes."""
+
+    def failing(conn: Connection) -> None:
+        sql.suppress(conn, key="web:bad", now=utcnow())
+        raise ValueError("boom")
+
+    def good(key: str) -> Callable[[Connection], str]:
+        def body(conn: Connection) -> str:
+            sql.suppress(conn, key=key, now=utcnow())
+            return key
+
+        return body
+
+    results = await asyncio.gather(
+        sqlite_database.run(good("web:a")),
+        sqlite_database.run(failing),
+        sqlite_database.run(good("web:b")),
+        return_exceptions=True,
+    )
+    assert results[0] == "web:a" and results[2] == "web:b"
+    assert isinstance(results[1], ValueError)
+    assert await sqlite_database.read(suppressions) == 2
+    found = await sqlite_database.read(lambda conn: sql.is_suppressed(conn, key="web:bad"))
+    assert found is False
+
+
+async def test_a_body_sees_the_writes_of_bodies_before_it(sqlite_database: Database) -> None:
+    """Two starts of the same thing in one batch: the second sees the first (no duplicate)."""
+
+    def once(conn: Connection) -> bool:
+        if sql.is_suppressed(conn, key="web:a"):
+            return False
+        sql.suppress(conn, key="web:a", now=utcnow())
+        return True
+
+    results = await asyncio.gather(*(sqlite_database.run(once) for _ in range(5)))
+    assert sorted(results) == [False, False, False, False, True]
     assert await sqlite_database.read(suppressions) == 1

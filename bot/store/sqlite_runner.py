@@ -9,25 +9,39 @@ Why a thread at all: the loop's connection never waits (``busy_timeout`` 0). Whe
 process holds the write lock (``parley forget`` from a shell, a second server), ``BEGIN
 IMMEDIATE`` fails at once, before the body ran, and the body goes to the single writer
 thread, whose connection waits in SQLite's busy handler without blocking the loop.
+
+Why group commit: writing the WAL at commit was the largest single cost of an answer. The
+bodies that arrive while the loop is busy are run as one transaction, each in its own
+savepoint (a body that raises undoes only its own writes), and committed once; each caller
+hears back only after that commit, so an acknowledged answer is always stored.
+
+Why checkpoints in a thread: SQLite copies the WAL back into the database file (and syncs
+it) inside the commit that crosses ``wal_autocheckpoint``, and the loop would stall for the
+sync. The loop's connection never checkpoints; every ``CHECKPOINT_EVERY`` writes a thread
+runs a passive checkpoint, which waits for nobody and blocks no one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 READER_THREADS = 2
+CHECKPOINT_EVERY = 250  # bodies written (a few thousand pages of WAL at most)
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _Busy(Exception):
-    """Another connection holds the lock; the body has not run."""
+    """Another connection holds the lock; no body has run."""
 
 
 def is_busy(err: OperationalError) -> bool:
@@ -35,12 +49,51 @@ def is_busy(err: OperationalError) -> bool:
     return "database is locked" in text or "database is busy" in text
 
 
+@dataclass
+class _Write:
+    body: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+
+
+class _Failed:
+    """A body's exception, kept apart from values a body may legitimately return."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _commit(conn: Connection, batch: list[_Write]) -> list[Any]:
+    """Run the batch as one transaction; returns a value or a _Failed per body. Raises _Busy
+    (nothing ran) or, when the transaction as a whole fails, that error."""
+    conn.execution_options(parley_readonly=False)  # read by the "begin" listener
+    try:
+        transaction = conn.begin()
+    except OperationalError as err:
+        if is_busy(err):
+            raise _Busy from err
+        raise
+    outcomes: list[Any] = []
+    with transaction:
+        if len(batch) == 1:  # no savepoint needed: its failure is the transaction's
+            return [batch[0].body(conn)]
+        for write in batch:
+            savepoint = conn.begin_nested()
+            try:
+                outcomes.append(write.body(conn))
+            except Exception as err:
+                savepoint.rollback()
+                outcomes.append(_Failed(err))
+            else:
+                savepoint.commit()
+    return outcomes
+
+
 class SqliteRunner:
     """Runs synchronous Core bodies as transactions on one SQLite database file.
 
-    Writes from this process never wait for each other (the loop runs one at a time), and
-    reads never wait for writes (WAL), so a body that fails with "locked" on the loop's
-    connection can only be waiting for another process.
+    Writes from this process never wait for each other (the loop runs one batch at a time),
+    and reads never wait for writes (WAL), so a "locked" error on the loop's connection can
+    only mean another process holds the lock.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -52,51 +105,103 @@ class SqliteRunner:
         self._readers = ThreadPoolExecutor(
             READER_THREADS, thread_name_prefix="parley-sqlite-reader"
         )
+        self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="parley-sqlite-checkpoint")
+        self._queue: list[_Write] = []
+        self._writes = 0  # on the loop's connection since the last checkpoint
+        self._checkpointing: asyncio.Future[None] | None = None
 
     async def write(self, body: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.append(_Write(body, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch = [write for write in self._queue if not write.future.cancelled()]
+        self._queue = []
+        if not batch:
+            return
         try:
-            return self._on_loop(body, readonly=False)
+            outcomes = _commit(self._loop_connection(), batch)
         except _Busy:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._writer, self._in_writer, body)
+            waiting = loop.run_in_executor(self._writer, self._commit_in_thread, batch)
+            waiting.add_done_callback(lambda done: self._settle(batch, done))
+            return
+        except Exception as err:
+            outcomes = [_Failed(err)] * len(batch)
+        else:
+            self._count_writes(len(batch))
+        self._deliver(batch, outcomes)
+
+    def _settle(self, batch: list[_Write], done: asyncio.Future[list[Any]]) -> None:
+        error = done.exception()
+        if error is not None and not isinstance(error, Exception):
+            error = RuntimeError(f"the database write was interrupted: {error!r}")
+        self._deliver(batch, [_Failed(error)] * len(batch) if error else done.result())
+
+    @staticmethod
+    def _deliver(batch: list[_Write], outcomes: list[Any]) -> None:
+        for write, outcome in zip(batch, outcomes, strict=True):
+            if write.future.done():
+                continue
+            if isinstance(outcome, _Failed):
+                write.future.set_exception(outcome.error)
+            else:
+                write.future.set_result(outcome)
+
+    def _count_writes(self, count: int) -> None:
+        self._writes += count
+        if self._writes >= CHECKPOINT_EVERY and self._checkpointing is None:
+            self._writes = 0
+            self._checkpointing = asyncio.get_running_loop().run_in_executor(
+                self._checkpointer, self._checkpoint
+            )
+            self._checkpointing.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint(self) -> None:
+        conn = self._engine.raw_connection()  # DB-API level: no transaction around the PRAGMA
+        try:
+            conn.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        finally:
+            conn.close()
+
+    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
+        self._checkpointing = None
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("SQLite checkpoint failed (will try again): %s", future.exception())
 
     async def read(self, body: Callable[[Connection], T]) -> T:
-        try:
-            return self._on_loop(body, readonly=True)
-        except _Busy:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._readers, self._in_reader, body)
-
-    def _on_loop(self, body: Callable[[Connection], T], *, readonly: bool) -> T:
         conn = self._loop_connection()
-        conn.execution_options(parley_readonly=readonly)  # read by the "begin" listener
+        conn.execution_options(parley_readonly=True)
         try:
-            transaction = conn.begin()
-        except OperationalError as err:
-            if is_busy(err):
-                raise _Busy from err
-            raise
-        try:
-            with transaction:
+            with conn.begin():
                 return body(conn)
         except OperationalError as err:
-            # A deferred read can meet a lock mid-body (WAL recovery); reading again is safe.
-            if readonly and is_busy(err):
-                raise _Busy from err
-            raise
+            # Rare under WAL (e.g. another process recovering the WAL): wait in a thread.
+            if not is_busy(err):
+                raise
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._in_reader, body)
 
     def _loop_connection(self) -> Connection:
         if self._loop_conn is None or self._loop_conn.invalidated:
             conn = self._engine.connect()
-            conn.connection.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            driver = conn.connection.driver_connection
+            driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+            driver.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[union-attr]
             self._loop_conn = conn
         return self._loop_conn
 
-    def _in_writer(self, body: Callable[[Connection], T]) -> T:
+    def _commit_in_thread(self, batch: list[_Write]) -> list[Any]:
         if self._thread_conn is None or self._thread_conn.invalidated:
             self._thread_conn = self._engine.connect()
-        with self._thread_conn.begin():
-            return body(self._thread_conn)
+        try:
+            return _commit(self._thread_conn, batch)
+        except _Busy as busy:  # busy_timeout ran out: the other process kept the lock
+            raise busy.__cause__ or busy from None
 
     def _in_reader(self, body: Callable[[Connection], T]) -> T:
         with self._reader_engine.begin() as conn:
@@ -108,10 +213,12 @@ class SqliteRunner:
             self._thread_conn = None
 
     async def close(self) -> None:
+        if self._checkpointing is not None:
+            await asyncio.wait([self._checkpointing])
         if self._loop_conn is not None:
             self._loop_conn.close()
             self._loop_conn = None
         await asyncio.get_running_loop().run_in_executor(self._writer, self._close_thread_conn)
-        for pool in (self._writer, self._readers):
+        for pool in (self._writer, self._readers, self._checkpointer):
             pool.shutdown(wait=True)
         self._engine.dispose()
