@@ -308,7 +308,7 @@ def serve(host: str | None, port: int | None, access_log: bool, *, settings: Set
     )
     for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    app = create_app(settings)
+    app = create_app(settings, freeze_heap=True)
     click.echo(
         f"Parley on http://{settings.host}:{settings.port}/  (database: {settings.db}, flows: {settings.flows})"
     )

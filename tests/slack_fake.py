@@ -14,6 +14,7 @@ import hmac
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ class Failure:
 @dataclass
 class FakeSlack:
     calls: list[Call] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)  # per method, never cleared
+    keep_calls: bool = True  # the benchmark only counts: a growing history slows the GC
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     ws_received: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
@@ -124,7 +127,9 @@ class FakeSlack:
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") or args.get("token")
         call = Call(method, args, token)
-        self.calls.append(call)
+        if self.keep_calls:
+            self.calls.append(call)
+        self.counts[method] += 1
         queued = self.failures.get(method)
         if queued:
             failure = queued.pop(0)

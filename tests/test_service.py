@@ -11,6 +11,7 @@ import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, func, insert, select
@@ -484,3 +485,45 @@ async def test_profile_and_time_zone_are_updated_only_when_they_change(
     await svc.start(flow_id="nps", respondent_key="t:zoe", channel="test", timezone="America/Lima")
     async with database.reads() as session:
         assert (await session.execute(select(Respondent.timezone))).scalar_one() == "America/Lima"
+
+
+async def test_within_writes_with_the_answer_or_not_at_all(
+    svc: Surveys, database: Database
+) -> None:
+    """A channel's own writes (Slack's claim on the next question) share the answer's
+    transaction: if they fail, the answer is not stored either, and the person may retry."""
+    from bot.store import statements as sql
+
+    started = await svc.start(flow_id="nps", respondent_key="web:w", channel="test")
+
+    def failing(conn: Connection, reply: Any) -> None:
+        sql.suppress(conn, key="marker", now=utcnow())
+        raise RuntimeError("the channel could not claim the next question")
+
+    with pytest.raises(RuntimeError):
+        await svc.answer(
+            conversation_id=started.conversation_id,
+            respondent_key="web:w",
+            step="score",
+            value=9,
+            within=failing,
+        )
+    assert await count(database, Answer) == 0
+    assert not await database.read(lambda conn: sql.is_suppressed(conn, key="marker"))
+
+    seen: list[str | None] = []
+
+    def claiming(conn: Connection, reply: Any) -> None:
+        sql.suppress(conn, key="marker", now=utcnow())
+        seen.append(reply.step)
+
+    reply = await svc.answer(
+        conversation_id=started.conversation_id,
+        respondent_key="web:w",
+        step="score",
+        value=9,
+        within=claiming,
+    )
+    assert seen == [reply.step] and reply.step is not None
+    assert await count(database, Answer) == 1
+    assert await database.read(lambda conn: sql.is_suppressed(conn, key="marker"))

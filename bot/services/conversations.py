@@ -219,10 +219,20 @@ class Surveys:
     # --- answering -------------------------------------------------------------------------
 
     async def answer(
-        self, *, conversation_id: str, respondent_key: str, step: str, value: Any
+        self,
+        *,
+        conversation_id: str,
+        respondent_key: str,
+        step: str,
+        value: Any,
+        within: Callable[[Connection, Reply], None] | None = None,
     ) -> Reply:
-        """Record one answer. A repeat of an answer already recorded is a no-op (duplicate)."""
-        body = functools.partial(self._answer, conversation_id, respondent_key, step, value)
+        """Record one answer. A repeat of an answer already recorded is a no-op (duplicate).
+
+        ``within`` runs in the answer's own transaction once the reply is known (not for a
+        duplicate): a channel stores what it owes the person (Slack claims the next
+        question) together with the answer, so neither exists without the other."""
+        body = functools.partial(self._answer, conversation_id, respondent_key, step, value, within)
         for _ in range(MAX_RETRIES):
             try:
                 reply = await self.db.run(body)
@@ -234,7 +244,13 @@ class Surveys:
         raise NotCurrentStep("the conversation changed while answering; please reload it")
 
     def _answer(
-        self, conversation_id: str, key: str, step: str, value: Any, conn: Connection
+        self,
+        conversation_id: str,
+        key: str,
+        step: str,
+        value: Any,
+        within: Callable[[Connection, Reply], None] | None,
+        conn: Connection,
     ) -> Reply | None:
         now = self.clock()
         conversation, respondent, flow = self._load(conn, conversation_id, key)
@@ -256,7 +272,10 @@ class Surveys:
             raise InvalidAnswer(outcome.error, step=step, outputs=outcome.outputs)
         if not self._save(conn, conversation, flow, outcome, respondent, now):
             raise _Conflict
-        return self._reply(conversation, outcome.outputs, outcome.state, key, recorded=outcome)
+        reply = self._reply(conversation, outcome.outputs, outcome.state, key, recorded=outcome)
+        if within is not None:
+            within(conn, reply)
+        return reply
 
     @staticmethod
     def _same_answer(flow: Flow, state: ConversationState, step: str, value: Any) -> bool:

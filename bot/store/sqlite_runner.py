@@ -76,15 +76,18 @@ def _commit(conn: Connection, batch: list[_Write]) -> list[Any]:
     with transaction:
         if len(batch) == 1:  # no savepoint needed: its failure is the transaction's
             return [batch[0].body(conn)]
+        # Savepoints straight on the driver: SQLAlchemy's begin_nested() cost more per body
+        # than the commit the batch saves. Bodies nest their own savepoints freely inside.
+        driver = conn.connection.driver_connection
+        assert driver is not None
         for write in batch:
-            savepoint = conn.begin_nested()
+            driver.execute("SAVEPOINT parley_body")
             try:
                 outcomes.append(write.body(conn))
             except Exception as err:
-                savepoint.rollback()
+                driver.execute("ROLLBACK TO parley_body")
                 outcomes.append(_Failed(err))
-            else:
-                savepoint.commit()
+            driver.execute("RELEASE parley_body")
     return outcomes
 
 

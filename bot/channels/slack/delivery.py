@@ -10,6 +10,7 @@ never succeed (the person left, the account is inactive) are recorded and not re
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -49,6 +50,77 @@ class Undeliverable(Exception):
     """Slack said this will never work for this person; already recorded."""
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A message of a reply, and whether this caller is the one to post it."""
+
+    message: Message
+    mine: bool
+
+
+def claim_reply(
+    conn: Connection,
+    reply: Reply,
+    *,
+    team_id: str | None,
+    offer_opt_out: bool = False,
+    repost: bool = False,
+    stale_after: timedelta = STALE_CLAIM,
+) -> list[Outgoing]:
+    """Render a reply and claim its questions, inside a transaction (the answer's own, when
+    passed to ``Surveys.answer(within=...)``): a question is claimed by one caller only."""
+    outgoing = []
+    for message in render_reply(
+        reply.outputs, reply.conversation_id, offer_opt_out=offer_opt_out and reply.created
+    ):
+        mine = message.step is None or _claim(
+            conn,
+            reply.conversation_id,
+            message,
+            reply.respondent_key,
+            team_id,
+            repost=repost,
+            stale_after=stale_after,
+        )
+        outgoing.append(Outgoing(message, mine))
+    return outgoing
+
+
+def _release(conversation_id: str, steps: list[str], conn: Connection) -> None:
+    """Posting failed: let a later attempt (a retry, the recovery sweep) claim them again."""
+    for step in steps:
+        store.release_message(conn, conversation_id=conversation_id, step=step)
+
+
+def _claim(
+    conn: Connection,
+    conversation_id: str,
+    message: Message,
+    key: str,
+    team_id: str | None,
+    *,
+    repost: bool,
+    stale_after: timedelta,
+) -> bool:
+    step = message.step
+    assert step is not None
+    claimed = store.claim_message(
+        conn,
+        conversation_id=conversation_id,
+        step=step,
+        respondent_key=key,
+        team_id=team_id,
+        question=message.question,
+        stale_after=stale_after,
+    )
+    if not claimed and repost:
+        store.repost_message(
+            conn, conversation_id=conversation_id, step=step, question=message.question
+        )
+        return True
+    return claimed
+
+
 class Delivery:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -80,71 +152,40 @@ class Delivery:
         offer_opt_out: bool = False,
         repost: bool = False,
         stale_after: timedelta = STALE_CLAIM,
+        claimed: list[Outgoing] | None = None,
     ) -> None:
-        """Post a service reply; each question once (``repost`` = the person asked to see it again)."""
+        """Post a service reply; each question once (``repost`` = the person asked to see it
+        again). ``claimed``: the reply was already claimed in the answer's transaction."""
+        if claimed is None:
+            claimed = await self.db.run(
+                partial(
+                    claim_reply,
+                    reply=reply,
+                    team_id=team_id,
+                    offer_opt_out=offer_opt_out,
+                    repost=repost,
+                    stale_after=stale_after,
+                )
+            )
         key = reply.respondent_key
-        for message in render_reply(
-            reply.outputs, reply.conversation_id, offer_opt_out=offer_opt_out and reply.created
-        ):
-            if message.step is None:
-                await self.post(client, key=key, channel=channel, message=message)
-                continue
-            if not await self._claim(
-                reply.conversation_id, message, key, team_id, repost=repost, stale_after=stale_after
-            ):
-                continue  # someone (a retry, another replica) posts or posted it
+        mine = [outgoing.message for outgoing in claimed if outgoing.mine]
+        for sent, message in enumerate(mine):
             try:
                 ts = await self.post(client, key=key, channel=channel, message=message)
             except BaseException:
+                unsent = [m.step for m in mine[sent:] if m.step is not None]
+                await self.db.run(partial(_release, reply.conversation_id, unsent))
+                raise
+            if message.step is not None:
                 await self.db.run(
                     partial(
-                        store.release_message,
+                        store.message_posted,
                         conversation_id=reply.conversation_id,
                         step=message.step,
+                        channel=channel,
+                        ts=ts,
                     )
                 )
-                raise
-            await self.db.run(
-                partial(
-                    store.message_posted,
-                    conversation_id=reply.conversation_id,
-                    step=message.step,
-                    channel=channel,
-                    ts=ts,
-                )
-            )
-
-    async def _claim(
-        self,
-        conversation_id: str,
-        message: Message,
-        key: str,
-        team_id: str | None,
-        *,
-        repost: bool,
-        stale_after: timedelta,
-    ) -> bool:
-        step = message.step
-        assert step is not None
-
-        def body(conn: Connection) -> bool:
-            claimed = store.claim_message(
-                conn,
-                conversation_id=conversation_id,
-                step=step,
-                respondent_key=key,
-                team_id=team_id,
-                question=message.question,
-                stale_after=stale_after,
-            )
-            if not claimed and repost:
-                store.repost_message(
-                    conn, conversation_id=conversation_id, step=step, question=message.question
-                )
-                return True
-            return claimed
-
-        return await self.db.run(body)
 
     async def post(
         self, client: AsyncWebClient, *, key: str, channel: str, message: Message

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from bot.channels.slack import blocks, home
 from bot.channels.slack.dedupe import delivery_key
-from bot.channels.slack.delivery import Undeliverable
+from bot.channels.slack.delivery import Outgoing, Undeliverable, claim_reply
 from bot.channels.slack.people import respondent_key
 from bot.engine.messages import Ask
 from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut
@@ -243,11 +243,12 @@ class Respondents:
         text: str,
     ) -> None:
         try:
-            answered = await self.rt.surveys.answer(
+            answered, claimed = await self._record(
                 conversation_id=reply.conversation_id,
-                respondent_key=key,
+                key=key,
                 step=ask.step,
                 value=text,
+                team_id=team_id,
             )
         except InvalidAnswer as err:
             await self._say(client, key, channel, err.message)
@@ -264,7 +265,27 @@ class Respondents:
             team_id=team_id,
             channel=channel,
             shown=blocks.display_answer(answered.recorded.get("value"), _labels(ask)),
+            claimed=claimed,
         )
+
+    async def _record(
+        self, *, conversation_id: str, key: str, step: str, value: Any, team_id: str | None
+    ) -> tuple[Reply, list[Outgoing]]:
+        """Store the answer and claim the next question in one transaction: after a crash,
+        the recovery sweep finds the claim and posts the question, so neither is lost."""
+        claimed: list[Outgoing] = []
+
+        def within(conn: Connection, reply: Reply) -> None:
+            claimed[:] = claim_reply(conn, reply, team_id=team_id)
+
+        reply = await self.rt.surveys.answer(
+            conversation_id=conversation_id,
+            respondent_key=key,
+            step=step,
+            value=value,
+            within=within,
+        )
+        return reply, claimed
 
     async def _after_answer(
         self,
@@ -277,9 +298,12 @@ class Respondents:
         channel: str,
         shown: str,
         clicked: tuple[str, str, str] | None = None,
+        claimed: list[Outgoing] | None = None,
     ) -> None:
         """The next question first (what the person waits for), then the old one updated."""
-        await self.rt.delivery.send_reply(client, reply, channel=channel, team_id=team_id)
+        await self.rt.delivery.send_reply(
+            client, reply, channel=channel, team_id=team_id, claimed=claimed
+        )
         if clicked is not None:
             where, ts, question = clicked
             await self.rt.delivery.mark_answered(
@@ -363,8 +387,8 @@ class Respondents:
         team_id = context.team_id
         channel, ts = _channel_and_ts(body)
         try:
-            reply = await self.rt.surveys.answer(
-                conversation_id=conversation_id, respondent_key=key, step=step, value=value
+            reply, claimed = await self._record(
+                conversation_id=conversation_id, key=key, step=step, value=value, team_id=team_id
             )
         except InvalidAnswer as err:
             await self.rt.delivery.ephemeral(
@@ -387,6 +411,7 @@ class Respondents:
             channel=channel,
             shown=shown,
             clicked=(channel, ts, _question_mrkdwn(body)),
+            claimed=claimed,
         )
 
     async def on_pick(self, ack: Any) -> None:
@@ -444,8 +469,8 @@ class Respondents:
         _user, key = _actor(body, context)
         team_id = context.team_id
         try:
-            reply = await self.rt.surveys.answer(
-                conversation_id=conversation_id, respondent_key=key, step=step, value=value
+            reply, claimed = await self._record(
+                conversation_id=conversation_id, key=key, step=step, value=value, team_id=team_id
             )
         except InvalidAnswer as err:
             field = blocks.EMAIL_BLOCK if isinstance(value, dict) else blocks.TEXT_BLOCK
@@ -459,7 +484,14 @@ class Respondents:
             return
         shown = blocks.display_answer(reply.recorded.get("value"))
         await self._after_answer(
-            client, reply, step, key=key, team_id=team_id, channel=channel, shown=shown
+            client,
+            reply,
+            step,
+            key=key,
+            team_id=team_id,
+            channel=channel,
+            shown=shown,
+            claimed=claimed,
         )
 
     async def on_opt_out(
