@@ -67,7 +67,11 @@ class FakeSlack:
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/response/{id}", self._response_url)
         app.router.add_get("/ws", self._ws)
+        app.router.add_get("/_fake/counts", self._counts)  # for a fake in another process
         return app
+
+    async def _counts(self, _request: web.Request) -> web.Response:
+        return web.json_response(dict(self.counts))
 
     # --- control ------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from bot.errors import ConfigError, DatabaseError, DatabaseNeedsUpgrade
-from bot.store.sqlite_runner import SqliteRunner
+from bot.store.sqlite_runner import READONLY, SqliteRunner
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 T = TypeVar("T")
@@ -63,11 +63,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: Connection) -> None:
     """Writers queue on the busy timeout instead of failing mid-transaction; readers
-    (``Database.reads``) take a plain snapshot so a long export never blocks the chat."""
-    if conn.get_execution_options().get("parley_readonly"):
-        conn.exec_driver_sql("BEGIN")
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    (``Database.reads``) take a plain snapshot so a long export never blocks the chat.
+
+    The mode comes from ``conn.info`` (set by SqliteRunner for each transaction: a dict
+    write) or else the execution options (the async engine's read sessions). The BEGIN goes
+    straight to the driver: through SQLAlchemy it cost as much as an answer's INSERT."""
+    readonly = conn.info.get(READONLY)
+    if readonly is None:
+        readonly = conn.get_execution_options().get(READONLY, False)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    finally:
+        cursor.close()
 
 
 def alembic_config() -> Config:
@@ -108,7 +116,7 @@ class Database:
             event.listen(sync_engine, "begin", _sqlite_begin)
             self._sqlite = SqliteRunner(sync_engine)
         self.reads = async_sessionmaker(
-            self.engine.execution_options(parley_readonly=True),
+            self.engine.execution_options(**{READONLY: True}),
             expire_on_commit=False,
             class_=AsyncSession,
         )

@@ -44,6 +44,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel
 
 from bot.store.models import Conversation, Event, Respondent, utcnow
+from bot.store.prepared import Prepared
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
@@ -215,30 +216,32 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _insert_or_skip(table: sa.Table) -> dict[str, Any]:
+def _insert_or_skip(table: sa.Table) -> dict[str, Prepared]:
     """INSERT … ON CONFLICT DO NOTHING, per dialect (SQLite or PostgreSQL)."""
     return {
-        "postgresql": pg_insert(table).on_conflict_do_nothing(),
-        "sqlite": sqlite_insert(table).on_conflict_do_nothing(),
+        "postgresql": Prepared(pg_insert(table).on_conflict_do_nothing()),
+        "sqlite": Prepared(sqlite_insert(table).on_conflict_do_nothing()),
     }
 
 
-def _upsert_dm() -> dict[str, Any]:
+def _upsert_dm() -> dict[str, Prepared]:
     statements: dict[str, Any] = {}
     for name, make in (("postgresql", pg_insert), ("sqlite", sqlite_insert)):
         statement = make(DM)
-        statements[name] = statement.on_conflict_do_update(
-            index_elements=["respondent_key"],
-            set_={
-                "channel": statement.excluded.channel,
-                "updated_at": statement.excluded.updated_at,
-            },
+        statements[name] = Prepared(
+            statement.on_conflict_do_update(
+                index_elements=["respondent_key"],
+                set_={
+                    "channel": statement.excluded.channel,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            )
         )
     return statements
 
 
 _CLAIM_DELIVERY = _insert_or_skip(INBOX)
-_RETAKE_DELIVERY = (
+_RETAKE_DELIVERY = Prepared(
     update(INBOX)
     .where(
         INBOX.c.key == bindparam("_key"),
@@ -247,18 +250,18 @@ _RETAKE_DELIVERY = (
     )
     .values(created_at=bindparam("_now"))
 )
-_FINISH_DELIVERY = (
+_FINISH_DELIVERY = Prepared(
     update(INBOX).where(INBOX.c.key == bindparam("_key")).values(status="done", payload=None)
 )
-_RELEASE_DELIVERY = delete(INBOX).where(
-    INBOX.c.key == bindparam("_key"), INBOX.c.status == "pending"
+_RELEASE_DELIVERY = Prepared(
+    delete(INBOX).where(INBOX.c.key == bindparam("_key"), INBOX.c.status == "pending")
 )
 _THIS_MESSAGE = (
     MESSAGE.c.conversation_id == bindparam("_conversation_id"),
     MESSAGE.c.step == bindparam("_step"),
 )
 _CLAIM_MESSAGE = _insert_or_skip(MESSAGE)
-_RETAKE_MESSAGE = (
+_RETAKE_MESSAGE = Prepared(
     update(MESSAGE)
     .where(
         *_THIS_MESSAGE,
@@ -267,10 +270,10 @@ _RETAKE_MESSAGE = (
     )
     .values(claimed_at=bindparam("_now"))
 )
-_UPDATE_MESSAGE = update(MESSAGE).where(*_THIS_MESSAGE)
-_RELEASE_MESSAGE = delete(MESSAGE).where(*_THIS_MESSAGE, MESSAGE.c.ts.is_(None))
-_GET_MESSAGE = select(*_MESSAGE_COLUMNS).where(*_THIS_MESSAGE)
-_GET_DM = select(DM.c.channel).where(DM.c.respondent_key == bindparam("key"))
+_UPDATE_MESSAGE = Prepared(update(MESSAGE).where(*_THIS_MESSAGE))
+_RELEASE_MESSAGE = Prepared(delete(MESSAGE).where(*_THIS_MESSAGE, MESSAGE.c.ts.is_(None)))
+_GET_MESSAGE = Prepared(select(*_MESSAGE_COLUMNS).where(*_THIS_MESSAGE))
+_GET_DM = Prepared(select(DM.c.channel).where(DM.c.respondent_key == bindparam("key")))
 _SET_DM = _upsert_dm()
 
 
@@ -300,20 +303,20 @@ def claim_delivery(
         "created_at": now,
         "expires_at": now + ttl,
     }
-    if conn.execute(_CLAIM_DELIVERY[conn.dialect.name], row).rowcount == 1:
+    if _CLAIM_DELIVERY[conn.dialect.name](conn, row).rowcount == 1:
         return True
     retake = {"_key": key[:255], "_stale_before": now - stale_after, "_now": now}
-    return conn.execute(_RETAKE_DELIVERY, retake).rowcount == 1
+    return _RETAKE_DELIVERY(conn, retake).rowcount == 1
 
 
 def finish_delivery(conn: Connection, *, key: str) -> None:
     """Handled: keep the key (for dedupe until it expires) but drop the payload."""
-    conn.execute(_FINISH_DELIVERY, {"_key": key[:255]})
+    _FINISH_DELIVERY(conn, {"_key": key[:255]})
 
 
 def release_delivery(conn: Connection, *, key: str) -> None:
     """Handling failed in a way a retry may fix: forget the claim."""
-    conn.execute(_RELEASE_DELIVERY, {"_key": key[:255]})
+    _RELEASE_DELIVERY(conn, {"_key": key[:255]})
 
 
 def stale_deliveries(
@@ -364,7 +367,7 @@ def claim_message(
         "question": question[:3000],
         "claimed_at": now,
     }
-    if conn.execute(_CLAIM_MESSAGE[conn.dialect.name], row).rowcount == 1:
+    if _CLAIM_MESSAGE[conn.dialect.name](conn, row).rowcount == 1:
         return True
     retake = {
         "_conversation_id": conversation_id,
@@ -372,30 +375,30 @@ def claim_message(
         "_stale_before": now - stale_after,
         "_now": now,
     }
-    return conn.execute(_RETAKE_MESSAGE, retake).rowcount == 1
+    return _RETAKE_MESSAGE(conn, retake).rowcount == 1
 
 
 def repost_message(conn: Connection, *, conversation_id: str, step: str, question: str) -> None:
     """The respondent came back: the question is posted again (the new message is the live one)."""
     this = {"_conversation_id": conversation_id, "_step": step}
-    conn.execute(_UPDATE_MESSAGE, {**this, "question": question[:3000], "claimed_at": utcnow()})
+    _UPDATE_MESSAGE(conn, {**this, "question": question[:3000], "claimed_at": utcnow()})
 
 
 def message_posted(
     conn: Connection, *, conversation_id: str, step: str, channel: str, ts: str
 ) -> None:
     this = {"_conversation_id": conversation_id, "_step": step}
-    conn.execute(_UPDATE_MESSAGE, {**this, "channel": channel[:32], "ts": ts[:32]})
+    _UPDATE_MESSAGE(conn, {**this, "channel": channel[:32], "ts": ts[:32]})
 
 
 def release_message(conn: Connection, *, conversation_id: str, step: str) -> None:
     """Posting failed: let a later attempt claim it again."""
-    conn.execute(_RELEASE_MESSAGE, {"_conversation_id": conversation_id, "_step": step})
+    _RELEASE_MESSAGE(conn, {"_conversation_id": conversation_id, "_step": step})
 
 
 def get_message(conn: Connection, *, conversation_id: str, step: str) -> MessageRow | None:
     this = {"_conversation_id": conversation_id, "_step": step}
-    row = conn.execute(_GET_MESSAGE, this).one_or_none()
+    row = _GET_MESSAGE(conn, this).one_or_none()
     return MessageRow(*row) if row is not None else None
 
 
@@ -416,13 +419,13 @@ def unsent_messages(
 
 
 def get_dm(conn: Connection, *, respondent_key: str) -> str | None:
-    found = conn.execute(_GET_DM, {"key": respondent_key}).scalar_one_or_none()
+    found = _GET_DM(conn, {"key": respondent_key}).scalar_one_or_none()
     return str(found) if found is not None else None
 
 
 def set_dm(conn: Connection, *, respondent_key: str, channel: str) -> None:
     row = {"respondent_key": respondent_key, "channel": channel[:32], "updated_at": utcnow()}
-    conn.execute(_SET_DM[conn.dialect.name], row)
+    _SET_DM[conn.dialect.name](conn, row)
 
 
 # --- history and failures -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
 READER_THREADS = 2
+READONLY = "parley_readonly"  # conn.info / execution option: BEGIN (read) or BEGIN IMMEDIATE
 CHECKPOINT_EVERY = 250  # bodies written (a few thousand pages of WAL at most)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -44,8 +46,13 @@ class _Busy(Exception):
     """Another connection holds the lock; no body has run."""
 
 
-def is_busy(err: OperationalError) -> bool:
-    text = str(err.orig).lower()
+# The BEGIN is sent straight to the driver (see database._sqlite_begin), so its error is
+# sqlite3's own; statements run through SQLAlchemy raise its wrapper.
+LOCK_ERRORS = (OperationalError, sqlite3.OperationalError)
+
+
+def is_busy(err: Exception) -> bool:
+    text = str(getattr(err, "orig", err)).lower()
     return "database is locked" in text or "database is busy" in text
 
 
@@ -65,10 +72,10 @@ class _Failed:
 def _commit(conn: Connection, batch: list[_Write]) -> list[Any]:
     """Run the batch as one transaction; returns a value or a _Failed per body. Raises _Busy
     (nothing ran) or, when the transaction as a whole fails, that error."""
-    conn.execution_options(parley_readonly=False)  # read by the "begin" listener
+    conn.info[READONLY] = False  # read by the "begin" listener
     try:
         transaction = conn.begin()
-    except OperationalError as err:
+    except LOCK_ERRORS as err:
         if is_busy(err):
             raise _Busy from err
         raise
@@ -101,7 +108,6 @@ class SqliteRunner:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._reader_engine = engine.execution_options(parley_readonly=True)
         self._loop_conn: Connection | None = None
         self._thread_conn: Connection | None = None  # the writer thread's, used only there
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="parley-sqlite-writer")
@@ -178,11 +184,11 @@ class SqliteRunner:
 
     async def read(self, body: Callable[[Connection], T]) -> T:
         conn = self._loop_connection()
-        conn.execution_options(parley_readonly=True)
+        conn.info[READONLY] = True
         try:
             with conn.begin():
                 return body(conn)
-        except OperationalError as err:
+        except LOCK_ERRORS as err:
             # Rare under WAL (e.g. another process recovering the WAL): wait in a thread.
             if not is_busy(err):
                 raise
@@ -207,8 +213,10 @@ class SqliteRunner:
             raise busy.__cause__ or busy from None
 
     def _in_reader(self, body: Callable[[Connection], T]) -> T:
-        with self._reader_engine.begin() as conn:
-            return body(conn)
+        with self._engine.connect() as conn:
+            conn.info[READONLY] = True
+            with conn.begin():
+                return body(conn)
 
     def _close_thread_conn(self) -> None:
         if self._thread_conn is not None:

@@ -6,7 +6,8 @@ answer instead of one per statement), on PostgreSQL through ``AsyncConnection.ru
 Keyword-only, no commits: the body's caller owns the transaction.
 
 Every statement is built once, at import, with bound parameters: building a Core statement
-per call cost four times as much as executing it (``values()``, coercions, cache keys).
+per call cost four times as much as executing it (``values()``, coercions, cache keys). Hot
+ones are ``Prepared``: on SQLite they run straight on the driver (see prepared.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.store.models import Answer, Conversation, Event, FlowVersion, Respondent, Suppression, Tag
+from bot.store.prepared import Prepared
 from bot.store.repo import key_hash
 
 C = Conversation.__table__
@@ -67,37 +69,41 @@ _CONVERSATION_COLUMNS = (
 _RESPONDENT_COLUMNS = (R.c.id, R.c.key, R.c.attributes, R.c.opted_out, R.c.timezone)
 
 
-_LOAD_CONVERSATION = (
+_LOAD_CONVERSATION = Prepared(
     select(*_CONVERSATION_COLUMNS, *_RESPONDENT_COLUMNS)
     .join_from(C, R, R.c.id == C.c.respondent_id)
     .where(C.c.id == bindparam("id"))
 )
-_FIND_RESPONDENT = select(*_RESPONDENT_COLUMNS).where(R.c.key == bindparam("key"))
-_IS_SUPPRESSED = select(S.c.key_hash).where(S.c.key_hash == bindparam("hash"))
-_ADD_RESPONDENT = insert(R).returning(R.c.id)
-_UPDATE_RESPONDENT = update(R).where(R.c.id == bindparam("_id"))
-_ADD_SUPPRESSION = insert(S)
-_OPEN_CONVERSATION = select(*_CONVERSATION_COLUMNS).where(C.c.open_key == bindparam("open_key"))
-_CONVERSATIONS_OF = (
+_FIND_RESPONDENT = Prepared(select(*_RESPONDENT_COLUMNS).where(R.c.key == bindparam("key")))
+_IS_SUPPRESSED = Prepared(select(S.c.key_hash).where(S.c.key_hash == bindparam("hash")))
+_ADD_RESPONDENT = Prepared(insert(R).returning(R.c.id))
+_UPDATE_RESPONDENT = Prepared(update(R).where(R.c.id == bindparam("_id")))
+_ADD_SUPPRESSION = Prepared(insert(S))
+_OPEN_CONVERSATION = Prepared(
+    select(*_CONVERSATION_COLUMNS).where(C.c.open_key == bindparam("open_key"))
+)
+_CONVERSATIONS_OF = Prepared(
     select(*_CONVERSATION_COLUMNS)
     .where(C.c.respondent_id == bindparam("respondent_id"))
     .order_by(C.c.started_at)
 )
-_INSERT_CONVERSATION = insert(C)
-_SAVE_STATE = update(C).where(C.c.id == bindparam("_id"), C.c.version == bindparam("_version"))
-_INSERT_ANSWER = insert(A)
-_INSERT_TAG = insert(T)
-_ADD_EVENT = insert(E)
-_FIND_FLOW_VERSION = select(V.c.id).where(
-    V.c.flow_id == bindparam("flow_id"), V.c.hash == bindparam("hash")
+_INSERT_CONVERSATION = Prepared(insert(C))
+_SAVE_STATE = Prepared(
+    update(C).where(C.c.id == bindparam("_id"), C.c.version == bindparam("_version"))
 )
-_ADD_FLOW_VERSION = insert(V).returning(V.c.id)
-_FLOW_VERSION = select(V.c.hash, V.c.definition).where(V.c.id == bindparam("id"))
+_INSERT_ANSWER = Prepared(insert(A))
+_INSERT_TAG = insert(T)  # many rows at once: SQLAlchemy's executemany
+_ADD_EVENT = Prepared(insert(E))
+_FIND_FLOW_VERSION = Prepared(
+    select(V.c.id).where(V.c.flow_id == bindparam("flow_id"), V.c.hash == bindparam("hash"))
+)
+_ADD_FLOW_VERSION = Prepared(insert(V).returning(V.c.id))
+_FLOW_VERSION = Prepared(select(V.c.hash, V.c.definition).where(V.c.id == bindparam("id")))
 
 
 def load_conversation(conn: Connection, *, id: str) -> tuple[ConversationRow, RespondentRow] | None:
     """The conversation and its respondent in one statement."""
-    row = conn.execute(_LOAD_CONVERSATION, {"id": id}).one_or_none()
+    row = _LOAD_CONVERSATION(conn, {"id": id}).one_or_none()
     if row is None:
         return None
     n = len(_CONVERSATION_COLUMNS)
@@ -105,12 +111,12 @@ def load_conversation(conn: Connection, *, id: str) -> tuple[ConversationRow, Re
 
 
 def find_respondent(conn: Connection, *, key: str) -> RespondentRow | None:
-    row = conn.execute(_FIND_RESPONDENT, {"key": key}).one_or_none()
+    row = _FIND_RESPONDENT(conn, {"key": key}).one_or_none()
     return RespondentRow(*row) if row is not None else None
 
 
 def is_suppressed(conn: Connection, *, key: str) -> bool:
-    return conn.execute(_IS_SUPPRESSED, {"hash": key_hash(key)}).first() is not None
+    return _IS_SUPPRESSED(conn, {"hash": key_hash(key)}).first() is not None
 
 
 def add_respondent(
@@ -118,8 +124,8 @@ def add_respondent(
 ) -> RespondentRow:
     """Insert a respondent; a key on the suppression list starts opted out."""
     opted_out = is_suppressed(conn, key=key)
-    new_id = conn.execute(
-        _ADD_RESPONDENT,
+    new_id = _ADD_RESPONDENT(
+        conn,
         {
             "key": key,
             "attributes": attributes,
@@ -133,21 +139,21 @@ def add_respondent(
 
 
 def update_respondent(conn: Connection, *, id: int, **values: Any) -> None:
-    conn.execute(_UPDATE_RESPONDENT, {"_id": id, **values})
+    _UPDATE_RESPONDENT(conn, {"_id": id, **values})
 
 
 def suppress(conn: Connection, *, key: str, now: datetime) -> None:
     if not is_suppressed(conn, key=key):
-        conn.execute(_ADD_SUPPRESSION, {"key_hash": key_hash(key), "created_at": now})
+        _ADD_SUPPRESSION(conn, {"key_hash": key_hash(key), "created_at": now})
 
 
 def open_conversation(conn: Connection, *, open_key: str) -> ConversationRow | None:
-    row = conn.execute(_OPEN_CONVERSATION, {"open_key": open_key}).one_or_none()
+    row = _OPEN_CONVERSATION(conn, {"open_key": open_key}).one_or_none()
     return ConversationRow(*row) if row is not None else None
 
 
 def conversations_of(conn: Connection, *, respondent_id: int) -> list[ConversationRow]:
-    rows = conn.execute(_CONVERSATIONS_OF, {"respondent_id": respondent_id})
+    rows = _CONVERSATIONS_OF(conn, {"respondent_id": respondent_id})
     return [ConversationRow(*row) for row in rows]
 
 
@@ -165,13 +171,13 @@ def open_conversation_rows(
 
 
 def insert_conversation(conn: Connection, **values: Any) -> None:
-    conn.execute(_INSERT_CONVERSATION, values)
+    _INSERT_CONVERSATION(conn, values)
 
 
 def save_state(conn: Connection, *, id: str, expected_version: int, values: dict[str, Any]) -> bool:
     """Compare-and-set: False when another request saved this conversation first."""
-    result = conn.execute(
-        _SAVE_STATE,
+    result = _SAVE_STATE(
+        conn,
         {"_id": id, "_version": expected_version, **values, "version": expected_version + 1},
     )
     return result.rowcount == 1
@@ -190,7 +196,7 @@ def close_open_conversations(
 
 
 def insert_answer(conn: Connection, **values: Any) -> None:
-    conn.execute(_INSERT_ANSWER, values)
+    _INSERT_ANSWER(conn, values)
 
 
 def insert_tags(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -201,8 +207,8 @@ def insert_tags(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
 def add_event(
     conn: Connection, *, kind: str, respondent_id: int | None, data: dict[str, Any], now: datetime
 ) -> None:
-    conn.execute(
-        _ADD_EVENT, {"kind": kind, "respondent_id": respondent_id, "data": data, "created_at": now}
+    _ADD_EVENT(
+        conn, {"kind": kind, "respondent_id": respondent_id, "data": data, "created_at": now}
     )
 
 
@@ -217,21 +223,21 @@ def flow_version_id(
 ) -> int:
     """The row id of a flow version, storing it on first use (safe against a parallel insert)."""
     key = {"flow_id": flow_id, "hash": hash}
-    found = conn.execute(_FIND_FLOW_VERSION, key).scalar_one_or_none()
+    found = _FIND_FLOW_VERSION(conn, key).scalar_one_or_none()
     if found is not None:
         return int(found)
     try:
         with conn.begin_nested():
             return int(
-                conn.execute(
-                    _ADD_FLOW_VERSION,
+                _ADD_FLOW_VERSION(
+                    conn,
                     {**key, "title": title, "definition": definition, "created_at": now},
                 ).scalar_one()
             )
     except IntegrityError:
-        return int(conn.execute(_FIND_FLOW_VERSION, key).scalar_one())
+        return int(_FIND_FLOW_VERSION(conn, key).scalar_one())
 
 
 def flow_version(conn: Connection, *, id: int) -> tuple[str, dict[str, Any]] | None:
-    row = conn.execute(_FLOW_VERSION, {"id": id}).one_or_none()
+    row = _FLOW_VERSION(conn, {"id": id}).one_or_none()
     return (row[0], row[1]) if row is not None else None

@@ -1,0 +1,164 @@
+"""Hot-path statements compiled once and run straight on the SQLite driver.
+
+Why: through SQLAlchemy, setting up the execution context and the result of each statement
+took far more CPU than SQLite spent running it (py-spy on ``bench/slack_actions.py``: about a
+fifth of a Slack click in the statements' Python, 2% inside SQLite). A ``Prepared`` keeps the
+Core statement as the one source of truth: SQLAlchemy compiles it (once per set of parameter
+names) and the column types supply their own converters (JSON, DateTime, Boolean); only the
+execution is done here. Errors are SQLAlchemy's (an ``IntegrityError`` stays one), and on any
+other database the statement simply runs through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.sql import Executable
+
+Converter = Callable[[Any], Any] | None
+
+
+class Rows(Protocol):
+    """What callers use of a result: SQLAlchemy's ``Result`` has it too."""
+
+    rowcount: int
+
+    def one_or_none(self) -> Any: ...
+    def first(self) -> Any: ...
+    def scalar_one(self) -> Any: ...
+    def scalar_one_or_none(self) -> Any: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class FetchedRows:
+    """Rows already fetched from the driver and converted."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+    def first(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def one_or_none(self) -> tuple[Any, ...] | None:
+        if len(self.rows) > 1:
+            raise MultipleResultsFound("more than one row where at most one was expected")
+        return self.first()
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return row[0] if row is not None else None
+
+    def scalar_one(self) -> Any:
+        row = self.one_or_none()
+        if row is None:
+            raise NoResultFound("no row where exactly one was expected")
+        return row[0]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    names: tuple[str, ...]
+    binders: tuple[Converter, ...]
+    defaults: dict[str, Any]  # values of parameters not given: column defaults, literals
+
+
+def _column_defaults(statement: Executable) -> dict[str, Any]:
+    """The scalar defaults SQLAlchemy fills in at execution (an INSERT's missing columns);
+    a computed default or ``onupdate`` is refused rather than silently skipped."""
+    table = getattr(statement, "table", None)
+    if table is None:
+        return {}
+    inserting = bool(getattr(statement, "is_insert", False))
+    found: dict[str, Any] = {}
+    for column in table.columns:
+        if column.onupdate is not None or (
+            inserting and column.default is not None and not column.default.is_scalar
+        ):
+            raise TypeError(
+                f"{table.name}.{column.name} has a computed default: "
+                "run this statement through SQLAlchemy instead"
+            )
+        if inserting and column.default is not None:
+            found[column.key] = column.default.arg
+    return found
+
+
+class Prepared:
+    """A Core statement plus, per set of parameter names, its SQLite SQL and converters."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._plans: dict[frozenset[str], _Plan] = {}
+        self._readers: tuple[Converter, ...] | None = None
+
+    def __call__(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Rows:
+        params = params or {}
+        if conn.dialect.driver != "pysqlite":
+            return conn.execute(self.statement, dict(params))  # type: ignore[return-value]
+        plan = self._plan(conn, params)
+        full = {**plan.defaults, **params} if plan.defaults else params
+        values = tuple(
+            bind(full[name]) if bind is not None else full[name]
+            for name, bind in zip(plan.names, plan.binders, strict=True)
+        )
+        driver = conn.connection.driver_connection
+        try:
+            cursor = driver.execute(plan.sql, values)  # type: ignore[union-attr]
+            fetched = cursor.fetchall() if cursor.description is not None else []
+        except sqlite3.Error as err:
+            raise DBAPIError.instance(plan.sql, values, err, sqlite3.Error) from err
+        if fetched:
+            readers = self._result_readers(conn)
+            fetched = [
+                tuple(
+                    read(v) if read is not None and v is not None else v
+                    for read, v in zip(readers, row, strict=True)
+                )
+                for row in fetched
+            ]
+        return FetchedRows(fetched, cursor.rowcount)
+
+    def _plan(self, conn: Connection, params: Mapping[str, Any]) -> _Plan:
+        keys = frozenset(params)
+        plan = self._plans.get(keys)
+        if plan is None:
+            dialect = conn.dialect
+            compiled = self.statement.compile(dialect=dialect, column_keys=sorted(keys))
+            names = tuple(compiled.positiontup or ())
+            binders = tuple(
+                compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names
+            )
+            defaults = _column_defaults(self.statement)
+            fixed: dict[str, Any] = {}
+            for name in names:
+                if name in keys:
+                    continue
+                if name in defaults:
+                    fixed[name] = defaults[name]
+                    continue
+                bind = compiled.binds[name]  # a value written into the statement itself
+                if bind.required or bind.callable is not None:
+                    raise TypeError(f"no value for the statement's parameter {name!r}")
+                fixed[name] = bind.value
+            plan = _Plan(compiled.string, names, binders, fixed)
+            self._plans[keys] = plan
+        return plan
+
+    def _result_readers(self, conn: Connection) -> Sequence[Converter]:
+        if self._readers is None:
+            columns = self.statement.exported_columns  # type: ignore[attr-defined]
+            self._readers = tuple(
+                column.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
+                for column in columns
+            )
+        return self._readers

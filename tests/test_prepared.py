@@ -1,0 +1,86 @@
+"""Prepared statements on SQLite must store and read exactly what SQLAlchemy does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    create_engine,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from bot.store.prepared import Prepared
+
+META = MetaData()
+THING = Table(
+    "thing",
+    META,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(20), unique=True, nullable=False),
+    Column("data", JSON),
+    Column("flag", Boolean, default=False, nullable=False),
+    Column("at", DateTime(timezone=True)),
+)
+WHEN = datetime(2026, 11, 23, 13, 10, 7, 103813, tzinfo=UTC)
+
+
+@pytest.fixture
+def conn(tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    META.create_all(engine)
+    with engine.begin() as connection:
+        yield connection
+    engine.dispose()
+
+
+def test_values_round_trip_like_sqlalchemy(conn) -> None:  # type: ignore[no-untyped-def]
+    add = Prepared(insert(THING).returning(THING.c.id))
+    new_id = add(conn, {"name": "a", "data": {"k": [1, "two"]}, "at": WHEN}).scalar_one()
+    conn.execute(insert(THING), {"name": "b", "data": {"k": [1, "two"]}, "at": WHEN})
+    # what SQLAlchemy wrote and what Prepared wrote are stored identically...
+    raw = conn.exec_driver_sql("SELECT data, flag, at FROM thing ORDER BY id").all()
+    assert raw[0] == raw[1]
+    # ...and read back identically by both
+    read = Prepared(
+        select(THING.c.data, THING.c.flag, THING.c.at).where(THING.c.id == bindparam("i"))
+    )
+    ours = read(conn, {"i": new_id}).one_or_none()
+    theirs = conn.execute(read.statement, {"i": new_id}).one_or_none()
+    assert tuple(ours) == tuple(theirs) == ({"k": [1, "two"]}, False, WHEN.replace(tzinfo=None))
+
+
+def test_update_rowcount_defaults_and_errors(conn) -> None:  # type: ignore[no-untyped-def]
+    add = Prepared(insert(THING))
+    add(conn, {"name": "a"})
+    flag = Prepared(update(THING).where(THING.c.name == bindparam("_name")))
+    assert flag(conn, {"_name": "a", "flag": True}).rowcount == 1
+    assert flag(conn, {"_name": "nobody", "flag": True}).rowcount == 0
+    assert conn.execute(select(THING.c.flag)).scalar_one() is True
+    with pytest.raises(IntegrityError):  # SQLAlchemy's class, so callers' handlers still work
+        add(conn, {"name": "a"})
+    none = Prepared(select(THING.c.id).where(THING.c.name == bindparam("n")))
+    assert none(conn, {"n": "zzz"}).scalar_one_or_none() is None
+
+
+def test_values_written_into_the_statement(conn) -> None:  # type: ignore[no-untyped-def]
+    """``.values(flag=True)`` in the statement itself; an UPDATE never takes insert defaults."""
+    Prepared(insert(THING))(conn, {"name": "a", "flag": True, "data": [1]})
+    clear = Prepared(
+        update(THING).where(THING.c.name == bindparam("_name")).values(data=None, flag=False)
+    )
+    assert clear(conn, {"_name": "a"}).rowcount == 1
+    assert conn.execute(select(THING.c.data, THING.c.flag)).one() == (None, False)
