@@ -1,6 +1,6 @@
 """Slack block_actions fully handled per second: Parley vs a bare slack-bolt AsyncApp.
 
-Both run in this process against the same fake Slack (tests/slack_fake.py), with the same Web
+Both apps run in this process against the same fake Slack (tests/slack_fake.py), with the same Web
 API client settings, the same signed payloads sent over real HTTP with the same concurrency.
 "Handled" means, for Parley, the answer is stored and the next question is posted to the fake
 Slack (the old question is also updated); for the floor, the bare Bolt app acks and posts one
