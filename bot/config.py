@@ -7,6 +7,7 @@ researcher commands, which is the safe default.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,6 +56,7 @@ class Settings(BaseSettings):
     allowed_origins: CSV = Field(default_factory=list)
     api_keys: CSV = Field(default_factory=list)
     rate_limit: str = "600"
+    trusted_proxies: CSV = Field(default_factory=list)
 
     researchers: CSV = Field(default_factory=list)
     pms: CSV = Field(default_factory=list)
@@ -71,6 +73,20 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> list[str]:
         return _csv(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> list[str]:
+        proxies = _csv(value)
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"PARLEY_TRUSTED_PROXIES: {proxy!r} is not an IP address or network "
+                    "(e.g. 127.0.0.1 or 10.0.0.0/8)"
+                ) from None
+        return proxies
 
     @field_validator("rate_limit")
     @classmethod

@@ -645,6 +645,27 @@ async def test_rotating_made_up_tokens_still_hits_the_per_ip_limit(
     assert await counts(db_url) == before
 
 
+async def test_behind_a_trusted_proxy_clients_do_not_share_a_bucket(
+    make_client: MakeClient,
+) -> None:
+    """The test client connects from 127.0.0.1, as a reverse proxy on the same host would."""
+    client = await make_client(rate_limit="5", trusted_proxies=["127.0.0.1"])
+
+    async def start_from(address: str) -> int:
+        resp = await client.post(
+            "/api/v1/conversations",
+            json={"flow": "nps"},
+            headers={**auth(secrets.token_urlsafe(32)), "X-Forwarded-For": address},
+        )
+        return resp.status
+
+    # 40 visitors, each with one request: far past the 25 one address may send
+    assert [await start_from(f"203.0.113.{i}") for i in range(40)] == [201] * 40
+    # one visitor rotating tokens still meets its own address's limit
+    statuses = [await start_from("198.51.100.7") for _ in range(30)]
+    assert statuses[:25] == [201] * 25 and statuses.count(429) >= 4
+
+
 async def test_rate_limit_off_limits_neither_tokens_nor_addresses(client: Client) -> None:
     for _ in range(30):  # the fixture's app runs with PARLEY_RATE_LIMIT=off
         resp = await client.post(

@@ -47,8 +47,10 @@ def test_idle_buckets_are_dropped_when_memory_is_full(monkeypatch: pytest.Monkey
     assert len(limiter._buckets) == 1
 
 
-def request(ip: str, token: str | None = None) -> web.Request:
+def request(ip: str, token: str | None = None, forwarded: str | None = None) -> web.Request:
     headers = {"X-Parley-Token": token} if token else {}
+    if forwarded is not None:
+        headers["X-Forwarded-For"] = forwarded
     return make_mocked_request("POST", "/api/v1/conversations", headers=headers).clone(remote=ip)
 
 
@@ -60,7 +62,8 @@ def test_every_request_is_also_charged_to_its_ip_address() -> None:
     assert all(limiter.take(request("1.2.3.4", f"made-up-{i}")) == 0 for i in range(300))
     assert limiter.take(request("1.2.3.4", "yet-another")) == pytest.approx(0.2)
     # Refused requests spend nothing: the new token's bucket is still full.
-    assert limiter.clients.wait(ratelimit.client_of(request("1.2.3.4", "yet-another"))) == 0
+    token_bucket = ratelimit.client_of(request("1.2.3.4", "yet-another"))
+    assert token_bucket is not None and limiter.clients.wait(token_bucket) == 0
     # Another address is not affected; a known token still has its own limit too.
     assert all(limiter.take(request("5.6.7.8", "one-token")) == 0 for _ in range(60))
     assert limiter.take(request("5.6.7.8", "one-token")) == pytest.approx(1.0)
@@ -83,3 +86,37 @@ def test_session_token_is_not_a_user_signature() -> None:
 def test_token_key_stores_only_a_hash() -> None:
     key = token_key("abc")
     assert key == "web:" + hashlib.sha256(b"abc").hexdigest()
+
+
+def test_behind_a_trusted_proxy_each_client_gets_its_own_bucket() -> None:
+    """All requests come from the proxy; without PARLEY_TRUSTED_PROXIES they share its bucket."""
+    clock = Clock()
+    shared = WebRateLimit(5, clock=clock)  # no token: the address is the client (5 a minute)
+    assert all(shared.take(request("10.0.0.2", forwarded=f"203.0.113.{i}")) == 0 for i in range(5))
+    assert shared.take(request("10.0.0.2", forwarded="203.0.113.99")) > 0  # everyone refused
+
+    behind = WebRateLimit(5, clock=clock, trusted_proxies=["10.0.0.0/8", "127.0.0.1"])
+    # two proxies in a row: the nearest address that is not a proxy is the client
+    assert all(
+        behind.take(request("10.0.0.2", forwarded=f"203.0.113.{i}, 10.0.0.9")) == 0
+        for i in range(20)
+    )
+    forwarded = request("10.0.0.2", forwarded="198.51.100.7, 203.0.113.5")
+    assert behind.proxies.client_address(forwarded) == "203.0.113.5"
+    # a client that is not a trusted proxy cannot choose its bucket with the header
+    spoofed = request("198.51.100.1", forwarded="1.1.1.1")
+    assert behind.proxies.client_address(spoofed) == "198.51.100.1"
+    assert all(behind.take(request("198.51.100.1", forwarded=f"1.1.1.{i}")) == 0 for i in range(5))
+    assert behind.take(request("198.51.100.1", forwarded="1.1.1.200")) > 0
+
+
+def test_trusted_proxies_must_be_addresses() -> None:
+    from bot.config import load_settings
+    from bot.errors import ConfigError
+
+    assert load_settings(trusted_proxies="127.0.0.1, 10.0.0.0/8").trusted_proxies == [
+        "127.0.0.1",
+        "10.0.0.0/8",
+    ]
+    with pytest.raises(ConfigError, match=r"PARLEY_TRUSTED_PROXIES: 'proxy\.local'"):
+        load_settings(trusted_proxies="proxy.local")

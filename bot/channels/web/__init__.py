@@ -46,7 +46,8 @@ def setup(app: web.Application) -> None:
     )
     per_minute = settings.rate_limit_per_minute
     if per_minute is not None:
-        app.middlewares.append(WebRateLimit(per_minute).middleware())
+        limit = WebRateLimit(per_minute, trusted_proxies=settings.trusted_proxies)
+        app.middlewares.append(limit.middleware())
 
     router = app.router
     router.add_get("/healthz", api.healthz)

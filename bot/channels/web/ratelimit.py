@@ -7,14 +7,20 @@ bucket. The token is whatever the client sends, unchecked, so every request is a
 to its IP address, with ``IP_FACTOR`` times the limit: rotating made-up tokens cannot get
 past that, and an office NAT still has room for several busy respondents. Memory is bounded:
 idle buckets are full again after a minute and are dropped.
+
+Behind a reverse proxy every request comes from the proxy's address, and one bucket would
+throttle the whole site: ``PARLEY_TRUSTED_PROXIES`` names the proxies whose
+``X-Forwarded-For`` is believed (the nearest address in it that is not a trusted proxy is the
+client). Nobody else's header is read, so a client cannot pick its own bucket.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
@@ -68,13 +74,21 @@ class WebRateLimit:
     request spends from neither.
     """
 
-    def __init__(self, per_minute: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        trusted_proxies: Sequence[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clients = RateLimiter(per_minute, clock=clock)
         self.ips = RateLimiter(per_minute * IP_FACTOR, clock=clock)
+        self.proxies = Proxies(trusted_proxies)
 
     def take(self, request: web.Request) -> float:
         """Spend one request; returns 0 when allowed, else seconds until the next one is."""
-        client, ip = client_of(request), ip_of(request)
+        ip = "ip:" + self.proxies.client_address(request)
+        client = client_of(request) or ip
         wait = max(self.clients.wait(client), self.ips.wait(ip))
         if wait > 0:
             return wait
@@ -100,14 +114,34 @@ class WebRateLimit:
         return rate_limit
 
 
-def client_of(request: web.Request) -> str:
-    """The per-client bucket: the respondent token as sent (unchecked), else the IP address."""
+def client_of(request: web.Request) -> str | None:
+    """The per-client bucket: the respondent token as sent (unchecked); None without one."""
     token = request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE)
     if token:
         return "t:" + hashlib.sha256(token[:2048].encode()).hexdigest()[:32]
-    return ip_of(request)
+    return None
 
 
-def ip_of(request: web.Request) -> str:
-    """The per-IP bucket every request is charged to, whatever token it carries."""
-    return "ip:" + (request.remote or "unknown")
+class Proxies:
+    """The reverse proxies whose ``X-Forwarded-For`` tells who the client is."""
+
+    def __init__(self, trusted: Sequence[str]) -> None:
+        self.networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def trusts(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip())
+        except ValueError:
+            return False
+        return any(ip in network for network in self.networks)
+
+    def client_address(self, request: web.Request) -> str:
+        remote = request.remote or "unknown"
+        if not self.networks or not self.trusts(remote):
+            return remote
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))[:2048]
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        for hop in reversed(hops):  # nearest first: every proxy appends what it saw
+            if not self.trusts(hop):
+                return hop[:64]
+        return hops[0][:64] if hops else remote
