@@ -13,7 +13,8 @@ competes with the server for the interpreter:
 
 Both are driven by the same aiohttp client at the same concurrency. Parley's answers/s
 counts the wall time of the whole survey, start requests included (a conservative ratio).
-DESIGN.md's budget: ratio >= 0.5.
+The pair runs ``--rounds`` times (each on a fresh database) and the median ratio counts: on
+a 2-core machine a single pair swings by a third either way. DESIGN.md's budget: >= 0.5.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import random
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -271,27 +273,40 @@ def count_parley_answers(db: Path) -> int:
 
 
 async def main_async(args: argparse.Namespace) -> int:
+    rounds: list[tuple[Result, Result]] = []
+    all_stored = True
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as name:
-        tmp = Path(name)
-        parley = await bench_parley(tmp, args.respondents, args.concurrency, args.warmup)
-        stored = count_parley_answers(tmp / "parley.db")
-        floor = await bench_floor(tmp, parley.answers, args.concurrency, args.warmup * 2)
-    expected = parley.answers + args.warmup * 2
-    ratio = parley.rate / floor.rate if floor.rate else 0.0
+        for n in range(args.rounds):
+            tmp = Path(name) / f"round{n}"
+            tmp.mkdir()
+            parley = await bench_parley(tmp, args.respondents, args.concurrency, args.warmup)
+            stored = count_parley_answers(tmp / "parley.db")
+            expected = parley.answers + args.warmup * 2
+            all_stored = all_stored and stored == expected
+            floor = await bench_floor(tmp, parley.answers, args.concurrency, args.warmup * 2)
+            rounds.append((parley, floor))
+            print(f"round {n + 1}: parley stored {stored} answers (expected {expected})")
     print(
         f"web API on SQLite — {args.respondents} respondents completing nps, concurrency {args.concurrency}, {os.cpu_count()} CPUs"
     )
     print(
-        f"{'':8} {'answers':>8} {'requests':>9} {'seconds':>8} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f"{'':14} {'answers':>8} {'requests':>9} {'seconds':>8} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
     )
-    for r in (parley, floor):
-        print(
-            f"{r.name:8} {r.answers:8d} {r.requests:9d} {r.seconds:8.2f} {r.rate:10.1f} {r.pct(0.50):8.2f} {r.pct(0.99):8.2f} {r.errors:7d}"
-        )
-    print(f"parley stored {stored} answers (expected {expected})")
+    for n, pair in enumerate(rounds, 1):
+        for r in pair:
+            label = f"{r.name} {n}"
+            print(
+                f"{label:14} {r.answers:8d} {r.requests:9d} {r.seconds:8.2f} {r.rate:10.1f} {r.pct(0.50):8.2f} {r.pct(0.99):8.2f} {r.errors:7d}"
+            )
+    ratios = [parley.rate / floor.rate if floor.rate else 0.0 for parley, floor in rounds]
+    ratio = statistics.median(ratios)
     verdict = "OK" if ratio >= TARGET else "BELOW TARGET"
-    print(f"ratio parley/floor answers/s = {ratio:.2f} (target >= {TARGET}) {verdict}")
-    return 0 if ratio >= TARGET and stored == expected else 1
+    each = ", ".join(f"{r:.2f}" for r in ratios)
+    print(
+        f"ratio parley/floor answers/s = {ratio:.2f}, median of {len(rounds)} rounds ({each})"
+        f" (target >= {TARGET}) {verdict}"
+    )
+    return 0 if ratio >= TARGET and all_stored else 1
 
 
 def main() -> int:
@@ -301,6 +316,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--respondents", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="Parley then floor, this many times; the median counts",
+    )
     parser.add_argument("--warmup", type=int, default=50, help="respondents before measuring")
     return asyncio.run(main_async(parser.parse_args()))
 
