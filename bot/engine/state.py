@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 Status = Literal["new", "active", "completed", "stopped", "expired"]
 OPEN_STATUSES = frozenset({"new", "active"})
+# One encoder for every save: json.dumps() with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 @dataclass
@@ -30,7 +32,7 @@ class ConversationState:
     def to_json(self) -> str:
         # vars(), not dataclasses.asdict: asdict deep-copies every value first, and this runs
         # twice per answer (the engine's working copy, then the saved state)
-        return json.dumps(vars(self), separators=(",", ":"), sort_keys=True)
+        return _ENCODER.encode(vars(self))
 
     @classmethod
     def from_json(cls, text: str) -> ConversationState:

@@ -450,18 +450,20 @@ class Surveys:
         if anonymous and not state.is_open:
             state = state.copy()
             state.forget_answers()
+        # Only what changed: SQLite rewrites an index entry whenever its column is SET, and
+        # status and open_key change once per conversation, not once per answer.
+        values: dict[str, Any] = {
+            "state": state.to_json(),
+            "current_step": state.current,
+            "updated_at": now,
+        }
+        if state.status != conversation.status:
+            values["status"] = state.status
+        if not state.is_open:
+            values["open_key"] = None
+            values["completed_at"] = now
         saved = sql.save_state(
-            conn,
-            id=conversation.id,
-            expected_version=conversation.version,
-            values={
-                "state": state.to_json(),
-                "status": state.status,
-                "current_step": state.current,
-                "open_key": conversation.open_key if state.is_open else None,
-                "updated_at": now,
-                "completed_at": None if state.is_open else now,
-            },
+            conn, id=conversation.id, expected_version=conversation.version, values=values
         )
         if not saved:
             return False

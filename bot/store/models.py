@@ -90,9 +90,8 @@ class Answer(SQLModel, table=True):
         Index("ix_answer_flow_created", "flow_id", "created_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
-    conversation_id: str | None = Field(
-        default=None, foreign_key="conversation.id", index=True, max_length=32
-    )
+    # no index of its own: uq_answer_conversation_step starts with it
+    conversation_id: str | None = Field(default=None, foreign_key="conversation.id", max_length=32)
     response_id: str | None = Field(default=None, max_length=32)
     respondent_id: int | None = Field(default=None, foreign_key="respondent.id", index=True)
     flow_id: str = Field(max_length=64)

@@ -105,11 +105,14 @@ def context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [mrkdwn(text, MAX_CONTEXT_TEXT)]}
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one per process
+
+
 def encode(conversation_id: str, value: Any = None, *, limit: int = MAX_BUTTON_VALUE) -> str:
     data: dict[str, Any] = {"c": conversation_id}
     if value is not None:
         data["v"] = value
-    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    raw = _COMPACT.encode(data)
     if len(raw) > limit:
         raise ValueError(f"value too long for Slack ({len(raw)} > {limit})")
     return raw
