@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, func, select
@@ -111,3 +112,23 @@ async def test_a_body_sees_the_writes_of_bodies_before_it(sqlite_database: Datab
     results = await asyncio.gather(*(sqlite_database.run(once) for _ in range(5)))
     assert sorted(results) == [False, False, False, False, True]
     assert await sqlite_database.read(suppressions) == 1
+
+
+async def test_close_commits_accepted_writes_and_refuses_later_ones(tmp_path: Path) -> None:
+    from bot.errors import DatabaseError
+
+    database = Database(str(tmp_path / "closing.db"))
+    await database.ensure_ready()
+    accepted = asyncio.create_task(
+        database.run(lambda conn: sql.suppress(conn, key="web:late", now=utcnow()))
+    )
+    await asyncio.sleep(0)  # queued, not yet flushed
+    await database.dispose()
+    await accepted  # it was committed during close, not dropped
+    with pytest.raises(DatabaseError, match="closed"):
+        await database.run(lambda conn: sql.suppress(conn, key="web:later", now=utcnow()))
+    reopened = Database(str(tmp_path / "closing.db"))
+    try:
+        assert await reopened.read(lambda conn: sql.is_suppressed(conn, key="web:late"))
+    finally:
+        await reopened.dispose()

@@ -142,9 +142,9 @@ class Database:
         return make_url(self.url).render_as_string(hide_password=True)
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
-        if self._sqlite is not None:
+        if self._sqlite is not None:  # first: it commits the writes it has accepted
             await self._sqlite.close()
+        await self.engine.dispose()
 
     async def revision(self) -> tuple[str | None, bool]:
         """(current Alembic revision, whether the database has any tables at all)."""

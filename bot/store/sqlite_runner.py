@@ -35,6 +35,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 
+from bot.errors import DatabaseError
+
 READER_THREADS = 2
 READONLY = "parley_readonly"  # conn.info / execution option: BEGIN (read) or BEGIN IMMEDIATE
 CHECKPOINT_EVERY = 250  # bodies written (a few thousand pages of WAL at most)
@@ -118,8 +120,14 @@ class SqliteRunner:
         self._queue: list[_Write] = []
         self._writes = 0  # on the loop's connection since the last checkpoint
         self._checkpointing: asyncio.Future[None] | None = None
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DatabaseError("the database is closed (Parley is shutting down)")
 
     async def write(self, body: Callable[[Connection], T]) -> T:
+        self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append(_Write(body, future))
@@ -131,6 +139,10 @@ class SqliteRunner:
         batch = [write for write in self._queue if not write.future.cancelled()]
         self._queue = []
         if not batch:
+            return
+        if self._closed:  # cannot happen through write(); never reopen a closed database
+            closed = DatabaseError("the database is closed (Parley is shutting down)")
+            self._deliver(batch, [_Failed(closed)] * len(batch))
             return
         try:
             outcomes = _commit(self._loop_connection(), batch)
@@ -183,6 +195,7 @@ class SqliteRunner:
             log.warning("SQLite checkpoint failed (will try again): %s", future.exception())
 
     async def read(self, body: Callable[[Connection], T]) -> T:
+        self._check_open()
         conn = self._loop_connection()
         conn.info[READONLY] = True
         try:
@@ -224,6 +237,10 @@ class SqliteRunner:
             self._thread_conn = None
 
     async def close(self) -> None:
+        """Writes already accepted are committed, not dropped; later ones are refused."""
+        if self._queue:
+            self._flush()
+        self._closed = True
         if self._checkpointing is not None:
             await asyncio.wait([self._checkpointing])
         if self._loop_conn is not None:
