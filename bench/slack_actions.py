@@ -21,7 +21,6 @@ import asyncio
 import gc
 import json
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request  # n
 from slack_bolt.async_app import AsyncApp  # noqa: E402
 from slack_fake import FakeSlack, block_actions, interactive_body, sign  # noqa: E402
 
+from bench.web_api import free_port  # noqa: E402
 from bot.app import create_app  # noqa: E402
 from bot.channels.slack.app import SLACK, make_client  # noqa: E402
 from bot.config import load_settings  # noqa: E402
@@ -138,9 +138,7 @@ def run_fake(port: int) -> None:
 
 
 async def start_fake() -> tuple[subprocess.Popen[bytes], Slack]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--fake", str(port)])
     slack = Slack(f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + 30

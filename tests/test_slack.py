@@ -164,7 +164,7 @@ async def dm(
 
 async def count(client: TestClient, model: Any, *where: Any) -> int:
     db = client.app[DATABASE]
-    async with db.sessions() as session:
+    async with db.reads() as session:
         return int(
             (
                 await session.execute(select(func.count()).select_from(model).where(*where))
@@ -264,7 +264,7 @@ async def test_whole_nps_conversation_in_a_dm(
     assert "The search is too slow" in json.dumps(fake.calls_to("chat.update")[1].args["blocks"])
 
     db = client.app[DATABASE]
-    async with db.sessions() as session:
+    async with db.reads() as session:
         answers = {a.step_id: a.value for a in (await session.execute(select(Answer))).scalars()}
         conversation = (await session.execute(select(Conversation))).scalar_one()
         respondent = (await session.execute(select(Respondent))).scalar_one()
@@ -361,7 +361,7 @@ async def test_opt_out_button_on_the_intro(parley: TestClient, fake: FakeSlack) 
     await fake.wait_calls("chat.postMessage", 4)
     texts = [c.args["text"] for c in posts(fake)[2:]]
     assert texts[0].startswith("Done") and "already" in texts[1]
-    async with parley.app[DATABASE].sessions() as session:
+    async with parley.app[DATABASE].reads() as session:
         respondent = (await session.execute(select(Respondent))).scalar_one()
         conversation = (await session.execute(select(Conversation))).scalar_one()
     assert respondent.opted_out and conversation.open_key is None
@@ -594,7 +594,7 @@ async def test_every_step_type_through_slack(parley: TestClient, fake: FakeSlack
     await post_action(parley, submission | {"view": view | {"state": {"values": values}}})
     done = await next_question()
     assert "Done." in block_texts(done)
-    async with parley.app[DATABASE].sessions() as session:
+    async with parley.app[DATABASE].reads() as session:
         answers = {a.step_id: a.value for a in (await session.execute(select(Answer))).scalars()}
     assert answers == {
         "nps": 10,

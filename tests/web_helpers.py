@@ -140,7 +140,7 @@ async def answers(db_url: str) -> list[tuple[str, Any]]:
 
     db = Database(db_url)
     try:
-        async with db.sessions() as session:
+        async with db.reads() as session:
             result = await session.execute(select(Answer.step_id, Answer.value).order_by(Answer.id))
             return [(step, value) for step, value in result.all()]
     finally:

@@ -91,8 +91,9 @@ def head_revision() -> str:
 
 
 class Database:
-    """Owns one AsyncEngine; ``sessions()`` opens a session the caller commits, ``reads()``
-    one that only reads (on SQLite it does not take the write lock)."""
+    """Owns the engines. Every write is a ``run(body)`` (on SQLite that is the one place
+    writes are ordered, see SqliteRunner); ``read(body)`` and ``reads()`` (ORM sessions for
+    long reports and exports) only read."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = database_url(url)
@@ -104,7 +105,6 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         self._sqlite: SqliteRunner | None = None
         if self.is_sqlite:
             # The hot path runs whole transactions on a plain pysqlite engine (see

@@ -40,6 +40,7 @@ from bot.errors import DatabaseError
 READER_THREADS = 2
 READONLY = "parley_readonly"  # conn.info / execution option: BEGIN (read) or BEGIN IMMEDIATE
 CHECKPOINT_EVERY = 250  # bodies written (a few thousand pages of WAL at most)
+CLOSED = "the database is closed (Parley is shutting down)"
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class SqliteRunner:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise DatabaseError("the database is closed (Parley is shutting down)")
+            raise DatabaseError(CLOSED)
 
     async def write(self, body: Callable[[Connection], T]) -> T:
         self._check_open()
@@ -141,8 +142,7 @@ class SqliteRunner:
         if not batch:
             return
         if self._closed:  # cannot happen through write(); never reopen a closed database
-            closed = DatabaseError("the database is closed (Parley is shutting down)")
-            self._deliver(batch, [_Failed(closed)] * len(batch))
+            self._deliver(batch, [_Failed(DatabaseError(CLOSED))] * len(batch))
             return
         try:
             outcomes = _commit(self._loop_connection(), batch)
