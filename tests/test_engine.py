@@ -290,10 +290,16 @@ def test_start_again_resumes_at_the_open_question(flow: Flow) -> None:
 
 
 def test_advance_never_mutates_its_input(flow: Flow) -> None:
-    state = _at(flow, "score")
-    before = state.to_json()
-    advance(flow, state, Answer("score", 9))
-    assert state.to_json() == before
+    # Every step type, multi-choice lists and tags included: the service keeps the state it
+    # loaded (to compare a retried answer with the stored one) while the engine moves on.
+    state = advance(flow, new_state(flow, {"plan": "pro"}), Start()).state
+    for step, value in FULL:
+        before = state.to_json()
+        outcome = advance(flow, state, Answer(step, value))
+        assert state.to_json() == before, step
+        assert outcome.state is not state
+        state = outcome.state
+    assert state.answers["tools"] and state.tags
 
 
 def test_state_round_trips_through_json(flow: Flow) -> None:

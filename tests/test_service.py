@@ -155,6 +155,24 @@ async def test_start_twice_resumes_the_open_conversation(svc: Surveys) -> None:
     assert [m.to_dict()["text"] for m in again.outputs] == ["Why 8?"]
 
 
+async def test_a_minted_key_is_stored_like_any_other_and_resumes_later(
+    svc: Surveys, database: Database
+) -> None:
+    # A first visit skips the lookups; what it stores must match the looked-up path.
+    first = await svc.start(flow_id="nps", respondent_key="web:new", channel="web", minted=True)
+    other = await svc.start(flow_id="nps", respondent_key="web:old", channel="web")
+    async with database.reads() as session:
+        rows = {r.key: r for r in (await session.execute(select(Respondent))).scalars().all()}
+        kinds = (await session.execute(select(Event.kind))).scalars().all()
+    assert rows["web:new"].last_surveyed_at is not None
+    assert rows["web:old"].last_surveyed_at is not None
+    assert rows["web:new"].opted_out is False and rows["web:new"].attributes == {}
+    assert kinds == ["conversation.started", "conversation.started"]
+    again = await svc.start(flow_id="nps", respondent_key="web:new", channel="web")
+    assert not again.created and again.conversation_id == first.conversation_id
+    assert other.conversation_id != first.conversation_id
+
+
 async def test_concurrent_starts_open_one_conversation(svc: Surveys, database: Database) -> None:
     replies = await asyncio.gather(
         *[svc.start(flow_id="nps", respondent_key="t:cat", channel="test") for _ in range(6)]

@@ -39,7 +39,20 @@ class ConversationState:
         return cls(**json.loads(text))
 
     def copy(self) -> ConversationState:
-        return ConversationState.from_json(self.to_json())
+        # Containers copied one level deep: the engine replaces answer values, never edits
+        # them in place, so this is as independent as a JSON round trip at a fraction of it.
+        return ConversationState(
+            self.flow_id,
+            self.flow_hash,
+            self.status,
+            self.current,
+            dict(self.answers),
+            list(self.skipped),
+            dict(self.tags),
+            dict(self.profile),
+            self.steps_taken,
+            self.response,
+        )
 
     def forget_answers(self) -> None:
         """Drop everything answered (anonymous flows, once the conversation has closed)."""

@@ -110,12 +110,17 @@ class Surveys:
         channel: str,
         attributes: dict[str, Any] | None = None,
         timezone: str | None = None,
+        minted: bool = False,
     ) -> Reply:
-        """Start ``flow_id`` for a respondent, or resume the conversation they have open."""
+        """Start ``flow_id`` for a respondent, or resume the conversation they have open.
+
+        ``minted``: the channel made ``respondent_key`` for this request from a random token
+        (a first visit), so there is nobody to look up: no stored person, no open
+        conversation, no opt-out."""
         self.catalog.refresh()
         flow = self.catalog.get(flow_id)
         body = functools.partial(
-            self._start, flow, respondent_key, channel[:32], attributes or {}, timezone
+            self._start, flow, respondent_key, channel[:32], attributes or {}, timezone, minted
         )
         for _ in range(MAX_RETRIES):
             try:
@@ -131,13 +136,20 @@ class Surveys:
         channel: str,
         attributes: dict[str, Any],
         timezone: str | None,
+        minted: bool,
         conn: Connection,
     ) -> Reply:
         now = self.clock()
-        respondent = self._respondent(conn, key, attributes, timezone, now)
-        if respondent.opted_out:
-            raise OptedOut("this person opted out of surveys and will not be asked again")
-        existing = sql.open_conversation(conn, open_key=repo.open_key(respondent.id, flow.id))
+        if minted:
+            respondent = sql.add_respondent(
+                conn, key=key, attributes=attributes, timezone=timezone, now=now, minted=True
+            )
+            existing = None
+        else:
+            respondent = self._respondent(conn, key, attributes, timezone, now)
+            if respondent.opted_out:
+                raise OptedOut("this person opted out of surveys and will not be asked again")
+            existing = sql.open_conversation(conn, open_key=repo.open_key(respondent.id, flow.id))
         if existing is not None:
             old_flow = self.catalog.flow_for_version(conn, existing.flow_version_id)
             state = self._state(existing)
@@ -172,7 +184,8 @@ class Surveys:
             updated_at=now,
             completed_at=None if state.is_open else now,
         )
-        sql.update_respondent(conn, id=respondent.id, last_surveyed_at=now)
+        if not minted:
+            sql.update_respondent(conn, id=respondent.id, last_surveyed_at=now)
         sql.add_event(
             conn,
             kind="conversation.started",

@@ -92,7 +92,7 @@ _SAVE_STATE = Prepared(
     update(C).where(C.c.id == bindparam("_id"), C.c.version == bindparam("_version"))
 )
 _INSERT_ANSWER = Prepared(insert(A))
-_INSERT_TAG = insert(T)  # many rows at once: SQLAlchemy's executemany
+_INSERT_TAG = Prepared(insert(T))
 _ADD_EVENT = Prepared(insert(E))
 _FIND_FLOW_VERSION = Prepared(
     select(V.c.id).where(V.c.flow_id == bindparam("flow_id"), V.c.hash == bindparam("hash"))
@@ -120,10 +120,19 @@ def is_suppressed(conn: Connection, *, key: str) -> bool:
 
 
 def add_respondent(
-    conn: Connection, *, key: str, attributes: dict[str, Any], timezone: str | None, now: datetime
+    conn: Connection,
+    *,
+    key: str,
+    attributes: dict[str, Any],
+    timezone: str | None,
+    now: datetime,
+    minted: bool = False,
 ) -> RespondentRow:
-    """Insert a respondent; a key on the suppression list starts opted out."""
-    opted_out = is_suppressed(conn, key=key)
+    """Insert a respondent; a key on the suppression list starts opted out.
+
+    ``minted``: the key was made for this request from a random token, so it cannot be on
+    the suppression list, and the person is being surveyed right now."""
+    opted_out = False if minted else is_suppressed(conn, key=key)
     new_id = _ADD_RESPONDENT(
         conn,
         {
@@ -133,6 +142,7 @@ def add_respondent(
             "opted_out": opted_out,
             "opted_out_at": now if opted_out else None,
             "created_at": now,
+            "last_surveyed_at": now if minted else None,
         },
     ).scalar_one()
     return RespondentRow(new_id, key, attributes, opted_out, timezone)
@@ -200,8 +210,10 @@ def insert_answer(conn: Connection, **values: Any) -> None:
 
 
 def insert_tags(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(_INSERT_TAG, list(rows))
+    # One statement per row: an answer adds a tag or two, and SQLAlchemy's executemany cost
+    # more to set up than the rows took to write.
+    for row in rows:
+        _INSERT_TAG(conn, row)
 
 
 def add_event(

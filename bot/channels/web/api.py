@@ -140,6 +140,7 @@ async def start_conversation(request: web.Request) -> web.Response:
         respondent_key=who.key,
         channel=CHANNEL,
         timezone=_timezone(body.get("timezone")),
+        minted=who.new,
     )
     data = _reply_body(reply)
     data["respondent_token"] = who.token
