@@ -15,6 +15,8 @@ Both are driven by the same aiohttp client at the same concurrency. Parley's ans
 counts the wall time of the whole survey, start requests included (a conservative ratio).
 The pair runs ``--rounds`` times (each on a fresh database) and the median ratio counts: on
 a 2-core machine a single pair swings by a third either way. DESIGN.md's budget: >= 0.5.
+Each row also shows the server process's CPU per request (from /proc, Linux only), which
+says where the ratio comes from without the client's share of the two cores.
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ class Result:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # per request, seconds
     errors: int = 0
+    server_cpu: float | None = None  # the server process's CPU seconds while measured
+
+    @property
+    def cpu_per_request(self) -> float:
+        """Server CPU microseconds per request: where the time goes, free of client noise."""
+        if self.server_cpu is None or not self.requests:
+            return float("nan")
+        return self.server_cpu / self.requests * 1e6
 
     @property
     def rate(self) -> float:
@@ -197,6 +207,27 @@ async def drive(name: str, jobs: int, concurrency: int, work) -> Result:  # type
     return result
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by a process; None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive_server(
+    name: str, proc: subprocess.Popen[bytes], jobs: int, concurrency: int, work
+) -> Result:  # type: ignore[no-untyped-def]
+    """``drive`` plus the CPU the server spent meanwhile."""
+    before = process_cpu(proc.pid)
+    result = await drive(name, jobs, concurrency, work)
+    after = process_cpu(proc.pid)
+    if before is not None and after is not None:
+        result.server_cpu = after - before
+    return result
+
+
 def start_server(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -237,7 +268,7 @@ async def bench_parley(tmp: Path, respondents: int, concurrency: int, warmup: in
             await parley_respondent(session, base, result, rng)
 
         await drive("warmup", warmup, concurrency, one)
-        return await drive("parley", respondents, concurrency, one)
+        return await drive_server("parley", proc, respondents, concurrency, one)
     finally:
         stop(proc)
 
@@ -262,7 +293,7 @@ async def bench_floor(tmp: Path, requests: int, concurrency: int, warmup: int) -
             await floor_request(session, base, result, rng, i)
 
         await drive("warmup", warmup, concurrency, one)
-        return await drive("floor", requests, concurrency, one)
+        return await drive_server("floor", proc, requests, concurrency, one)
     finally:
         stop(proc)
 
@@ -290,13 +321,13 @@ async def main_async(args: argparse.Namespace) -> int:
         f"web API on SQLite — {args.respondents} respondents completing nps, concurrency {args.concurrency}, {os.cpu_count()} CPUs"
     )
     print(
-        f"{'':14} {'answers':>8} {'requests':>9} {'seconds':>8} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+        f"{'':14} {'answers':>8} {'requests':>9} {'seconds':>8} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'server µs/req':>14}"
     )
     for n, pair in enumerate(rounds, 1):
         for r in pair:
             label = f"{r.name} {n}"
             print(
-                f"{label:14} {r.answers:8d} {r.requests:9d} {r.seconds:8.2f} {r.rate:10.1f} {r.pct(0.50):8.2f} {r.pct(0.99):8.2f} {r.errors:7d}"
+                f"{label:14} {r.answers:8d} {r.requests:9d} {r.seconds:8.2f} {r.rate:10.1f} {r.pct(0.50):8.2f} {r.pct(0.99):8.2f} {r.errors:7d} {r.cpu_per_request:14.0f}"
             )
     ratios = [parley.rate / floor.rate if floor.rate else 0.0 for parley, floor in rounds]
     ratio = statistics.median(ratios)

@@ -30,4 +30,6 @@ def test_web_bench_runs_and_stores_every_answer() -> None:
         "bench/web_api.py", "--respondents", "20", "--concurrency", "5", "--warmup", "2"
     )
     assert "parley stored 44 answers (expected 44)" in out, out
+    # each row ends with the server's CPU per request, a number (not nan) on Linux
+    assert re.search(r"^parley 1 .* \d+$", out, re.M), out
     assert re.search(r"ratio parley/floor answers/s = \d+\.\d\d", out), out
