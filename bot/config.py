@@ -8,15 +8,18 @@ researcher commands, which is the safe default.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
 
 CSV = Annotated[list[str], NoDecode]
+# A Slack user id or @usergroup handle, optionally after a workspace id: T0123ABCD:@research
+ROLE_ENTRY = re.compile(r"^(?:[A-Z][A-Z0-9_]{1,30}:)?(?:[A-Z][A-Z0-9_]{1,30}|@[\w.-]{1,80})$")
 
 
 def _csv(value: Any) -> list[str]:
@@ -73,6 +76,35 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> list[str]:
         return _csv(value)
+
+    @field_validator("researchers", "pms")
+    @classmethod
+    def _roles(cls, entries: list[str], info: Any) -> list[str]:
+        name = f"PARLEY_{info.field_name.upper()}"
+        for entry in entries:
+            if not ROLE_ENTRY.match(entry):
+                raise ValueError(
+                    f"{name}: {entry!r} is not a Slack user id (U0123ABCD), a user group handle "
+                    "(@research) or either one after a workspace id (T0123ABCD:@research)"
+                )
+        return entries
+
+    @model_validator(mode="after")
+    def _roles_per_workspace(self) -> Settings:
+        # With OAuth installs, any workspace can install the app and make its own @research
+        # group: a bare handle would let strangers in.
+        if self.slack_client_id:
+            for name, entries in (
+                ("PARLEY_RESEARCHERS", self.researchers),
+                ("PARLEY_PMS", self.pms),
+            ):
+                for entry in entries:
+                    if entry.startswith("@"):
+                        raise ValueError(
+                            f"{name}: with OAuth installs (SLACK_CLIENT_ID) every workspace has "
+                            f"its own user groups; say whose: T0123ABCD:{entry}"
+                        )
+        return self
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -4,6 +4,10 @@ Usergroup membership comes from ``usergroups.list`` (handle → id) and
 ``usergroups.users.list`` (members), cached per team for a few minutes so a burst of
 commands costs no API calls. Empty settings mean nobody (the safe default). When Slack cannot
 be asked, the answer is "no": a researcher retries, a stranger never gets in by accident.
+
+An entry may name its workspace (``T0123ABCD:@research``, ``T0123ABCD:U0123ABCD``): then it
+counts only there. With OAuth installs a bare handle is refused at start-up (see config), since
+every workspace that installs the app has its own groups and could create ``@research``.
 """
 
 from __future__ import annotations
@@ -22,19 +26,30 @@ class Roles:
     """Membership checks for one role (researchers, PMs) given its configured entries."""
 
     def __init__(self, entries: list[str], *, ttl: float = MEMBERSHIP_TTL) -> None:
-        self.users = {e for e in entries if not e.startswith("@")}
-        self.handles = {e[1:].lower() for e in entries if e.startswith("@") and len(e) > 1}
+        # (workspace or "" for any, user id) and (workspace or "", lower-case handle)
+        self.users: set[tuple[str, str]] = set()
+        self.handles: set[tuple[str, str]] = set()
+        for entry in entries:
+            team, _, name = entry.rpartition(":")
+            if name.startswith("@") and len(name) > 1:
+                self.handles.add((team, name[1:].lower()))
+            elif name:
+                self.users.add((team, name))
         self.ttl = ttl
         self._members: dict[str, tuple[float, frozenset[str]]] = {}
 
     async def allows(self, client: AsyncWebClient, team_id: str | None, user_id: str) -> bool:
-        if user_id in self.users:
+        team = team_id or ""
+        if ("", user_id) in self.users or (team and (team, user_id) in self.users):
             return True
-        if not self.handles:
+        handles = frozenset(h for t, h in self.handles if t in ("", team))
+        if not handles:
             return False
-        return user_id in await self._group_members(client, team_id or "")
+        return user_id in await self._group_members(client, team, handles)
 
-    async def _group_members(self, client: AsyncWebClient, team_id: str) -> frozenset[str]:
+    async def _group_members(
+        self, client: AsyncWebClient, team_id: str, handles: frozenset[str]
+    ) -> frozenset[str]:
         now = time.monotonic()
         hit = self._members.get(team_id)
         if hit is not None and hit[0] > now:
@@ -43,7 +58,7 @@ class Roles:
         try:
             groups = await client.usergroups_list()
             for group in groups.get("usergroups") or []:
-                if str(group.get("handle", "")).lower() in self.handles:
+                if str(group.get("handle", "")).lower() in handles:
                     users = await client.usergroups_users_list(usergroup=group["id"])
                     members.update(users.get("users") or [])
         except SlackApiError as err:

@@ -1,0 +1,75 @@
+"""Who counts as a researcher: user ids and @usergroup handles, optionally per workspace.
+
+With OAuth installs anyone's workspace can install the app and create its own ``@research``
+group, so a handle must say which workspace it means. Runs the real slack_sdk client against
+the fake Slack (its ``@research`` group has the members given below)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from slack_fake import FakeSlack
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.channels.slack.app import make_client
+from bot.channels.slack.permissions import Roles
+from bot.config import load_settings
+from bot.errors import ConfigError
+
+Slack = tuple[FakeSlack, AsyncWebClient]
+
+
+@pytest.fixture
+async def slack(aiohttp_server: Any) -> AsyncIterator[Slack]:
+    fake = FakeSlack(group_members=["U_GROUP"])
+    server: TestServer = await aiohttp_server(fake.app())
+    fake.base_url = str(server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+        settings = load_settings(slack_api_url=fake.base_url + "/api/")
+        yield fake, make_client(settings, session, token="xoxb-test")
+
+
+async def test_a_handle_scoped_to_a_workspace_counts_only_there(slack: Slack) -> None:
+    fake, client = slack
+    roles = Roles(["T1:@research"])
+    assert await roles.allows(client, "T1", "U_GROUP")
+    assert not await roles.allows(client, "T2", "U_GROUP")  # T2's own @research: not ours
+    assert not await roles.allows(client, None, "U_GROUP")
+    assert len(fake.calls_to("usergroups.list")) == 1  # T2 was not even asked
+
+
+async def test_user_ids_bare_or_scoped(slack: Slack) -> None:
+    _fake, client = slack
+    roles = Roles(["U_ANY", "T1:U_ONE"])
+    assert await roles.allows(client, "T9", "U_ANY")
+    assert await roles.allows(client, "T1", "U_ONE")
+    assert not await roles.allows(client, "T2", "U_ONE")
+    assert not await roles.allows(client, "T1", "U_GROUP")  # no handles configured
+
+
+async def test_a_bare_handle_counts_in_the_one_workspace(slack: Slack) -> None:
+    _fake, client = slack
+    roles = Roles(["@Research"])
+    assert await roles.allows(client, "T1", "U_GROUP")
+    assert not await roles.allows(client, "T1", "U_OTHER")
+
+
+def test_oauth_installs_refuse_a_bare_handle() -> None:
+    with pytest.raises(ConfigError, match=r"PARLEY_RESEARCHERS: .*T0123ABCD:@research"):
+        load_settings(slack_client_id="1.2", researchers="U1,@research")
+    with pytest.raises(ConfigError, match=r"PARLEY_PMS: .*T0123ABCD:@pm"):
+        load_settings(slack_client_id="1.2", pms="@pm")
+    settings = load_settings(slack_client_id="1.2", researchers="U1,T0123ABCD:@research")
+    assert settings.researchers == ["U1", "T0123ABCD:@research"]
+    assert load_settings(researchers="@research").researchers == ["@research"]  # one workspace
+
+
+def test_unreadable_role_entries_are_refused_with_the_entry_named() -> None:
+    with pytest.raises(
+        ConfigError, match=r"PARLEY_RESEARCHERS: 'ann smith' is not a Slack user id"
+    ):
+        load_settings(researchers="U1,ann smith")
