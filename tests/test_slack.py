@@ -743,6 +743,106 @@ async def test_crash_between_answer_and_reply_loses_neither(
     await wait_count(parley, fake, Answer, 2)
 
 
+def delivered(fake: FakeSlack, form: str) -> list[Any]:
+    """Posts Slack accepted that carry the given question form."""
+    return [c for c in posts(fake) if c.result.get("ok") and form in block_texts(c)]
+
+
+async def test_slack_down_after_a_click_keeps_the_next_question_for_the_sweep(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    from datetime import timedelta
+
+    from bot.channels.slack.app import SLACK
+    from bot.channels.slack.recovery import recover_once
+
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)  # + retries
+    await post_action(parley, click("U1", question.posted, index=3))
+    await wait_count(parley, fake, Answer, 1)
+    await fake.wait_calls("chat.postMessage", 5)
+    assert not delivered(fake, "parley:form:why_low")
+    runtime = parley.app[SLACK]
+    await runtime.drain()  # the click's handler has given up (after the client's retries)
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1  # Slack is back
+    assert len(delivered(fake, "parley:form:why_low")) == 1
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0  # once
+
+
+async def test_slack_down_after_a_typed_answer_neither_loses_nor_reuses_it(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    from datetime import timedelta
+
+    from bot.channels.slack.app import SLACK
+    from bot.channels.slack.recovery import recover_once
+
+    await start_nps(parley, fake)
+    await fake.wait_calls("chat.postMessage", 2)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await dm(parley, "U1", "3", msg_id="m-typed")
+    await wait_count(parley, fake, Answer, 1)
+    # finished with the answer, although the reply failed: the sweep must not take "3" again
+    await wait_count(
+        parley, fake, SlackInbox, 1, SlackInbox.key == "msg:m-typed", SlackInbox.status == "done"
+    )
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    assert len(delivered(fake, "parley:form:why_low")) == 1
+    assert await count(parley, Answer) == 1
+
+
+async def test_a_dm_that_fails_before_its_answer_stays_pending_for_the_sweep(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    from datetime import timedelta
+
+    from bot.channels.slack.app import SLACK
+    from bot.channels.slack.recovery import recover_once
+
+    fake.fail("conversations.open", status=503, error="service_unavailable", times=3)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await dm(parley, "U5", "hi", msg_id="m-hi")  # the welcome flow cannot be posted
+    await fake.wait_calls("chat.postMessage", 3)
+    await wait_count(
+        parley, fake, SlackInbox, 1, SlackInbox.key == "msg:m-hi", SlackInbox.status == "pending"
+    )
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    await recover_once(runtime, after=timedelta(seconds=-1))
+    assert delivered(fake, "What is your role")
+    await wait_count(
+        parley, fake, SlackInbox, 1, SlackInbox.key == "msg:m-hi", SlackInbox.status == "done"
+    )
+
+
+async def test_a_dm_that_keeps_failing_is_dropped_when_its_key_expires(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    from datetime import timedelta
+
+    from bot.channels.slack.app import SLACK
+    from bot.channels.slack.recovery import recover_once
+    from bot.store import slack as store
+
+    runtime = parley.app[SLACK]
+    await runtime.db.run(
+        partial(
+            store.claim_delivery,
+            key="msg:old",
+            ttl=timedelta(hours=24),
+            team_id="T1",
+            payload={"team_id": "T1", "user": "U1", "channel": "DU1", "text": "hi"},
+            now=store.utcnow() - timedelta(hours=25),
+        )
+    )
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
+    assert await count(parley, SlackInbox, SlackInbox.key == "msg:old") == 0  # given up, purged
+    assert posts(fake) == []  # not handled: "hi" would have started the welcome flow
+
+
 # --- OAuth and Socket Mode --------------------------------------------------------------------------------
 
 

@@ -253,9 +253,6 @@ _RETAKE_DELIVERY = Prepared(
 _FINISH_DELIVERY = Prepared(
     update(INBOX).where(INBOX.c.key == bindparam("_key")).values(status="done", payload=None)
 )
-_RELEASE_DELIVERY = Prepared(
-    delete(INBOX).where(INBOX.c.key == bindparam("_key"), INBOX.c.status == "pending")
-)
 _THIS_MESSAGE = (
     MESSAGE.c.conversation_id == bindparam("_conversation_id"),
     MESSAGE.c.step == bindparam("_step"),
@@ -314,9 +311,15 @@ def finish_delivery(conn: Connection, *, key: str) -> None:
     _FINISH_DELIVERY(conn, {"_key": key[:255]})
 
 
-def release_delivery(conn: Connection, *, key: str) -> None:
-    """Handling failed in a way a retry may fix: forget the claim."""
-    _RELEASE_DELIVERY(conn, {"_key": key[:255]})
+def give_up_deliveries(conn: Connection, *, now: datetime | None = None) -> int:
+    """Pending deliveries still failing when their key expires are dropped (a day of retries
+    is enough; a payload that always fails must not be retried forever)."""
+    result = conn.execute(
+        update(INBOX)
+        .where(INBOX.c.status == "pending", INBOX.c.expires_at < (now or utcnow()))
+        .values(status="done", payload=None)
+    )
+    return int(result.rowcount or 0)
 
 
 def stale_deliveries(

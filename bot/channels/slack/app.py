@@ -32,7 +32,7 @@ from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstall
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.channels.slack.dedupe import Inbox
+from bot.channels.slack.dedupe import STALE_CLAIM, Inbox
 from bot.channels.slack.delivery import Delivery
 from bot.channels.slack.people import Profiles
 from bot.channels.slack.permissions import Roles
@@ -50,7 +50,7 @@ INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 MAX_BODY = 64 * 1024
 RECOVERY_EVERY = timedelta(seconds=30)
-RECOVER_AFTER = timedelta(seconds=60)
+RECOVER_AFTER = STALE_CLAIM  # what a live handler may still be retrying is not recovered
 
 # The bot scopes Parley uses, and no others (app-manifest.yml lists the same).
 BOT_SCOPES = (

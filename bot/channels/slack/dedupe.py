@@ -16,6 +16,10 @@ from bot.store import slack as store
 from bot.store.database import Database
 
 TTL = timedelta(hours=24)
+# A claim (of a delivery, or of a question to post) this old with no result: its holder died.
+# Longer than the Web API client's retries can take (a 429 is waited out up to three times),
+# so neither a Slack retry nor the recovery sweep takes over from a handler still retrying.
+STALE_CLAIM = timedelta(minutes=5)
 
 
 def delivery_key(body: dict[str, Any]) -> str | None:
@@ -32,7 +36,7 @@ def delivery_key(body: dict[str, Any]) -> str | None:
 
 
 class Inbox:
-    """Claims, finishes and releases deliveries, each in its own short transaction."""
+    """Claims and finishes deliveries, each in its own short transaction."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -44,8 +48,10 @@ class Inbox:
         team_id: str | None,
         payload: dict[str, Any] | None = None,
         respondent_key: str | None = None,
+        stale_after: timedelta = STALE_CLAIM,
     ) -> bool:
-        """True when this caller now owns the delivery; False when it was already taken."""
+        """True when this caller now owns the delivery; False when it was already taken (and
+        not abandoned: claimed less than ``stale_after`` ago)."""
         return await self.db.run(
             partial(
                 store.claim_delivery,
@@ -54,11 +60,9 @@ class Inbox:
                 team_id=team_id,
                 payload=payload,
                 respondent_key=respondent_key,
+                stale_after=stale_after,
             )
         )
 
     async def finish(self, key: str) -> None:
         await self.db.run(partial(store.finish_delivery, key=key))
-
-    async def release(self, key: str) -> None:
-        await self.db.run(partial(store.release_delivery, key=key))

@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Connection
 
 from bot.channels.slack.blocks import Message, answered_blocks, escape, render_reply
+from bot.channels.slack.dedupe import STALE_CLAIM
 from bot.services.conversations import Reply
 from bot.store import slack as store
 from bot.store.database import Database
@@ -41,9 +42,6 @@ PERMANENT_ERRORS = frozenset(
         "messages_tab_disabled",
     }
 )
-
-
-STALE_CLAIM = timedelta(seconds=60)  # a claim this old without a ts: its poster died
 
 
 class Undeliverable(Exception):
@@ -87,7 +85,7 @@ def claim_reply(
 
 
 def _release(conversation_id: str, steps: list[str], conn: Connection) -> None:
-    """Posting failed: let a later attempt (a retry, the recovery sweep) claim them again."""
+    """Posting failed for good: forget the claims (nothing is left for the sweep to post)."""
     for step in steps:
         store.release_message(conn, conversation_id=conversation_id, step=step)
 
@@ -172,7 +170,10 @@ class Delivery:
         for sent, message in enumerate(mine):
             try:
                 ts = await self.post(client, key=key, channel=channel, message=message)
-            except BaseException:
+            except Undeliverable:
+                # Never going to work for this person: let go of the claims. Any other failure
+                # (Slack down after the retries, a crash) keeps them, and the recovery sweep
+                # posts the questions once Slack answers again.
                 unsent = [m.step for m in mine[sent:] if m.step is not None]
                 await self.db.run(partial(_release, reply.conversation_id, unsent))
                 raise

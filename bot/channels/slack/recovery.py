@@ -1,9 +1,12 @@
 """The recovery sweep: what a crash left half-done is finished, on every replica, safely.
 
-* a DM reply that was acked but never handled (the payload is still pending in the inbox)
-  is handled now;
-* a question that was claimed but never posted (a crash after the answer was recorded) is
-  posted now, if it is still the conversation's current question.
+* a DM reply that was acked but never handled (the payload is still pending in the inbox:
+  a crash, or Slack failing past its retries) is handled now;
+* a question that was claimed but never posted (a crash, or Slack failing, after the answer
+  was recorded) is posted now, if it is still the conversation's current question.
+
+What still fails for a passing reason stays for the next pass; what never can (a person
+Slack no longer knows) is dropped.
 
 Claims are retaken with a conditional UPDATE, so two replicas never both do it.
 """
@@ -40,9 +43,14 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
             store.unsent_messages(conn, older_than=cutoff),
         )
 
+    dropped = await runtime.db.run(store.give_up_deliveries)
+    if dropped:
+        log.warning("recovery: gave up on %d DM replies that kept failing for a day", dropped)
     pending, unsent = await runtime.db.read(scan)
     for row in pending:
-        if not await runtime.inbox.claim(row.key, team_id=row.team_id, payload=row.payload):
+        if not await runtime.inbox.claim(
+            row.key, team_id=row.team_id, payload=row.payload, stale_after=after
+        ):
             continue
         try:
             payload = row.payload or {}
@@ -53,12 +61,15 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 user=str(payload.get("user", "")),
                 channel=str(payload.get("channel", "")),
                 text=str(payload.get("text", "")),
+                inbox_key=row.key,
             )
             done += 1
         except (ParleyError, Undeliverable) as err:
             log.info("recovery: giving up on %s: %s", row.key, err)
-        finally:
-            await runtime.inbox.finish(row.key)
+        except Exception as err:  # Slack or the database still failing: next pass
+            log.warning("recovery: will retry the DM reply %s: %r", row.key, err)
+            continue
+        await runtime.inbox.finish(row.key)
     for message in unsent:
         parts = message.respondent_key.split(":")
         if len(parts) != 3:
@@ -87,6 +98,10 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
         except (ParleyError, Undeliverable) as err:
             log.info(
                 "recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err
+            )
+        except Exception as err:  # Slack still failing: the claim stays for the next pass
+            log.warning(
+                "recovery: will retry posting %s/%s: %r", message.conversation_id, message.step, err
             )
     await runtime.db.run(store.purge_deliveries)
     return done

@@ -22,7 +22,7 @@ from bot.channels.slack.dedupe import delivery_key
 from bot.channels.slack.delivery import Outgoing, Undeliverable, claim_reply
 from bot.channels.slack.people import respondent_key
 from bot.engine.messages import Ask
-from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut
+from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut, ParleyError
 from bot.flow import Flow
 from bot.services.conversations import Reply
 from bot.store import slack as store
@@ -182,18 +182,30 @@ class Respondents:
             "text": str(event.get("text") or "")[:MAX_TEXT],
         }
         who = respondent_key(team_id, payload["user"])
-        if key is not None and not await self.rt.inbox.claim(
-            key, team_id=team_id, payload=payload, respondent_key=who
-        ):
+        if key is None:
+            await self.handle_dm(client, **payload)
+            return
+        if not await self.rt.inbox.claim(key, team_id=team_id, payload=payload, respondent_key=who):
             return  # a retried event, or another replica has it
         try:
-            await self.handle_dm(client, **payload)
-        finally:
-            if key is not None:
-                await self.rt.inbox.finish(key)
+            await self.handle_dm(client, **payload, inbox_key=key)
+        except (ParleyError, Undeliverable):
+            await self.rt.inbox.finish(key)  # it will never work: not worth another try
+            raise
+        # Any other failure (Slack down past its retries, the database) leaves the delivery
+        # pending for the recovery sweep. An answer that was recorded finished it in its own
+        # transaction, so the sweep never takes the same text for the next question's answer.
+        await self.rt.inbox.finish(key)
 
     async def handle_dm(
-        self, client: AsyncWebClient, *, team_id: str | None, user: str, channel: str, text: str
+        self,
+        client: AsyncWebClient,
+        *,
+        team_id: str | None,
+        user: str,
+        channel: str,
+        text: str,
+        inbox_key: str | None = None,
     ) -> None:
         key = respondent_key(team_id, user)
         folded = _fold(text)
@@ -221,7 +233,14 @@ class Respondents:
                 await self._say(client, key, channel, EMAIL_BY_FORM_TEXT)
                 return
             await self._answer_typed(
-                client, reply, ask, key=key, team_id=team_id, channel=channel, text=text
+                client,
+                reply,
+                ask,
+                key=key,
+                team_id=team_id,
+                channel=channel,
+                text=text,
+                inbox_key=inbox_key,
             )
             return
         had = await self.rt.db.run(partial(_remember_dm_and_count, key=key, channel=channel))
@@ -241,6 +260,7 @@ class Respondents:
         team_id: str | None,
         channel: str,
         text: str,
+        inbox_key: str | None,
     ) -> None:
         try:
             answered, claimed = await self._record(
@@ -249,6 +269,7 @@ class Respondents:
                 step=ask.step,
                 value=text,
                 team_id=team_id,
+                inbox_key=inbox_key,
             )
         except InvalidAnswer as err:
             await self._say(client, key, channel, err.message)
@@ -269,14 +290,24 @@ class Respondents:
         )
 
     async def _record(
-        self, *, conversation_id: str, key: str, step: str, value: Any, team_id: str | None
+        self,
+        *,
+        conversation_id: str,
+        key: str,
+        step: str,
+        value: Any,
+        team_id: str | None,
+        inbox_key: str | None = None,
     ) -> tuple[Reply, list[Outgoing]]:
         """Store the answer and claim the next question in one transaction: after a crash,
-        the recovery sweep finds the claim and posts the question, so neither is lost."""
+        the recovery sweep finds the claim and posts the question, so neither is lost. A typed
+        reply's delivery is finished in it too: once answered, it is never handled again."""
         claimed: list[Outgoing] = []
 
         def within(conn: Connection, reply: Reply) -> None:
             claimed[:] = claim_reply(conn, reply, team_id=team_id)
+            if inbox_key is not None:
+                store.finish_delivery(conn, key=inbox_key)
 
         reply = await self.rt.surveys.answer(
             conversation_id=conversation_id,
