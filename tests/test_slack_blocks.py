@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import sqlalchemy as sa
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block, BlockElement, Option
+from slack_sdk.models.views import View
 from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
 from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
 
@@ -118,3 +122,96 @@ def test_answered_question_reads_as_it_was_posted_not_escaped_twice() -> None:
     # Too long: cut to the section limit without leaving half an entity behind.
     long = blocks.answered_blocks("x" + "&amp;" * 1000, "4")[0]["text"]["text"]
     assert len(long) <= blocks.MAX_SECTION_TEXT and long.endswith("&amp;…")
+
+
+# --- every rendering checked by slack_sdk's own Block Kit models ------------------------------
+
+LONG = ("Ünïcödé & <b> *bold* " * 200)[:3200]  # over every limit, mrkdwn-hostile
+
+
+def _slack_problems(obj: Any, where: str) -> list[str]:
+    """What slack_sdk's models refuse in a block, an element or an option, at any depth
+    (their own validation looks one level down only)."""
+    problems: list[str] = []
+    if isinstance(obj, dict):
+        checks: list[Any] = [Option(**o) for o in obj.get("options") or []]
+        if obj.get("type") in ELEMENTS:
+            checks.append(BlockElement.parse(obj))
+        for model in checks:
+            try:
+                model.validate_json()
+            except SlackObjectFormationError as err:
+                problems.append(f"{where}: {err}")
+        for value in obj.values():
+            problems += _slack_problems(value, where)
+    elif isinstance(obj, list):
+        for value in obj:
+            problems += _slack_problems(value, where)
+    return problems
+
+
+ELEMENTS = {
+    "button",
+    "static_select",
+    "multi_static_select",
+    "checkboxes",
+    "plain_text_input",
+    "email_text_input",
+}
+
+
+def _every_kind() -> list[Ask]:
+    labels = (LONG, LONG)
+    few = tuple(ChoiceOption(f"v{i}", LONG) for i in range(5))
+    many = tuple(ChoiceOption(f"v{i}", LONG) for i in range(100))
+    return [
+        Ask("nps", LONG, InputSpec("nps", False, min=0, max=10, labels=labels), help=LONG),
+        Ask("csat", LONG, InputSpec("csat", True, min=1, max=5, labels=labels)),
+        Ask("ces", LONG, InputSpec("ces", True, min=1, max=7, labels=labels)),
+        Ask("rating", LONG, InputSpec("rating", True, min=0, max=100, labels=labels)),
+        Ask("few", LONG, InputSpec("choice", False, choices=few)),
+        Ask("many", LONG, InputSpec("choice", True, choices=many)),
+        Ask("multi", LONG, InputSpec("multi_choice", True, choices=few[:4], max_picks=2)),
+        Ask("multi_many", LONG, InputSpec("multi_choice", True, choices=many, min_picks=1)),
+        Ask("yn", LONG, InputSpec("yes_no", False)),
+        Ask("note", LONG, InputSpec("text", False, max_length=5000, placeholder=LONG)),
+        Ask("mail", LONG, InputSpec("email", True, consent=LONG)),
+        Ask("mail_short", LONG, InputSpec("email", True, consent="I agree to be contacted")),
+    ]
+
+
+def test_every_step_kind_passes_slack_sdk_block_kit_validation() -> None:
+    problems: list[str] = []
+    conversation = "c" * 32
+    outputs = [Say(LONG), *_every_kind(), End("completed", LONG)]
+    for message in blocks.render_reply(outputs, conversation, offer_opt_out=True):
+        assert len(message.blocks) <= blocks.MAX_BLOCKS_MESSAGE
+        for block in message.blocks:
+            try:
+                Block.parse(block).validate_json()  # type: ignore[union-attr]
+            except SlackObjectFormationError as err:
+                problems.append(f"message {message.step}: {err}")
+            problems += _slack_problems(block, f"message {message.step}")
+    for ask in _every_kind():
+        if ask.input.kind in ("text", "email"):
+            view = blocks.form_modal(ask, conversation, channel="D1", ts="1.2", title=LONG)
+            try:
+                View(**view).validate_json()
+            except SlackObjectFormationError as err:
+                problems.append(f"modal {ask.step}: {err}")
+            problems += _slack_problems(view, f"modal {ask.step}")
+    assert problems == []
+
+
+def test_a_long_consent_line_is_shown_whole_beside_an_i_agree_box() -> None:
+    consent = "I agree that Acme may email me about a 30-minute interview and keep my address."
+    view = blocks.form_modal(
+        Ask("mail", "Your email?", InputSpec("email", True, consent=consent)),
+        "c" * 32,
+        channel="D1",
+        ts="1.2",
+    )
+    texts = json.dumps(view["blocks"])
+    assert consent in texts  # in full, in a section
+    box = next(b for b in view["blocks"] if b.get("block_id") == blocks.CONSENT_BLOCK)
+    assert box["element"]["options"][0]["text"]["text"] == "I agree"

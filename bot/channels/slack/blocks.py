@@ -470,6 +470,10 @@ def form_modal(
     spec = ask.input
     blocks: list[dict[str, Any]]
     if spec.kind == "email":
+        # A checkbox says at most 75 characters: a longer consent line is shown in full above
+        # it (never cut: people must read what they agree to) and the box says "I agree".
+        consent = spec.consent or "I agree"
+        fits = len(escape(consent)) <= MAX_OPTION_TEXT
         blocks = [
             {
                 "type": "input",
@@ -477,6 +481,7 @@ def form_modal(
                 "label": plain(ask.text, MAX_LABEL),
                 "element": {"type": "email_text_input", "action_id": EMAIL_ACTION},
             },
+            *([] if fits else [section(consent)]),
             {
                 "type": "input",
                 "block_id": CONSENT_BLOCK,
@@ -484,7 +489,12 @@ def form_modal(
                 "element": {
                     "type": "checkboxes",
                     "action_id": CONSENT_ACTION,
-                    "options": [{"text": mrkdwn(spec.consent or "I agree", 150), "value": "yes"}],
+                    "options": [
+                        {
+                            "text": mrkdwn(consent if fits else "I agree", MAX_OPTION_TEXT),
+                            "value": "yes",
+                        }
+                    ],
                 },
             },
         ]
