@@ -269,6 +269,16 @@ def dm_event(
         "channel": channel or f"D{user}",
         "user": user,
         "text": text,
+        # as Slack sends it: the text again, as rich text (so a long message counts twice)
+        "blocks": [
+            {
+                "type": "rich_text",
+                "block_id": "rt",
+                "elements": [
+                    {"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}
+                ],
+            }
+        ],
         "ts": f"{time.time():.6f}",
         "client_msg_id": client_msg_id,
         "channel_type": "im",

@@ -29,6 +29,7 @@ from slack_fake import (
 from sqlalchemy import func, select
 
 from bot.app import DATABASE, create_app
+from bot.channels.slack.app import SLACK
 from bot.config import load_settings
 from bot.store.models import Answer, Conversation, Event, Respondent
 from bot.store.slack import SlackInbox, slack_installations
@@ -196,8 +197,6 @@ def block_texts(call: Any) -> str:
 
 async def start_nps(client: TestClient, fake: FakeSlack, user: str = "U1") -> Any:
     """Start the NPS flow for a user (as a campaign would) through the running app."""
-    from bot.channels.slack.app import SLACK
-
     runtime = client.app[SLACK]
     flow = runtime.catalog.get("nps")
     return await runtime.respondents.start_flow(
@@ -385,6 +384,64 @@ async def test_team_join_starts_welcome(parley: TestClient, fake: FakeSlack) -> 
 # --- App Home ---------------------------------------------------------------------------------------
 
 
+async def home_button(parley: TestClient, fake: FakeSlack, user: str, action_id: str) -> Any:
+    """Open the App Home as ``user`` and return the button with ``action_id``."""
+    seen = len(fake.calls_to("views.publish"))
+    body = event_body(
+        {"type": "app_home_opened", "user": user, "tab": "home"}, event_id=f"Ev-{user}"
+    )
+    assert (await post_event(parley, body)).status == 200
+    view = (await fake.wait_calls("views.publish", seen + 1))[seen].args["view"]
+    return next(
+        element
+        for block in view["blocks"]
+        for element in block.get("elements", [block.get("accessory")])
+        if element and element.get("action_id") == action_id
+    )
+
+
+async def test_long_replies_are_read_whole_and_answered_with_their_real_length(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=3))  # -> why_low, 2000 max
+    await fake.wait_calls("chat.postMessage", 3)
+    await dm(parley, "U1", "é" * 12_000, msg_id="m-12k")
+    refused = (await fake.wait_calls("chat.postMessage", 4))[3]
+    assert "12000" in refused.args["text"] and "2000" in refused.args["text"]
+    await dm(parley, "U1", "ü" * 39_000, msg_id="m-39k")  # near Slack's 40,000: ~470 KB of JSON
+    await fake.wait_calls("chat.postMessage", 5)
+    assert await count(parley, Answer) == 1
+
+
+async def test_home_start_runs_welcome_once_even_clicked_twice_or_later_again(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    start = await home_button(parley, fake, "U4", "parley:start")
+    await post_action(parley, block_actions("U4", start, home=True))
+    await post_action(parley, block_actions("U4", start, home=True))  # a double click
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U4", question.posted, text="Product"))
+    await fake.wait_calls("chat.postMessage", 3)  # the outro: welcome done
+    await post_action(parley, block_actions("U4", start, home=True))  # a Home tab left open
+    await parley.app[SLACK].drain()
+    assert len(posts(fake)) == 3
+    assert await count(parley, Conversation) == 1
+
+
+async def test_the_dashboard_link_click_is_acknowledged(
+    aiohttp_client: Any, fake: FakeSlack, flows: Path, tmp_path: Path
+) -> None:
+    settings = parley_settings(
+        fake, str(tmp_path / "p.db"), flows, public_url="https://parley.example.com"
+    )
+    parley = await aiohttp_client(create_app(settings))
+    link = await home_button(parley, fake, "U_RES", "parley:dashboard")
+    assert link["url"] == "https://parley.example.com/dashboard"
+    await post_action(parley, block_actions("U_RES", link, home=True))  # Slack sends it too
+
+
 async def test_app_home_for_respondents_and_researchers(
     parley: TestClient, fake: FakeSlack
 ) -> None:
@@ -454,8 +511,6 @@ async def test_app_home_start_button_runs_welcome(parley: TestClient, fake: Fake
 
 
 async def test_every_step_type_through_slack(parley: TestClient, fake: FakeSlack) -> None:
-    from bot.channels.slack.app import SLACK
-
     runtime = parley.app[SLACK]
     await runtime.respondents.start_flow(
         runtime.client, flow=runtime.catalog.get("everything"), team_id="T1", user_id="U2"
@@ -673,7 +728,6 @@ async def test_rate_limit_is_waited_out_and_permanent_errors_recorded(
     await fake.wait_calls("chat.postMessage", 3)  # 1 refused + 2 delivered after Retry-After
     assert await count(parley, Answer) == 0
     fake.fail("conversations.open", error="user_not_found")
-    from bot.channels.slack.app import SLACK
     from bot.channels.slack.delivery import Undeliverable
 
     runtime = parley.app[SLACK]
@@ -698,7 +752,6 @@ async def test_crash_between_answer_and_reply_loses_neither(
     sweep posts it later, once."""
     from datetime import timedelta
 
-    from bot.channels.slack.app import SLACK
     from bot.channels.slack.recovery import recover_once
     from bot.store import slack as store
 
@@ -753,7 +806,6 @@ async def test_slack_down_after_a_click_keeps_the_next_question_for_the_sweep(
 ) -> None:
     from datetime import timedelta
 
-    from bot.channels.slack.app import SLACK
     from bot.channels.slack.recovery import recover_once
 
     await start_nps(parley, fake)
@@ -775,7 +827,6 @@ async def test_slack_down_after_a_typed_answer_neither_loses_nor_reuses_it(
 ) -> None:
     from datetime import timedelta
 
-    from bot.channels.slack.app import SLACK
     from bot.channels.slack.recovery import recover_once
 
     await start_nps(parley, fake)
@@ -799,7 +850,6 @@ async def test_a_dm_that_fails_before_its_answer_stays_pending_for_the_sweep(
 ) -> None:
     from datetime import timedelta
 
-    from bot.channels.slack.app import SLACK
     from bot.channels.slack.recovery import recover_once
 
     fake.fail("conversations.open", status=503, error="service_unavailable", times=3)
@@ -823,7 +873,6 @@ async def test_a_dm_that_keeps_failing_is_dropped_when_its_key_expires(
 ) -> None:
     from datetime import timedelta
 
-    from bot.channels.slack.app import SLACK
     from bot.channels.slack.recovery import recover_once
     from bot.store import slack as store
 

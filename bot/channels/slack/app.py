@@ -48,7 +48,7 @@ EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE = 10.0  # seconds shutdown waits for listeners still running
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
-MAX_BODY = 64 * 1024
+MAX_BODY = 1024 * 1024  # a 40,000-character message, JSON-escaped, twice (text and blocks)
 RECOVERY_EVERY = timedelta(seconds=30)
 RECOVER_AFTER = STALE_CLAIM  # what a live handler may still be retrying is not recovered
 

@@ -49,6 +49,7 @@ RESUME = f"{PREFIX}:resume"
 START = f"{PREFIX}:start"
 HOME_OPT_OUT = f"{PREFIX}:home_optout"
 MODAL = f"{PREFIX}:modal"
+DASHBOARD = f"{PREFIX}:dashboard"  # a link button: its click is only acknowledged
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ async def researcher_blocks(runtime: SlackRuntime) -> list[dict[str, Any]]:
                         "type": "button",
                         "text": blocks.plain("Open the dashboard", 75),
                         "url": f"{url}/dashboard"[:3000],
-                        "action_id": "parley:dashboard",
+                        "action_id": blocks.DASHBOARD,
                     }
                 ],
             }

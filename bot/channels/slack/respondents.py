@@ -34,7 +34,7 @@ log = logging.getLogger("parley.slack")
 
 OPT_OUT_WORDS = frozenset({"stop", "unsubscribe", "opt out", "opt-out", "optout"})
 GREETINGS = frozenset({"hi", "hello", "hey", "hej", "hallo", "survey", "start", "help"})
-MAX_TEXT = 10_000
+MAX_TEXT = 40_000  # Slack's own limit for a message: nothing real is cut (so counts are right)
 CHANNEL = "slack"
 
 OPTED_OUT_TEXT = "Done — you won't get any more surveys from me. Thanks for your time."
@@ -129,8 +129,10 @@ class Respondents:
         team_id: str | None,
         user_id: str,
         channel: str | None = None,
+        repost: bool | None = None,
     ) -> Reply | None:
-        """Start (or resume) a flow in the person's DM, with their name and time zone."""
+        """Start (or resume) a flow in the person's DM, with their name and time zone.
+        A resumed conversation's question is posted again unless ``repost`` is False."""
         key = respondent_key(team_id, user_id)
         attributes, timezone = await self.rt.profiles.get(client, user_id)
         try:
@@ -150,7 +152,7 @@ class Respondents:
             channel=channel,
             team_id=team_id,
             offer_opt_out=True,
-            repost=not reply.created,
+            repost=not reply.created if repost is None else repost,
         )
         return reply
 
@@ -445,8 +447,9 @@ class Respondents:
             claimed=claimed,
         )
 
-    async def on_pick(self, ack: Any) -> None:
-        """Ticking a checkbox only changes the message's state; Submit answers."""
+    async def just_ack(self, ack: Any) -> None:
+        """Clicks that change nothing here, yet Slack sends and wants acknowledged: ticking a
+        checkbox (Submit answers), a link button (the browser opens the page)."""
         await ack()
 
     async def on_form(
@@ -571,10 +574,14 @@ class Respondents:
         self, ack: Any, body: dict[str, Any], client: AsyncWebClient, context: Any
     ) -> None:
         await ack()
-        user, _key = _actor(body, context)
+        user, key = _actor(body, context)
         flow = self.welcome_flow()  # respondents may start the welcome flow, nothing else
-        if flow is not None:
-            await self.start_flow(client, flow=flow, team_id=context.team_id, user_id=user)
+        # On first contact only: a Home tab left open elsewhere must not run it again, and a
+        # double click resumes the new conversation without posting its question twice.
+        if flow is not None and await self.first_contact(key):
+            await self.start_flow(
+                client, flow=flow, team_id=context.team_id, user_id=user, repost=False
+            )
         await home.publish(self.rt, client, team_id=context.team_id, user_id=user)
 
     async def on_home_opt_out(
@@ -633,7 +640,8 @@ def register(runtime: SlackRuntime) -> Respondents:
     bolt, track = runtime.bolt, runtime.tracked
     bolt.action(re.compile(r"^parley:answer:"))(track(handlers.on_answer))
     bolt.action(re.compile(r"^parley:submit:"))(track(handlers.on_submit))
-    bolt.action(re.compile(r"^parley:pick:"))(track(handlers.on_pick))
+    bolt.action(re.compile(r"^parley:pick:"))(track(handlers.just_ack))
+    bolt.action(blocks.DASHBOARD)(track(handlers.just_ack))
     bolt.action(re.compile(r"^parley:form:"))(track(handlers.on_form))
     bolt.action(blocks.OPT_OUT)(track(handlers.on_opt_out))
     bolt.action(blocks.RESUME)(track(handlers.on_resume))
