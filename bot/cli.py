@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import getpass
+import io
 import json
+import socket
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from bot.config import Settings, load_settings
-from bot.errors import DatabaseNeedsUpgrade, FlowError, ParleyError
+from bot.errors import ConfigError, DatabaseNeedsUpgrade, FlowError, ParleyError
 from bot.store.database import Database
 
 T = TypeVar("T")
@@ -182,6 +184,12 @@ def export(
 ) -> None:
     """Every answer with respondent, flow version, step, value and time."""
     from bot.services import privacy
+    from bot.services.catalog import FlowCatalog
+
+    # Text stored before it was checked must not stop an export halfway: odd characters are
+    # written as \\x.. escapes instead.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
     async def go() -> None:
         db = await open_db(settings)
@@ -192,7 +200,13 @@ def export(
                 _write(out, text + "\n")
                 return
             total = await privacy.count_answers(db, flow_id=flow_id)
-            stream = open(out, "w", encoding="utf-8", newline="") if out else sys.stdout  # noqa: SIM115
+            if flow_id is not None and total == 0:
+                FlowCatalog(settings.flows).get(flow_id)  # a typo: say so, not an empty file
+            stream = (
+                open(out, "w", encoding="utf-8", errors="backslashreplace", newline="")  # noqa: SIM115
+                if out
+                else sys.stdout
+            )
             try:
                 if fmt == "csv":
                     stream.write(privacy.csv_header())
@@ -221,7 +235,7 @@ def _write(out: Path | None, text: str) -> None:
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        out.write_text(text, encoding="utf-8", errors="backslashreplace")
         click.echo(f"wrote {out}", err=True)
 
 
@@ -308,17 +322,28 @@ def serve(host: str | None, port: int | None, access_log: bool, *, settings: Set
     )
     for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    sock = _listen(settings.host, settings.port)  # first: the port may be taken
     app = create_app(settings, freeze_heap=True)
     click.echo(
         f"Parley on http://{settings.host}:{settings.port}/  (database: {settings.db}, flows: {settings.flows})"
     )
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sock,
         print=None,
         access_log=logging.getLogger("aiohttp.access") if access_log else None,
     )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {err.strerror or err} "
+            "(is another server using it? pick another with --port)"
+        ) from None
 
 
 if __name__ == "__main__":

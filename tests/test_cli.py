@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -180,9 +181,20 @@ def test_chat_opt_out_sticks(runner: CliRunner, env: list[str]) -> None:
 
 
 def test_unknown_flow_is_a_clear_error(runner: CliRunner, env: list[str]) -> None:
-    result = runner.invoke(main, ["chat", "nope", *env])
+    for command in (["chat", "nope"], ["results", "nope"], ["export", "--flow", "nope"]):
+        result = runner.invoke(main, [*command, *env])
+        assert result.exit_code == 1, command
+        assert "error: no flow called 'nope'" in result.stderr
+        assert result.stdout == ""  # not even a CSV header
+
+
+def test_serve_on_a_taken_port_says_so_and_exits_1(runner: CliRunner, env: list[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = runner.invoke(main, ["serve", "--port", str(port), *env])
     assert result.exit_code == 1
-    assert "error: no flow called 'nope'" in result.stderr
+    assert f"error: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr and "Parley on" not in result.stdout
 
 
 def test_db_upgrade_and_outdated_database(
@@ -207,3 +219,20 @@ def test_bad_setting_is_reported(
     result = runner.invoke(main, ["results", "nps", *env])
     assert result.exit_code == 1
     assert "PARLEY_RATE_LIMIT" in result.stderr
+
+
+def test_export_survives_text_stored_before_it_was_checked(
+    runner: CliRunner, env: list[str], tmp_path: Path
+) -> None:
+    import sqlite3
+
+    invoke(runner, ["chat", "nps", "--as", "ann", *env], input="3\nSlow\n")
+    with sqlite3.connect(tmp_path / "cli.db") as conn:  # a lone surrogate, as JSON stores it
+        conn.execute("UPDATE answer SET value = ? WHERE step_id != 'score'", ['"a\\ud800b"'])
+    shown = invoke(runner, ["export", "--flow", "nps", *env])
+    assert shown.exit_code == 0 and "a\\ud800b" in shown.output
+    out = tmp_path / "all.csv"
+    written = invoke(runner, ["export", "--out", str(out), *env])
+    assert written.exit_code == 0 and "a\\ud800b" in out.read_text(encoding="utf-8")
+    person = invoke(runner, ["export", "--respondent", "cli:ann", *env])
+    assert person.exit_code == 0 and "a\\ud800b" in person.output

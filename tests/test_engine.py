@@ -234,6 +234,10 @@ def _at(flow: Flow, step: str) -> ConversationState:
         ("mail", "ann@example.com", "Please also confirm: I agree Acme may email me about this."),
         ("mail", {"email": "nope", "consent": True}, "does not look like an email"),
         ("mail", {"email": "a@b.co", "consent": "yes"}, "Please confirm"),
+        ("mail", {"email": "a\ud800b@example.com", "consent": True}, "does not look like"),
+        ("mail", {"email": "a\x07b@example.com", "consent": True}, "does not look like"),
+        ("value", "²", "Please pick one of"),  # a digit int() refuses
+        ("tools", ["1", "②"], "Please pick 1 to 2 of"),
     ],
 )
 def test_invalid_answers_reask_with_what_is_expected(

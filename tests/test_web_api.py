@@ -406,6 +406,41 @@ async def test_malformed_token_is_400(client: Client) -> None:
     assert resp.status == 400 and (await resp.json())["code"] == "bad_token"
 
 
+async def test_header_bytes_that_are_not_utf8_are_a_400_not_a_crash(
+    make_client: MakeClient,
+) -> None:
+    # aiohttp hands such bytes over as lone surrogates; nothing may try to encode them blindly
+    # (the rate limit hashes the token, signed users are checked against the secret)
+    client = await make_client(rate_limit="100", web_secret="s3cret")
+    body = b'{"flow": "nps"}'
+    for header, code in [
+        (b"X-Parley-Token: abc\xff\xfedefghijklmnopqrstuvwxyz", "bad_token"),
+        (b"Cookie: parley_token=abc\xff\xfedefghijklmnopqrstuvwxyz", "bad_token"),
+        (b"X-Parley-User: jos\xe9\r\nX-Parley-Signature: " + b"a" * 64, "bad_user"),
+    ]:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(
+            b"POST /api/v1/conversations HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n\r\n%s"
+            % (len(body), header, body)
+        )
+        response = await reader.read()
+        writer.close()
+        status = int(response.split(b" ", 2)[1])
+        payload = json.loads(response.split(b"\r\n\r\n", 1)[1])
+        assert (status, payload["code"]) == (400, code), (header, response)
+
+
+async def test_an_emoji_written_as_an_escaped_surrogate_pair_is_fine(client: Client) -> None:
+    conv = await start(client, "csat")
+    url = f"/api/v1/conversations/{conv['id']}/answers"
+    token = auth(conv["respondent_token"])
+    await client.post(url, json={"step": conv["messages"][-1]["step"], "value": 2}, headers=token)
+    raw = b'{"step": "why_low", "value": "slow \\ud83d\\ude00"}'
+    resp = await client.post(url, data=raw, headers={**token, "Content-Type": "application/json"})
+    assert resp.status == 200, await resp.text()
+
+
 async def test_unknown_conversation_is_404(client: Client) -> None:
     conv = await start(client)
     token = conv["respondent_token"]
@@ -543,8 +578,30 @@ async def test_unknown_flow_does_not_list_the_flows(client: Client) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{not json", b"[1, 2]", b'"nps"', b"", b"[" * 30_000 + b"]" * 30_000, b"\xff\xfe"],
-    ids=["broken", "array", "string", "empty", "deep", "binary"],
+    [
+        b"{not json",
+        b"[1, 2]",
+        b'"nps"',
+        b"",
+        b"[" * 30_000 + b"]" * 30_000,
+        b"\xff\xfe",
+        b'{"flow": "nps", "x": NaN}',
+        b'{"flow": "nps", "x": [Infinity]}',
+        b'{"flow": "nps", "note": "a\\ud800b"}',
+        b'{"flow": "nps", "a\\uDFFF": 1}',
+    ],
+    ids=[
+        "broken",
+        "array",
+        "string",
+        "empty",
+        "deep",
+        "binary",
+        "nan",
+        "infinity",
+        "lone-surrogate",
+        "lone-surrogate-key",
+    ],
 )
 async def test_malformed_json_is_400(client: Client, db_url: str, raw: bytes) -> None:
     before = await counts(db_url)

@@ -107,7 +107,8 @@ def _one_choice(step: Step, raw: Any) -> str:
     for c in choices:
         if _fold(c.label) == folded or c.value == folded:
             return c.value
-    if text.isdigit() and 1 <= int(text) <= len(choices):
+    # isdecimal, not isdigit: "²" is a digit that int() refuses
+    if text.isdecimal() and len(text) <= 3 and 1 <= int(text) <= len(choices):
         return choices[int(text) - 1].value
     raise Rejected(_expected(step))
 
@@ -175,6 +176,11 @@ def _email(step: Step, value: Any) -> str | None:
     if value.get("consent") is not True:
         raise Rejected(f"Please confirm: {consent}")
     email = value.get("email")
-    if not isinstance(email, str) or len(email) > 254 or not EMAIL.match(email.strip()):
+    if (
+        not isinstance(email, str)
+        or len(email) > 254
+        or not email.strip().isprintable()  # no control characters, no lone surrogates
+        or not EMAIL.match(email.strip())
+    ):
         raise Rejected("That does not look like an email address (name@example.com).")
     return email.strip()

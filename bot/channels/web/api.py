@@ -59,12 +59,37 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
             return {}
         raise ApiError(400, "bad_json", "send a JSON object as the request body")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constants)
     except (ValueError, RecursionError) as err:
         raise ApiError(400, "bad_json", "the request body is not valid JSON") from err
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "the request body must be a JSON object")
+    if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(data):
+        # "\ud800" alone is valid JSON but no text: stored, it breaks every export after it
+        raise ApiError(400, "bad_json", "the request body has an unpaired \\uD800-\\uDFFF escape")
     return data
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(value: Any) -> bool:
+    """No lone surrogate in any string, key or value, at any depth."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_is_unicode(k) and _is_unicode(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_unicode(v) for v in value)
+    return True
 
 
 def _flow_id(value: Any) -> str:

@@ -83,7 +83,9 @@ def _check_user(user: Any) -> str:
     if not isinstance(user, str | int) or isinstance(user, bool):
         raise ApiError(400, "bad_user", "user must be a string id")
     text = str(user)
-    if not 1 <= len(text) <= MAX_USER or any(ord(ch) < 32 or ch == "\x7f" for ch in text):
+    if not 1 <= len(text) <= MAX_USER or any(
+        ord(ch) < 32 or ch == "\x7f" or "\ud800" <= ch <= "\udfff" for ch in text
+    ):  # surrogates: from header bytes that are not UTF-8, or lone \uD8xx escapes in JSON
         raise ApiError(400, "bad_user", f"user must be 1 to {MAX_USER} printable characters")
     return text
 

@@ -118,7 +118,10 @@ def client_of(request: web.Request) -> str | None:
     """The per-client bucket: the respondent token as sent (unchecked); None without one."""
     token = request.headers.get(TOKEN_HEADER) or request.cookies.get(COOKIE)
     if token:
-        return "t:" + hashlib.sha256(token[:2048].encode()).hexdigest()[:32]
+        # surrogateescape: header bytes that are not UTF-8 arrive as lone surrogates; the
+        # bucket only needs them hashed (identity refuses the token itself with a 400)
+        raw = token[:2048].encode("utf-8", "surrogateescape")
+        return "t:" + hashlib.sha256(raw).hexdigest()[:32]
     return None
 
 
