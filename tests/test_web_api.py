@@ -551,11 +551,24 @@ async def test_opt_out_sticks(client: Client, db_url: str) -> None:
     assert resp.status == 403 and (await resp.json())["code"] == "opted_out"
     assert await rows(db_url, "SELECT count(*) FROM answer") == [(0,)]
     assert await rows(db_url, "SELECT opted_out FROM respondent") in ([(1,)], [(True,)])
+    # reading the closed conversation says why it ended
+    shown = await client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(token))
+    assert (await shown.json())["messages"][-1] == {
+        "type": "end",
+        "text": "",
+        "reason": "opted_out",
+    }
 
 
-async def test_opt_out_needs_an_identity(client: Client) -> None:
-    resp = await client.post("/api/v1/respondents/me/opt-out")
-    assert resp.status == 401
+async def test_a_visitor_who_never_started_can_opt_out_for_good(client: Client) -> None:
+    resp = await client.post("/api/v1/respondents/me/opt-out")  # no token, no body
+    assert resp.status == 200
+    data = await resp.json()
+    assert data["opted_out"] is True and data["respondent_token"]
+    resp = await client.post(
+        "/api/v1/conversations", json={"flow": "nps"}, headers=auth(data["respondent_token"])
+    )
+    assert resp.status == 403 and (await resp.json())["code"] == "opted_out"
 
 
 # --- bad input ----------------------------------------------------------------------------------

@@ -259,6 +259,27 @@ async def test_widget_embedded_on_another_origin_renders_every_step_type(
         await parley.cleanup()
 
 
+async def test_a_visitor_whose_survey_never_started_can_still_opt_out(
+    browser: Any, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    runner = await serve(make_app(db, make_flows(tmp_path), demo_flow="gone"), port)
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.locator(".msg.error").first.wait_for()  # the flow is not there
+        await page.get_by_role("button", name="Stop surveying me").click()
+        await page.get_by_role("button", name="Yes, never ask me again").click()
+        await page.get_by_text("we won't survey you again").wait_for()
+        assert await rows(db, "SELECT opted_out FROM respondent") in ([(1,)], [(True,)])
+        await page.reload()
+        await page.get_by_text("You asked us not to survey you").wait_for()
+        assert await rows(db, "SELECT count(*) FROM respondent") == [(1,)]
+    finally:
+        await runner.cleanup()
+
+
 async def test_widget_on_an_origin_that_is_not_allowed_stores_nothing(
     browser: Any, tmp_path: Path
 ) -> None:

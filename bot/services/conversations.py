@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.engine import (
     Answer,
     ConversationState,
+    End,
     Outcome,
     Output,
     Start,
@@ -315,11 +316,17 @@ class Surveys:
         """The conversation as it stands (to resume after a reload)."""
 
         def body(conn: Connection) -> Reply:
-            conversation, _respondent, flow = self._load(
+            conversation, respondent, flow = self._load(
                 conn, conversation_id, respondent_key, allow_opted_out=True
             )
             state = self._state(conversation)
-            return self._reply(conversation, resume(flow, state), state, respondent_key)
+            outputs = resume(flow, state)
+            if respondent.opted_out:  # opting out closed it: say why, not just "stopped"
+                outputs = [
+                    End("opted_out", o.text) if isinstance(o, End) and o.reason == "stopped" else o
+                    for o in outputs
+                ]
+            return self._reply(conversation, outputs, state, respondent_key)
 
         return await self.db.read(body)
 

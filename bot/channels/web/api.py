@@ -195,11 +195,20 @@ async def show_conversation(request: web.Request) -> web.Response:
 
 
 async def opt_out(request: web.Request) -> web.Response:
-    """Never survey this person again (idempotent); their open conversations close."""
+    """Never survey this person again (idempotent); their open conversations close.
+
+    A visitor with no identity yet (who never started a survey) becomes a new respondent who
+    is opted out from the start; the token in the answer is what makes that stick."""
     body = await read_json(request, optional=True)
-    who = _required_identity(request, body)
+    who = _identity(request, body) or ident.mint()
     changed = await request.app[SURVEYS].opt_out(respondent_key=who.key, source=CHANNEL)
-    return web.json_response({"opted_out": True, "changed": changed})
+    data: dict[str, Any] = {"opted_out": True, "changed": changed}
+    if who.new:
+        data["respondent_token"] = who.token
+    response = web.json_response(data)
+    if who.new:
+        ident.set_cookie(request, response, who, public_url=request.app[WEB].public_url)
+    return response
 
 
 # --- static ------------------------------------------------------------------------------------

@@ -280,6 +280,9 @@
     var body = user ? { user: user, signature: signature } : {};
     call("POST", "respondents/me/opt-out", body).then(function (res) {
       if (res.status === 200) {
+        if (res.data.respondent_token) {
+          save("token", res.data.respondent_token); // never started: this token is the refusal
+        }
         save("opted_out", "1");
         composer.textContent = "";
         current = null;
