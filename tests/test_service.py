@@ -29,7 +29,7 @@ from bot.errors import (
 from bot.services import privacy
 from bot.services.catalog import FlowCatalog
 from bot.services.conversations import Surveys
-from bot.services.results import flow_results
+from bot.services.results import flow_results, render_text
 from bot.store.database import Database
 from bot.store.models import (
     Answer,
@@ -410,6 +410,23 @@ async def test_results_numbers(svc: Surveys, database: Database) -> None:
     why = next(s for s in report.steps if s.id == "why")
     assert len(why.recent) == 5 and why.recent[0]["text"] == "because"
     assert report.headline.startswith("6 responses · 83.3% completed · NPS +0")
+    assert report.retired == 0
+
+
+async def test_results_count_answers_to_steps_an_edit_removed_apart(
+    svc: Surveys, database: Database, flows: Path
+) -> None:
+    await complete(svc, "t:before", score=9)
+    path = flows / "nps.yml"
+    path.write_text(
+        path.read_text().replace("  - id: why\n    type: text", "  - id: why\n    type: yes_no")
+    )
+    svc.catalog.reload()
+    report = await flow_results(database, svc.catalog.get("nps"))
+    why = next(s for s in report.steps if s.id == "why")
+    assert why.answers == 0 and report.retired == 1  # a text answer is no yes/no answer
+    assert "1 answers to steps no longer in this flow" in render_text(report)
+    assert report.to_dict()["answers_to_retired_steps"] == 1
 
 
 async def test_forget_and_export_cover_channel_tables(svc: Surveys, database: Database) -> None:

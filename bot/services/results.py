@@ -59,6 +59,7 @@ class FlowResults:
     completed: int
     open: int
     steps: list[StepResult]
+    retired: int = 0  # answers to steps an edit removed or retyped since (export has them)
 
     @property
     def completion_rate(self) -> float | None:
@@ -73,6 +74,7 @@ class FlowResults:
             "open": self.open,
             "completion_rate": self.completion_rate,
             "steps": [s.to_dict() for s in self.steps],
+            "answers_to_retired_steps": self.retired,
         }
 
     @property
@@ -94,17 +96,21 @@ class FlowResults:
 
 
 async def flow_results(db: Database, flow: Flow) -> FlowResults:
-    """Aggregate every stored answer of the flow (all versions), streaming in batches."""
+    """Aggregate every stored answer of the flow's current steps, from all versions,
+    streaming in batches. Answers to a step that an edit removed or retyped cannot be put
+    beside the current ones: they are counted apart (``parley export`` has them)."""
     steps = {s.id: StepResult(s.id, s.type, s.text.source) for s in flow.steps if s.asks}
     scale_values: dict[str, list[int]] = defaultdict(list)
     choice_counts: dict[str, Counter[str]] = defaultdict(Counter)
     recent: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=RECENT_TEXTS))
+    retired = 0
     async with db.reads() as session:
         counts = await repo.conversation_counts(session, flow_id=flow.id)
         async for answer, key, _version in repo.flow_answers(session, flow_id=flow.id):
             result = steps.get(answer.step_id)
             if result is None or answer.step_type != result.type:
-                continue  # a step removed or retyped in a later version: not comparable
+                retired += 1  # a step removed or retyped in a later version: not comparable
+                continue
             result.answers += 1
             value = answer.value
             if result.type in SCALE_TYPES and isinstance(value, int):
@@ -141,6 +147,7 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
         completed=counts.get("completed", 0),
         open=counts.get("active", 0) + counts.get("new", 0),
         steps=list(steps.values()),
+        retired=retired,
     )
 
 
@@ -176,4 +183,10 @@ def render_text(results: FlowResults) -> str:
             for item in step.recent:
                 text = item["text"].replace("\n", " ")
                 lines.append(f"  “{text[:100]}{'…' if len(text) > 100 else ''}”")
+    if results.retired:
+        lines += [
+            "",
+            f"{results.retired} answers to steps no longer in this flow (edited since): "
+            "see `parley export`",
+        ]
     return "\n".join(lines)
