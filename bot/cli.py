@@ -11,6 +11,7 @@ import functools
 import getpass
 import io
 import json
+import shlex
 import socket
 import sys
 from collections.abc import Callable, Coroutine
@@ -122,10 +123,17 @@ def chat(flow_id: str, who: str | None, *, settings: Settings) -> None:
     from bot.channels.terminal import chat_loop
 
     key = f"cli:{who or getpass.getuser()}"
+    # The same command, so that running it again finds the same person in the same database
+    given = click.get_current_context().params
+    words = ["parley", "chat", flow_id, *(["--as", who] if who else [])]
+    for flag in ("db", "flows"):
+        if given.get(flag) is not None:
+            words += [f"--{flag}", str(given[flag])]
+    again = shlex.join(words)
     try:
-        code = chat_loop(settings, flow_id=flow_id, respondent_key=key)
+        code = chat_loop(settings, flow_id=flow_id, respondent_key=key, again=again)
     except KeyboardInterrupt:
-        click.echo(f"\nPaused. Run `parley chat {flow_id}` again to pick up where you left off.")
+        click.echo(f"\nPaused. Run `{again}` to pick up where you left off.")
         code = 130
     raise SystemExit(code)
 

@@ -80,6 +80,8 @@ def test_chat_resume_results_export_forget(
     assert first.exit_code == 0
     assert "How likely are you to recommend" in first.output
     assert "Paused" in first.output
+    # the way back names the same person, database and flows
+    assert f"Run `parley chat nps --as ann --db {env[1]} --flows {env[3]}`" in first.output
     # run it again: it resumes at the follow-up, not at the score
     second = invoke(
         runner, ["chat", "nps", "--as", "ann", *env], input="eleven\nToo slow to load\n"

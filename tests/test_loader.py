@@ -179,6 +179,17 @@ def test_unreachable_step_by_condition(tmp_path: Path) -> None:
     ]
 
 
+def test_every_never_true_condition_is_reported(tmp_path: Path) -> None:
+    text = GOOD.replace("when: score <= 6", "when: score > 10") + (
+        "  - id: again\n    when: score < 0\n    type: text\n    text: Again?\n"
+    )
+    out = problems(tmp_path, "demo.yml", text)
+    assert [o.split(": ", 1)[1] for o in out] == [
+        "step 'why' can never be asked: its when: is never true (check the values and ranges it compares)",
+        "step 'again' can never be asked: its when: is never true (check the values and ranges it compares)",
+    ]
+
+
 def test_unreachable_step_after_unconditional_end(tmp_path: Path) -> None:
     out = problems(
         tmp_path,
@@ -312,6 +323,44 @@ def test_python_tags_refused(tmp_path: Path) -> None:
     )
     assert len(out) == 1
     assert "YAML syntax error" in out[0]
+
+
+@pytest.mark.parametrize("tag", ["!!binary aGVsbG8=", "!!set {a: null}", "!!omap [{a: 1}]"])
+def test_tags_beyond_plain_values_are_refused_where_they_are(tmp_path: Path, tag: str) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("text: How likely?", f"text: {tag}"))
+    assert len(out) == 1 and out[0].startswith("demo.yml:7:11: YAML syntax error: the YAML tag !!")
+
+
+def test_a_date_like_text_stays_text(tmp_path: Path) -> None:
+    flow = load_flow(
+        write(tmp_path, "demo.yml", GOOD.replace("text: How likely?", "text: 2024-01-01")),
+        root=tmp_path,
+    )
+    assert flow.steps[0].text.source == "2024-01-01"
+
+
+def test_a_folder_named_like_a_flow_is_no_flow(tmp_path: Path) -> None:
+    write(tmp_path, "demo.yml", GOOD)
+    (tmp_path / "old.yml").mkdir()
+    assert list(load_all(tmp_path)) == ["demo"]
+    (tmp_path / "blocks" / "dir.yml").mkdir(parents=True)
+    out = problems(
+        tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/dir.yml\n")
+    )
+    assert out == [
+        "demo.yml:5:5: included file 'blocks/dir.yml' not found (paths are relative to the flows folder)"
+    ]
+
+
+def test_validate_a_block_file_or_the_blocks_folder(tmp_path: Path) -> None:
+    block = write(
+        tmp_path, "blocks/mood.yml", "steps:\n  - {id: mood, type: csat, text: How is it}\n"
+    )
+    for target in (block, tmp_path / "blocks"):
+        reports = validate_tree(target)
+        assert [(r.path.split("/")[-1], r.kind, r.ok) for r in reports] == [
+            ("mood.yml", "block", True)
+        ], reports
 
 
 def test_size_limit(tmp_path: Path) -> None:
@@ -461,6 +510,13 @@ def test_bad_duration_is_a_located_error(tmp_path: Path) -> None:
     )
     assert out == [
         "demo.yml:4:16: expires_after: '0d' is not a duration; write e.g. 30m, 2h, 7d or 2w"
+    ]
+    out = problems(
+        tmp_path, "demo.yml", GOOD.replace("title: Demo", "title: Demo\nexpires_after: 999999d")
+    )
+    assert out == [
+        "demo.yml:4:16: expires_after: '999999d' is longer than ten years (3660d); "
+        "leave it out for no limit"
     ]
 
 

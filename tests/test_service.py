@@ -319,6 +319,13 @@ async def test_edits_are_picked_up_and_broken_edits_keep_last_good_flows(
     os.utime(path, (time.time() + 10, time.time() + 10))
     svc.catalog.refresh(force=True)
     assert svc.catalog.get("nps").hash == edited
+    # whatever a broken edit raises (here a bug in loading itself), the service keeps going
+    path.write_text(text)
+    os.utime(path, (time.time() + 15, time.time() + 15))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FlowCatalog, "reload", lambda self: 1 / 0)
+        svc.catalog.refresh(force=True)
+    assert svc.catalog.get("nps").hash == edited
 
 
 async def test_expired_conversation_is_closed_and_a_new_one_starts(

@@ -36,7 +36,9 @@ def chat_loop(
     respondent_key: str,
     prompt: Prompt = input,
     echo: Callable[[str], None] = click.echo,
+    again: str | None = None,
 ) -> int:
+    """Run one flow at the prompt; ``again`` is the command that resumes it (told on pause)."""
     from bot.cli import open_db
 
     catalog = FlowCatalog(settings.flows)
@@ -78,7 +80,8 @@ def chat_loop(
                     continue
                 except EOFError:
                     echo(
-                        f"\nPaused. Run `parley chat {flow_id}` again to pick up where you left off."
+                        f"\nPaused. Run `{again or f'parley chat {flow_id}'}` to pick up where "
+                        "you left off."
                     )
                     return 0
                 try:

@@ -488,6 +488,7 @@ def _build_steps(
     for i, (spec, raw) in enumerate(specs):
         earlier = {s.id: s for s, _ in specs[:i]}
         scope = _Scope(earlier, set(all_ids[i:]))
+        known = len(out.problems)  # this step's own when: must check out before it is judged
         when = _compile(spec.when, raw, ("when",), out) if spec.when is not None else None
         if when is not None:
             _check_expr(when, raw, ("when",), scope, out)
@@ -498,7 +499,11 @@ def _build_steps(
                 f"step '{spec.id}' can never be asked",
                 f"step '{ended_at}' always ends the flow before it",
             )
-        elif when is not None and not out.problems and not _can_be_true(when, scope, may_skip):
+        elif (
+            when is not None
+            and len(out.problems) == known
+            and not _can_be_true(when, scope, may_skip)
+        ):
             out.at(
                 raw.file,
                 position(raw.node, ("when",)),
@@ -606,7 +611,7 @@ def flow_files(root: Path) -> list[Path]:
     return sorted(
         p
         for p in root.glob("*.y*ml")
-        if p.suffix in (".yml", ".yaml") and p.name not in CONFIG_FILES
+        if p.suffix in (".yml", ".yaml") and p.name not in CONFIG_FILES and not p.is_dir()
     )
 
 
@@ -625,6 +630,11 @@ class FileReport:
 def validate_tree(root: Path) -> list[FileReport]:
     """Check every file under a flows folder, each against its own schema."""
     reports: list[FileReport] = []
+    blocks_dir = next((p for p in (root, *root.parents) if p.name == "blocks"), None)
+    if blocks_dir is not None:  # a block file, or the blocks folder: check them as blocks
+        flows_root = blocks_dir.parent
+        files = sorted(root.rglob("*.y*ml")) if root.is_dir() else [root]
+        return [_validate_block(path, flows_root) for path in files]
     files = sorted(root.glob("*.y*ml")) if root.is_dir() else [root]
     flows_root = root if root.is_dir() else root.parent
     for path in files:

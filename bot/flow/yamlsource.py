@@ -41,8 +41,24 @@ def _mark(node: yaml.Node) -> Pos:
     return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
+_CORE = "tag:yaml.org,2002:"
+PLAIN_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq"))
+TIMESTAMP_TAG = _CORE + "timestamp"
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that builds LineDict/LineList and refuses aliases and deep nesting."""
+    """SafeLoader that builds LineDict/LineList and refuses aliases, deep nesting and tags
+    beyond plain text, numbers, booleans, lists and mappings (``!!binary``, ``!!set``…)."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node.tag == TIMESTAMP_TAG:  # `text: 2024-01-01` means the text, not a date
+            return node.value
+        if node.tag not in PLAIN_TAGS:
+            raise yaml.MarkedYAMLError(
+                problem=f"the YAML tag {node.tag.replace(_CORE, '!!')} is not allowed in flows",
+                problem_mark=node.start_mark,
+            )
+        return super().construct_object(node, deep)
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -152,6 +168,10 @@ def read_yaml(path: Path, *, display: str) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise FlowError([Problem(display, 1, 1, "file not found")]) from err
+    except IsADirectoryError as err:
+        raise FlowError(
+            [Problem(display, 1, 1, "this is a folder, not a file", "rename it without .yml")]
+        ) from err
     except UnicodeDecodeError as err:
         raise FlowError([Problem(display, 1, 1, "file is not UTF-8 text")]) from err
     return parse_yaml(text, file=display)

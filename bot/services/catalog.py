@@ -62,10 +62,11 @@ class FlowCatalog:
         if self._files_stamp() != self._stamp:
             try:
                 self.reload()
-            except FlowError as err:  # a bad edit must not take the running service down
+            except Exception as err:  # a bad edit must not take the running service down
                 self._stamp = self._files_stamp()
+                shown = err if isinstance(err, FlowError) else f"{type(err).__name__}: {err}"
                 log.warning(
-                    "flows changed but do not load; still serving the previous ones:\n%s", err
+                    "flows changed but do not load; still serving the previous ones:\n%s", shown
                 )
 
     def get(self, flow_id: str) -> Flow:
