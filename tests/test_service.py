@@ -436,6 +436,25 @@ async def test_results_count_answers_to_steps_an_edit_removed_apart(
     assert report.to_dict()["answers_to_retired_steps"] == 1
 
 
+async def test_results_count_answers_outside_a_narrowed_scale_apart(
+    svc: Surveys, database: Database, flows: Path
+) -> None:
+    rate = "id: rate\nkind: microsurvey\ntitle: Rate\nsteps:\n  - {id: mood, type: rating, text: Mood, min: 1, max: 7}\n"
+    (flows / "rate.yml").write_text(rate)
+    svc.catalog.reload()
+    for key, value in (("t:a", 6), ("t:b", 2)):
+        reply = await svc.start(flow_id="rate", respondent_key=key, channel="test")
+        await svc.answer(
+            conversation_id=reply.conversation_id, respondent_key=key, step="mood", value=value
+        )
+    (flows / "rate.yml").write_text(rate.replace("max: 7", "max: 5"))
+    svc.catalog.reload()
+    report = await flow_results(database, svc.catalog.get("rate"))
+    mood = report.steps[0]
+    assert mood.answers == 1 and report.retired == 1
+    assert mood.scale is not None and mood.scale.mean == 2
+
+
 async def test_forget_and_export_cover_channel_tables(svc: Surveys, database: Database) -> None:
     from bot.store.slack import SlackDM, SlackInbox, SlackMessage
 

@@ -4,6 +4,8 @@ as `parley results`, charts as inline SVG, and answers escaped."""
 from __future__ import annotations
 
 import base64
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from web_helpers import make_app, make_flows
 
 from analysis.charts import bar_chart, column_chart, nps_colours
+from bot.app import CATALOG
 
 
 def basic(password: str) -> dict[str, str]:
@@ -72,6 +75,38 @@ async def test_overview_and_flow_page_show_numbers_charts_and_escaped_answers(cl
     assert "<rect" in detail and "10: 1</title>" in detail and "3: 1</title>" in detail
     missing = await client.get("/dashboard/nope", headers=basic("k-research"))
     assert missing.status == 404
+
+
+LEAD = """
+id: lead
+kind: microsurvey
+title: Lead
+steps:
+  - {id: mood, type: rating, text: Your mood today, min: 1, max: 5}
+  - {id: score, type: nps, text: Would you recommend us}
+"""
+
+
+async def test_flows_added_while_serving_show_with_the_chart_their_score_is_about(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    flows = make_flows(tmp_path)
+    client = await aiohttp_client(make_app(str(tmp_path / "d.db"), flows, api_keys=["k-research"]))
+    (flows / "lead.yml").write_text(LEAD)  # added while the server runs
+    client.app[CATALOG].refresh(force=True)  # what the next look at the files would find
+    started = await (await client.post("/api/v1/conversations", json={"flow": "lead"})).json()
+    url = f"/api/v1/conversations/{started['id']}/answers"
+    token = {"X-Parley-Token": started["respondent_token"]}
+    await client.post(url, json={"step": "mood", "value": 4}, headers=token)
+    await client.post(url, json={"step": "score", "value": 9}, headers=token)
+    (flows / "later.yml").write_text(LEAD.replace("id: lead", "id: later"))
+    os.utime(flows / "later.yml", (time.time() + 5, time.time() + 5))
+    client.app[CATALOG]._checked_at = 0.0  # as if the 2 s between looks had passed
+    page = await (await client.get("/dashboard", headers=basic("k-research"))).text()
+    assert 'href="/dashboard/later"' in page  # no survey had to start to see it
+    card = page.split('href="/dashboard/lead"')[1].split("</div>")[0]
+    assert "NPS +100" in card and "Would you recommend us" in card  # not the mood chart
+    assert "Your mood today" not in card
 
 
 def test_column_chart_scales_bars_and_escapes_labels() -> None:

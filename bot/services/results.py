@@ -78,20 +78,29 @@ class FlowResults:
         }
 
     @property
+    def lead_step(self) -> StepResult | None:
+        """The question a summary leads with: the first with a score (NPS, CSAT, CES), else
+        the first scale anyone answered."""
+        scales = [s for s in self.steps if s.scale is not None and s.scale.count]
+        return next((s for s in scales if s.scale and s.scale.score is not None), None) or next(
+            iter(scales), None
+        )
+
+    @property
     def headline(self) -> str:
-        """One line for Slack and dashboards: responses, completion, first score."""
+        """One line for Slack and dashboards: responses, completion, the lead score."""
         parts = [
             f"{self.started} responses",
             f"{self.completion_rate if self.completion_rate is not None else 0}% completed",
         ]
-        for step in self.steps:
-            if step.scale is not None and step.scale.score is not None:
-                parts.append(
-                    f"{step.scale.score_name} {step.scale.score:+g}"
-                    if step.type == "nps"
-                    else f"{step.scale.score_name} {step.scale.score:g}"
-                )
-                break
+        lead = self.lead_step
+        if lead is not None and lead.scale is not None and lead.scale.score is not None:
+            score = lead.scale.score
+            parts.append(
+                f"{lead.scale.score_name} {score:+g}"
+                if lead.type == "nps"
+                else f"{lead.scale.score_name} {score:g}"
+            )
         return " · ".join(parts)
 
 
@@ -100,6 +109,7 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
     streaming in batches. Answers to a step that an edit removed or retyped cannot be put
     beside the current ones: they are counted apart (``parley export`` has them)."""
     steps = {s.id: StepResult(s.id, s.type, s.text.source) for s in flow.steps if s.asks}
+    bounds = {s.id: s.bounds for s in flow.steps if s.bounds is not None}
     scale_values: dict[str, list[int]] = defaultdict(list)
     choice_counts: dict[str, Counter[str]] = defaultdict(Counter)
     recent: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=RECENT_TEXTS))
@@ -108,11 +118,16 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
         counts = await repo.conversation_counts(session, flow_id=flow.id)
         async for answer, key, _version in repo.flow_answers(session, flow_id=flow.id):
             result = steps.get(answer.step_id)
-            if result is None or answer.step_type != result.type:
-                retired += 1  # a step removed or retyped in a later version: not comparable
+            value = answer.value
+            low, high = bounds.get(answer.step_id, (None, None))
+            if (
+                result is None
+                or answer.step_type != result.type
+                or (low is not None and isinstance(value, int) and not low <= value <= high)
+            ):
+                retired += 1  # the step was removed, retyped or its scale narrowed since
                 continue
             result.answers += 1
-            value = answer.value
             if result.type in SCALE_TYPES and isinstance(value, int):
                 scale_values[answer.step_id].append(value)
             elif result.type == "choice" and isinstance(value, str):

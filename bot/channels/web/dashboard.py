@@ -93,8 +93,10 @@ async def overview(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     db = request.app[DATABASE]
+    catalog = request.app[CATALOG]
+    catalog.refresh()  # flows edited while serving show up here as in `parley results`
     cards = []
-    for flow in request.app[CATALOG].all():
+    for flow in catalog.all():
         results = await flow_results(db, flow)
         cards.append(
             f'<div class=card><h3><a href="/dashboard/{escape(flow.id)}">{escape(flow.title)}</a> '
@@ -108,8 +110,10 @@ async def flow_page(request: web.Request) -> web.Response:
     refused = _gate(request)
     if refused is not None:
         return refused
+    catalog = request.app[CATALOG]
+    catalog.refresh()
     try:
-        flow = request.app[CATALOG].get(request.match_info["flow"][:64])
+        flow = catalog.get(request.match_info["flow"][:64])
     except FlowNotFound:
         return _page("Not found", "<div class=card><p>No flow with that id.</p></div>", status=404)
     results = await flow_results(request.app[DATABASE], flow)
@@ -117,16 +121,23 @@ async def flow_page(request: web.Request) -> web.Response:
     summary = (
         f"<h2>{escape(results.title)}</h2><div class=card><table>"
         f"<tr><th>Responses</th><td>{results.started}</td><th>Completed</th><td>{results.completed}</td>"
-        f"<th>Open</th><td>{results.open}</td><th>Completion</th><td>{rate}</td></tr></table></div>"
+        f"<th>Open</th><td>{results.open}</td><th>Completion</th><td>{rate}</td></tr></table>"
+        + (
+            f"<p class=muted>{results.retired} answers to questions no longer in this flow "
+            "(edited since) are not counted here: <code>parley export</code> has them.</p>"
+            if results.retired
+            else ""
+        )
+        + "</div>"
     )
     return _page(results.title, summary + "".join(_step_card(step) for step in results.steps))
 
 
 def _first_chart(results: FlowResults) -> str:
-    for step in results.steps:
-        if step.scale is not None and step.scale.count:
-            return _scale_chart(step)
-    return ""
+    lead = results.lead_step  # the question the headline's score is about
+    if lead is None:
+        return ""
+    return f"<p class=muted>{escape(lead.text)}</p>{_scale_chart(lead)}"
 
 
 def _scale_chart(step: StepResult) -> str:
