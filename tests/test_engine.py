@@ -18,6 +18,8 @@ from bot.engine import (
     Stop,
     Timeout,
     advance,
+    ask_for,
+    choice_labels,
     new_state,
 )
 from bot.errors import ConversationClosed, NotCurrentStep
@@ -343,3 +345,34 @@ def test_message_with_end_finishes_early(tmp_path: Path) -> None:
     assert no.outputs[1].text is None
     yes = advance(flow, state, Answer("willing", "yes"))
     assert yes.state.current == "when"
+
+
+PIPED_LABELS = """
+id: piped
+kind: microsurvey
+title: Piped
+steps:
+  - id: pick
+    type: choice
+    text: Which?
+    choices:
+      - {value: own, label: "Option for {{respondent.first_name or 'you'}}"}
+      - {value: other, label: Other}
+  - id: why
+    type: text
+    text: Why {{pick}}?
+"""
+
+
+def test_piped_choice_labels_read_the_same_everywhere(tmp_path: Path) -> None:
+    (tmp_path / "piped.yml").write_text(textwrap.dedent(PIPED_LABELS).lstrip())
+    flow = load_flow(tmp_path / "piped.yml", root=tmp_path)
+    state = advance(flow, new_state(flow, {"first_name": "Ann"}), Start()).state
+    ask = ask_for(flow, flow.step("pick"), state)
+    assert [c.label for c in ask.input.choices or ()] == ["Option for Ann", "Other"]
+    refused = advance(flow, state, Answer("pick", "nothing like it"))
+    assert refused.error == "Please pick one of: Option for Ann; Other."
+    typed = advance(flow, state, Answer("pick", "option for ann"))  # the label as shown
+    assert typed.error is None and typed.state.answers["pick"] == "own"
+    assert typed.outputs[-1].text == "Why Option for Ann?"  # piping the choice
+    assert choice_labels(flow, flow.step("pick")) == ("Option for you", "Other")  # results

@@ -1,6 +1,6 @@
 """The pure conversation engine: ``advance(flow, state, event) -> Outcome``. No I/O."""
 
-from bot.engine.advance import Outcome, advance, ask_for, new_state, resume
+from bot.engine.advance import Outcome, advance, ask_for, choice_labels, new_state, resume
 from bot.engine.messages import (
     Answer,
     Ask,
@@ -32,6 +32,7 @@ __all__ = [
     "Timeout",
     "advance",
     "ask_for",
+    "choice_labels",
     "new_state",
     "resume",
 ]

@@ -86,7 +86,9 @@ def _answer(flow: Flow, state: ConversationState, event: Answer) -> Outcome:
         )
     step = flow.step(event.step)
     try:
-        value = coerce(step, event.value)
+        value = coerce(
+            step, event.value, choice_labels(flow, step, state) if step.choices else None
+        )
     except Rejected as err:
         return Outcome([Say(str(err)), ask_for(flow, step, state)], state, error=str(err))
     state.answers[step.id] = value
@@ -181,8 +183,8 @@ def input_spec(step: Step, state: ConversationState, flow: Flow) -> InputSpec:
         return InputSpec(step.type, required, min=lo, max=hi, labels=step.end_labels)
     if step.type in ("choice", "multi_choice"):
         options = tuple(
-            ChoiceOption(c.value, _render(flow, label, state))
-            for c, label in zip(step.choices, step.choice_labels, strict=True)
+            ChoiceOption(c.value, label)
+            for c, label in zip(step.choices, choice_labels(flow, step, state), strict=True)
         )
         if step.type == "choice":
             return InputSpec("choice", required, choices=options)
@@ -197,6 +199,15 @@ def input_spec(step: Step, state: ConversationState, flow: Flow) -> InputSpec:
     return InputSpec(step.type, required)
 
 
+def choice_labels(
+    flow: Flow, step: Step, state: ConversationState | None = None
+) -> tuple[str, ...]:
+    """The choices' labels as shown (labels may pipe earlier answers). Without a state, as
+    shown to someone with no answers and no profile: for results across everyone."""
+    state = state or ConversationState(flow.id, flow.hash)
+    return tuple(_render(flow, label, state) for label in step.choice_labels)
+
+
 def _render(flow: Flow, template: Template | None, state: ConversationState) -> str:
     if template is None:
         return ""
@@ -208,8 +219,14 @@ def _render(flow: Flow, template: Template | None, state: ConversationState) -> 
             step = flow.step(name.parts[0])
             if step.type in ("choice", "multi_choice") and value is not None:
                 values = value if isinstance(value, list) else [value]
-                labels = [c.label for v in values if (c := step.choice(v)) is not None]
-                return ", ".join(labels)
+                shown = dict(
+                    zip(
+                        (c.value for c in step.choices),
+                        choice_labels(flow, step, state),
+                        strict=True,
+                    )
+                )
+                return ", ".join(shown[v] for v in values if v in shown)
         return plain_text(value)
 
     return template.render(cond.truthy_in(state.answers, state.profile), display)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from typing import Any
 
 from bot.flow.model import Step
@@ -26,8 +27,12 @@ class Rejected(ValueError):
     """The value does not fit; the message tells the respondent what would."""
 
 
-def coerce(step: Step, value: Any) -> Any:
-    """The stored form of ``value`` for ``step``; ``None`` means skipped or declined."""
+def coerce(step: Step, value: Any, labels: Sequence[str] | None = None) -> Any:
+    """The stored form of ``value`` for ``step``; ``None`` means skipped or declined.
+
+    ``labels``: the choices' labels as this person sees them (labels may pipe earlier
+    answers); typing one of them picks that choice."""
+    shown = tuple(labels) if labels is not None else tuple(c.label for c in step.choices)
     if isinstance(value, str) and len(value) > MAX_RAW:
         raise Rejected(f"That answer is too long (over {MAX_RAW} characters).")
     empty = value is None or (isinstance(value, str) and not value.strip()) or value == []
@@ -35,15 +40,15 @@ def coerce(step: Step, value: Any) -> Any:
         if step.type == "multi_choice" and step.spec.min_picks == 0:  # type: ignore[union-attr]
             return []
         if step.spec.required:
-            raise Rejected(_expected(step))
+            raise Rejected(_expected(step, shown))
         return None
     kind = step.type
     if kind in ("nps", "csat", "ces", "rating"):
         return _scale(step, value)
     if kind == "choice":
-        return _choice(step, value)
+        return _one_choice(step, value, shown)
     if kind == "multi_choice":
-        return _multi(step, value)
+        return _multi(step, value, shown)
     if kind == "yes_no":
         return _yes_no(step, value)
     if kind == "text":
@@ -53,21 +58,22 @@ def coerce(step: Step, value: Any) -> Any:
     raise Rejected("This message needs no answer.")
 
 
-def _expected(step: Step) -> str:
+def _expected(step: Step, labels: Sequence[str] = ()) -> str:
     kind = step.type
+    labels = labels or tuple(c.label for c in step.choices)
     if step.bounds is not None:
         lo, hi = step.bounds
         low, high = step.end_labels
         ends = f" ({lo} = {low}, {hi} = {high})" if low and high else ""
         return f"Please answer with a whole number from {lo} to {hi}{ends}."
     if kind == "choice":
-        return "Please pick one of: " + "; ".join(c.label for c in step.choices) + "."
+        return "Please pick one of: " + "; ".join(labels) + "."
     if kind == "multi_choice":
         spec = step.spec
         top = spec.max_picks or len(step.choices)  # type: ignore[union-attr]
         low = spec.min_picks  # type: ignore[union-attr]
         count = f"{low}" if low == top else f"{low} to {top}"
-        return f"Please pick {count} of: " + "; ".join(c.label for c in step.choices) + "."
+        return f"Please pick {count} of: " + "; ".join(labels) + "."
     if kind == "yes_no":
         return "Please answer yes or no."
     if kind == "email":
@@ -95,43 +101,39 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold().strip().rstrip(".!")
 
 
-def _one_choice(step: Step, raw: Any) -> str:
+def _one_choice(step: Step, raw: Any, labels: Sequence[str]) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
-        raise Rejected(_expected(step))
+        raise Rejected(_expected(step, labels))
     text = str(raw).strip()
     choices = step.choices
     for c in choices:
         if c.value == text:
             return c.value
     folded = _fold(text)
-    for c in choices:
-        if _fold(c.label) == folded or c.value == folded:
+    for c, label in zip(choices, labels, strict=True):
+        if _fold(label) == folded or c.value == folded:
             return c.value
     # isdecimal, not isdigit: "²" is a digit that int() refuses
     if text.isdecimal() and len(text) <= 3 and 1 <= int(text) <= len(choices):
         return choices[int(text) - 1].value
-    raise Rejected(_expected(step))
+    raise Rejected(_expected(step, labels))
 
 
-def _choice(step: Step, value: Any) -> str:
-    return _one_choice(step, value)
-
-
-def _multi(step: Step, value: Any) -> list[str]:
+def _multi(step: Step, value: Any, labels: Sequence[str]) -> list[str]:
     if isinstance(value, str):
         parts = [p for p in re.split(r"\s*[,;]\s*", value.strip()) if p]
     elif isinstance(value, list):
         parts = value
     else:
-        raise Rejected(_expected(step))
-    picked = {_one_choice(step, p) for p in parts}
+        raise Rejected(_expected(step, labels))
+    picked = {_one_choice(step, p, labels) for p in parts}
     ordered = [c.value for c in step.choices if c.value in picked]
     spec = step.spec
     top = spec.max_picks or len(step.choices)  # type: ignore[union-attr]
     if not spec.min_picks <= len(ordered) <= top:  # type: ignore[union-attr]
         if not ordered and not spec.required:
             return []
-        raise Rejected(_expected(step))
+        raise Rejected(_expected(step, labels))
     return ordered
 
 

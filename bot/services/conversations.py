@@ -28,6 +28,7 @@ from bot.engine import (
     Stop,
     Timeout,
     advance,
+    choice_labels,
     new_state,
     resume,
 )
@@ -295,7 +296,9 @@ class Surveys:
     def _same_answer(flow: Flow, state: ConversationState, step: str, value: Any) -> bool:
         """Whether a repeat carries the answer already recorded (a double click or a retry)."""
         try:
-            return bool(coerce(flow.step(step), value) == state.answers.get(step))
+            asked = flow.step(step)
+            labels = choice_labels(flow, asked, state) if asked.choices else None
+            return bool(coerce(asked, value, labels) == state.answers.get(step))
         except Rejected:
             return False
 

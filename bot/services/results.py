@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.scores import ScaleSummary, bar, summarise_scale
+from bot.engine import choice_labels
 from bot.flow import Flow
 from bot.flow.model import SCALE_TYPES
 from bot.store import repo
@@ -148,7 +149,9 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
         if step.bounds is not None:
             result.scale = summarise_scale(step.type, scale_values[step.id], *step.bounds)
         if step.type in ("choice", "multi_choice"):
-            labels = {c.value: c.label for c in step.choices}
+            labels = dict(
+                zip((c.value for c in step.choices), choice_labels(flow, step), strict=True)
+            )
             result.choices = [
                 (v, labels.get(v, v), n) for v, n in choice_counts[step.id].most_common(TOP_CHOICES)
             ]
