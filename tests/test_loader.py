@@ -363,6 +363,27 @@ def test_validate_a_block_file_or_the_blocks_folder(tmp_path: Path) -> None:
         ], reports
 
 
+@pytest.mark.parametrize(
+    ("edit", "hint"),
+    [
+        (("title: Demo", "title: Demo\ndescription:\n\tx"), "(indent with spaces, not tabs)"),
+        (("title: Demo", "title: 'Don't know'"), "wrap the whole text in double quotes)"),
+        (
+            ("text: How likely?", "text: {{score}}"),
+            'put it in quotes, e.g. text: "{{score}} it is")',
+        ),
+        (
+            ("text: How likely?", "text: Yes"),
+            "(YAML read True as a yes/no value: put the text in quotes)",
+        ),
+        (("text: How likely?", "text: 12"), "(YAML read 12 as a number: put the text in quotes)"),
+    ],
+)
+def test_common_yaml_slips_get_a_hint(tmp_path: Path, edit: tuple[str, str], hint: str) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace(*edit))
+    assert len(out) == 1 and out[0].endswith(hint), out
+
+
 def test_size_limit(tmp_path: Path) -> None:
     out = problems(tmp_path, "demo.yml", GOOD + "# " + "x" * MAX_FILE_BYTES + "\n")
     assert out == ["demo.yml:1:1: file is larger than 256 KiB (split it with include:)"]

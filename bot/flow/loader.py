@@ -138,7 +138,11 @@ def _schema_problems(
             )
         else:
             message = item["msg"].removeprefix("Value error, ")
-            out.at(file, position(node, loc), f"{where}: {message}" if where else message)
+            hint = ""
+            if kind == "string_type" and isinstance(item.get("input"), bool | int | float):
+                read_as = "a yes/no value" if isinstance(item["input"], bool) else "a number"
+                hint = f"YAML read {item['input']!r} as {read_as}: put the text in quotes"
+            out.at(file, position(node, loc), f"{where}: {message}" if where else message, hint)
 
 
 def _pattern_hint(loc: tuple[Any, ...]) -> str:

@@ -90,7 +90,9 @@ class _Loader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) or key is None:
                 raise yaml.MarkedYAMLError(
-                    problem="mapping keys must be plain strings", problem_mark=key_node.start_mark
+                    problem="mapping keys must be plain strings (a value that starts with { "
+                    'is read as a mapping: put it in quotes, e.g. text: "{{score}} it is")',
+                    problem_mark=key_node.start_mark,
                 )
             key = str(key) if not isinstance(key, str) else key
             if key in result:
@@ -144,9 +146,20 @@ def parse_yaml(text: str, *, file: str) -> Any:
         message = err.problem or str(err)
         if err.context and err.context not in message:
             message = f"{err.context}: {message}"
-        raise FlowError([Problem(file, line, col, f"YAML syntax error: {message}")]) from err
+        raise FlowError(
+            [Problem(file, line, col, f"YAML syntax error: {message}", _syntax_hint(message))]
+        ) from err
     except yaml.YAMLError as err:
         raise FlowError([Problem(file, 1, 1, f"YAML error: {err}")]) from err
+
+
+def _syntax_hint(message: str) -> str:
+    """What usually causes the errors PyYAML words most obscurely."""
+    if "'\\t'" in message:
+        return "indent with spaces, not tabs"
+    if "expected <block end>, but found" in message or "expected ',' or '}'" in message:
+        return "a quote or : inside text? wrap the whole text in double quotes"
+    return ""
 
 
 def read_yaml(path: Path, *, display: str) -> Any:
