@@ -384,6 +384,27 @@ def test_common_yaml_slips_get_a_hint(tmp_path: Path, edit: tuple[str, str], hin
     assert len(out) == 1 and out[0].endswith(hint), out
 
 
+def test_positions_inside_folded_and_escaped_text_are_exact(tmp_path: Path) -> None:
+    text = GOOD.replace("when: score <= 6", "when: >-\n      score <= 6 and\n      scroe >= 0")
+    text = text.replace("text: Why {{score}}?", 'text: "Caf\\u00e9 \\"ok\\" {{scroe}}?"')
+    out = problems(tmp_path, "demo.yml", text)
+    assert [o.split(": unknown")[0] for o in out] == ["demo.yml:11:7", "demo.yml:13:31"]
+
+
+def test_an_unclosed_quote_is_reported_where_it_opens(tmp_path: Path) -> None:
+    out = problems(tmp_path, "demo.yml", GOOD.replace("title: Demo", 'title: "Demo'))
+    assert out[0].startswith("demo.yml:3:8: YAML syntax error:"), out
+
+
+def test_a_latin1_byte_is_reported_on_its_line(tmp_path: Path) -> None:
+    (tmp_path / "demo.yml").write_bytes(b"id: demo\nkind: microsurvey\ntitle: Caf\xe9\n")
+    with pytest.raises(FlowError) as info:
+        load_flow(tmp_path / "demo.yml", root=tmp_path)
+    assert str(info.value.problems[0]).endswith(
+        "demo.yml:3:11: file is not UTF-8 text (save it as UTF-8 in your editor)"
+    )
+
+
 def test_size_limit(tmp_path: Path) -> None:
     out = problems(tmp_path, "demo.yml", GOOD + "# " + "x" * MAX_FILE_BYTES + "\n")
     assert out == ["demo.yml:1:1: file is larger than 256 KiB (split it with include:)"]

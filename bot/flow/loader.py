@@ -34,7 +34,14 @@ from bot.flow.schema import (
     StepModel,
 )
 from bot.flow.template import Template, compile_template
-from bot.flow.yamlsource import LineDict, LineList, key_position, position, read_yaml
+from bot.flow.yamlsource import (
+    LineDict,
+    LineList,
+    key_position,
+    position,
+    read_yaml,
+    source_position,
+)
 
 _STEP_ADAPTER: TypeAdapter[Any] = TypeAdapter(StepModel)
 _STEP_CLASSES: dict[str, type[BaseModel]] = {
@@ -270,6 +277,11 @@ def _expr_pos(raw: RawStep, path: tuple[Any, ...], offset: int) -> tuple[int, in
     last = path[-1]
     if isinstance(node, LineDict) and last in node.value_pos:
         line, col = node.value_pos[last]
+        written, value = node.value_source.get(last), node.get(last)
+        if written is not None and isinstance(value, str):
+            found = source_position(written, (line, col), value, offset)
+            if found is not None:
+                return found
         quoted = node.value_quoted.get(last, False)
         return (line, col + offset + (1 if quoted else 0))
     return position(raw.node, path)

@@ -8,6 +8,7 @@ bounded in size and nesting depth.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ class LineDict(dict):
     key_pos: dict[str, Pos]
     value_pos: dict[str, Pos]
     value_quoted: dict[str, bool]
+    value_source: dict[str, str]  # the value as written (quotes, escapes, folded lines)
 
 
 class LineList(list):
@@ -85,6 +87,7 @@ class _Loader(yaml.SafeLoader):
         result.key_pos = {}
         result.value_pos = {}
         result.value_quoted = {}
+        result.value_source = {}
         self.flatten_mapping(node)
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
@@ -103,6 +106,9 @@ class _Loader(yaml.SafeLoader):
             result.key_pos[key] = _mark(key_node)
             result.value_pos[key] = _mark(value_node)
             result.value_quoted[key] = getattr(value_node, "style", None) in ('"', "'")
+            start, end = value_node.start_mark, value_node.end_mark
+            if isinstance(value_node, yaml.ScalarNode) and start.buffer is not None:
+                result.value_source[key] = start.buffer[start.index : end.index]
         return result
 
     def construct_line_sequence(self, node: yaml.SequenceNode) -> LineList:
@@ -142,6 +148,8 @@ def parse_yaml(text: str, *, file: str) -> Any:
             loader.dispose()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
+        if err.context_mark is not None and "end of stream" in (err.problem or ""):
+            mark = err.context_mark  # an unclosed quote or bracket: where it was opened
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = err.problem or str(err)
         if err.context and err.context not in message:
@@ -186,8 +194,42 @@ def read_yaml(path: Path, *, display: str) -> Any:
             [Problem(display, 1, 1, "this is a folder, not a file", "rename it without .yml")]
         ) from err
     except UnicodeDecodeError as err:
-        raise FlowError([Problem(display, 1, 1, "file is not UTF-8 text")]) from err
+        before = err.object[: err.start]
+        line, col = before.count(b"\n") + 1, len(before) - (before.rfind(b"\n") + 1) + 1
+        raise FlowError(
+            [
+                Problem(
+                    display,
+                    line,
+                    col,
+                    "file is not UTF-8 text",
+                    "save it as UTF-8 in your editor",
+                )
+            ]
+        ) from err
     return parse_yaml(text, file=display)
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def source_position(written: str, start: Pos, value: str, offset: int) -> Pos | None:
+    """Where character ``offset`` of a parsed scalar ``value`` was written, for a scalar
+    written as ``written`` from ``start``: found by the word at that offset (its n-th
+    occurrence in both), so quotes, escapes and folded lines do not shift it. None when the
+    offset is not on a word that can be found again."""
+    word = _TOKEN.match(value, offset)
+    if word is None:
+        return None
+    pattern = re.compile(rf"(?<![A-Za-z0-9_.]){re.escape(word.group())}(?![A-Za-z0-9_.])")
+    nth = len(pattern.findall(value, 0, offset))
+    found = list(pattern.finditer(written))
+    if nth >= len(found):
+        return None
+    before = written[: found[nth].start()].split("\n")
+    line = start[0] + len(before) - 1
+    col = start[1] + len(before[0]) if len(before) == 1 else len(before[-1]) + 1
+    return (line, col)
 
 
 def position(node: Any, path: tuple[Any, ...]) -> Pos:
