@@ -269,6 +269,18 @@ def test_text_is_cleaned_of_control_characters(flow: Flow) -> None:
     assert outcome.state.answers["why"] == "ok[31m fine"
 
 
+def test_text_keeps_the_format_characters_people_type(flow: Flow) -> None:
+    state = _at(flow, "why")
+    family, persian, scotland = (
+        "👨\u200d👩\u200d👧",
+        "می\u200cخواهم",
+        "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",
+    )
+    typed = f"{family} {persian} {scotland}"[:20]
+    outcome = advance(flow, state, Answer("why", typed + "\u202e"))  # but no bidi override
+    assert outcome.state.answers["why"] == typed
+
+
 def test_answering_a_step_that_is_not_current(flow: Flow) -> None:
     state = _at(flow, "sat")
     with pytest.raises(NotCurrentStep, match="already answered"):

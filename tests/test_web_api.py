@@ -20,7 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from web_helpers import answers, counts, make_app, make_flows, rows
 
-from bot.channels.web.identity import token_key
+from bot.channels.web.identity import sign, token_key
 
 SECRET = "s3cret-for-tests"
 API_KEY = "key-for-tests"
@@ -431,6 +431,30 @@ async def test_header_bytes_that_are_not_utf8_are_a_400_not_a_crash(
         assert (status, payload["code"]) == (400, code), (header, response)
 
 
+async def test_odd_bodies_paths_and_ids_are_json_4xx(make_client: MakeClient) -> None:
+    client = await make_client(web_secret="s3cret")
+    resp = await client.post(
+        "/api/v1/conversations",
+        data=b"not gzip",
+        headers={"Content-Encoding": "gzip", "Connection": "close"},  # aiohttp drops it after
+    )
+    assert resp.status == 400 and (await resp.json())["code"] == "bad_body"
+    for path in ("/api", "/api/v2"):
+        resp = await client.get(path)
+        assert resp.status in (404, 405) and "code" in await resp.json(), path
+    conv = await start(client)
+    resp = await client.post(
+        f"/api/v1/conversations/{conv['id']}/answers",
+        json={"step": "score\n", "value": 5},
+        headers=auth(conv["respondent_token"]),
+    )
+    assert resp.status == 400 and (await resp.json())["code"] == "bad_step"
+    for user in ("ann\u202eevil", "ann\u200b", "ann\x85"):  # shows as another id
+        body = {"flow": "nps", "user": user, "signature": sign("s3cret", user)}
+        resp = await client.post("/api/v1/conversations", json=body)
+        assert resp.status == 400 and (await resp.json())["code"] == "bad_user", repr(user)
+
+
 async def test_an_emoji_written_as_an_escaped_surrogate_pair_is_fine(client: Client) -> None:
     conv = await start(client, "csat")
     url = f"/api/v1/conversations/{conv['id']}/answers"
@@ -602,6 +626,9 @@ async def test_unknown_flow_does_not_list_the_flows(client: Client) -> None:
         b'{"flow": "nps", "x": [Infinity]}',
         b'{"flow": "nps", "note": "a\\ud800b"}',
         b'{"flow": "nps", "a\\uDFFF": 1}',
+        b'{"flow": "nps", "x": 1e999}',
+        b'{"flow": "nps", "n": "\\ud800", "x": ' + b"[" * 600 + b"]" * 600 + b"}",
+        '{"flow": "nps", "note": "a\\ud800b"}'.encode("utf-16"),
     ],
     ids=[
         "broken",
@@ -614,6 +641,9 @@ async def test_unknown_flow_does_not_list_the_flows(client: Client) -> None:
         "infinity",
         "lone-surrogate",
         "lone-surrogate-key",
+        "overflowing-number",
+        "deep-with-escapes",
+        "utf-16",
     ],
 )
 async def test_malformed_json_is_400(client: Client, db_url: str, raw: bytes) -> None:

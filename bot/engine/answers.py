@@ -149,9 +149,19 @@ def _yes_no(step: Step, value: Any) -> bool:
     raise Rejected(_expected(step))
 
 
+# Bidi embeddings, overrides and isolates reorder how the text around them displays (a
+# "Trojan source" trick); other format characters (ZWJ in emoji, ZWNJ in Persian) are text.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _clean_text(value: str) -> str:
     text = unicodedata.normalize("NFC", value)
-    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C").strip()
+    return "".join(
+        ch
+        for ch in text
+        if ch in "\n\t"
+        or (unicodedata.category(ch) not in ("Cc", "Cs") and ch not in _BIDI_CONTROLS)
+    ).strip()
 
 
 def _text(step: Step, value: Any) -> str:

@@ -8,6 +8,7 @@ what an answer means is the engine's business, and its refusals come back as 422
 from __future__ import annotations
 
 import json
+import math
 import re
 import zoneinfo
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web import RequestPayloadError
 
 from bot.app import SURVEYS
 from bot.channels.web import identity as ident
@@ -24,10 +26,11 @@ from bot.services.conversations import Reply
 MAX_BODY = 64 * 1024
 CHANNEL = "web"
 
-_FLOW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_STEP_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
-_TIMEZONE = re.compile(r"^[A-Za-z0-9_+\-/]{1,64}$")
+# \Z, not $: "$" also matches before a trailing newline
+_FLOW_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_STEP_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
+_CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}\Z")
+_TIMEZONE = re.compile(r"^[A-Za-z0-9_+\-/]{1,64}\Z")
 
 
 @dataclass(frozen=True)
@@ -48,23 +51,30 @@ WEB = web.AppKey("web_channel", WebChannel)
 
 
 async def read_json(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    """The body as a JSON object; 413 over 64 KiB, 400 when it is not a JSON object."""
+    """The body as a JSON object; 413 over 64 KiB, 400 when it is not a JSON object of text."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
-    raw = await request.read()  # aiohttp enforces client_max_size on chunked bodies too
+    try:
+        raw = await request.read()  # aiohttp enforces client_max_size on chunked bodies too
+    except RequestPayloadError as err:  # e.g. "gzip" that is not gzip
+        raise ApiError(400, "bad_body", f"the request body cannot be read: {err}") from err
     if len(raw) > MAX_BODY:
         raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
-    if not raw.strip():
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ApiError(400, "bad_json", "the request body must be UTF-8 text") from err
+    if not text.strip():
         if optional:
             return {}
         raise ApiError(400, "bad_json", "send a JSON object as the request body")
     try:
-        data = json.loads(raw, parse_constant=_no_constants)
+        data = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
     except (ValueError, RecursionError) as err:
         raise ApiError(400, "bad_json", "the request body is not valid JSON") from err
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "the request body must be a JSON object")
-    if _SURROGATE_ESCAPE.search(raw) and not _is_unicode(data):
+    if _SURROGATE_ESCAPE.search(text) and not _is_unicode(data):
         # "\ud800" alone is valid JSON but no text: stored, it breaks every export after it
         raise ApiError(400, "bad_json", "the request body has an unpaired \\uD800-\\uDFFF escape")
     return data
@@ -74,21 +84,32 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN and Infinity
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999 overflows to inf
+        raise ValueError(f"{text} is too large a number")
+    return number
 
 
-def _is_unicode(value: Any) -> bool:
-    """No lone surrogate in any string, key or value, at any depth."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
-    if isinstance(value, dict):
-        return all(_is_unicode(k) and _is_unicode(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_is_unicode(v) for v in value)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _is_unicode(data: Any) -> bool:
+    """No lone surrogate in any string, key or value, at any depth (without recursion: the
+    body may nest as deep as the JSON parser allows)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
     return True
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bot.channels.web.errors import ApiError, Handler, guarded
+from bot.channels.web.errors import ApiError, Handler, guarded, is_api
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Content-Type, X-Parley-Token, X-Parley-User, X-Parley-Signature, Authorization"
@@ -47,7 +47,7 @@ class Cors:
     def middleware(self) -> web.middleware:  # type: ignore[valid-type]
         @web.middleware
         async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if not request.path.startswith("/api/"):
+            if not is_api(request):
                 return await handler(request)
             origin = request.headers.get("Origin")
             if origin is None:

@@ -9,6 +9,7 @@ so a client never has to parse an HTML error page.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -106,6 +107,8 @@ async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(err.status, err.code, err.message, headers=err.headers)
     except ParleyError as err:
         return parley_error_response(err)
+    except ConnectionResetError:
+        raise  # the client left mid-request: nobody to answer, nothing went wrong here
     except web.HTTPException as err:
         if err.status < 400:
             raise
@@ -125,6 +128,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     Other paths (the Slack endpoint, the demo page) keep aiohttp's own behaviour: this
     channel should not decide how another channel reports its errors.
     """
-    if not request.path.startswith("/api/"):
+    if not is_api(request):
         return await handler(request)
     return await guarded(request, handler)
+
+
+_API_PATH = re.compile(r"^/+api(?:/|\Z)")
+
+
+def is_api(request: web.Request) -> bool:
+    """``/api``, ``/api/…`` and the same with doubled slashes (which no route matches, but
+    whose 404 must still be JSON)."""
+    return _API_PATH.match(request.path) is not None

@@ -37,9 +37,9 @@ SIGNATURE_HEADER = "X-Parley-Signature"
 COOKIE = "parley_token"
 COOKIE_MAX_AGE = 365 * 24 * 3600
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-_SIGNED = re.compile(r"^s\.([A-Za-z0-9_-]{1,1024})\.([0-9a-f]{64})$")
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}\Z")  # \Z: "$" would allow a trailing newline
+_SIGNED = re.compile(r"^s\.([A-Za-z0-9_-]{1,1024})\.([0-9a-f]{64})\Z")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
 MAX_USER = 190  # "user:" + id must fit the 200-character respondent key
 _SESSION_CONTEXT = b"parley-session\x00"
 
@@ -83,9 +83,9 @@ def _check_user(user: Any) -> str:
     if not isinstance(user, str | int) or isinstance(user, bool):
         raise ApiError(400, "bad_user", "user must be a string id")
     text = str(user)
-    if not 1 <= len(text) <= MAX_USER or any(
-        ord(ch) < 32 or ch == "\x7f" or "\ud800" <= ch <= "\udfff" for ch in text
-    ):  # surrogates: from header bytes that are not UTF-8, or lone \uD8xx escapes in JSON
+    if not 1 <= len(text) <= MAX_USER or not text.isprintable():
+        # control, format (zero-width, bidi overrides) and surrogate characters: a user id
+        # that displays as another one must not be accepted
         raise ApiError(400, "bad_user", f"user must be 1 to {MAX_USER} printable characters")
     return text
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from bot.channels.web.errors import ApiError, Handler
+from bot.channels.web.errors import ApiError, Handler, is_api
 from bot.channels.web.identity import COOKIE, TOKEN_HEADER
 
 MAX_BUCKETS = 100_000
@@ -99,7 +99,7 @@ class WebRateLimit:
     def middleware(self) -> web.middleware:  # type: ignore[valid-type]
         @web.middleware
         async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if request.path.startswith("/api/") and request.method != "OPTIONS":
+            if is_api(request) and request.method != "OPTIONS":
                 wait = self.take(request)
                 if wait > 0:
                     seconds = str(max(1, math.ceil(wait)))
