@@ -782,18 +782,20 @@ async def test_crash_between_answer_and_reply_loses_neither(
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0  # posted once
 
     # a DM acked but never handled (payload pending in the inbox) is handled by the sweep
-    await runtime.db.run(
-        partial(
-            store.claim_delivery,
-            key="msg:lost",
-            ttl=timedelta(hours=1),
-            team_id="T1",
-            payload={"team_id": "T1", "user": "U1", "channel": "DU1", "text": "Pricing"},
-            now=store.utcnow() - timedelta(minutes=5),
-        )
-    )
+    await leave_dm_pending(runtime, "msg:lost", "Pricing", age=timedelta(minutes=5))
     assert await recover_once(runtime, after=timedelta(seconds=60)) == 1
     await wait_count(parley, fake, Answer, 2)
+
+
+async def leave_dm_pending(runtime: Any, key: str, text: str, *, age: Any) -> None:
+    """A DM from U1 acked ``age`` ago but never handled, as a crash leaves it (kept 24 h)."""
+    from datetime import timedelta
+
+    from bot.store import slack as store
+
+    payload = {"team_id": "T1", "user": "U1", "channel": "DU1", "text": text}
+    claim = partial(store.claim_delivery, key=key, ttl=timedelta(hours=24), team_id="T1")
+    await runtime.db.run(partial(claim, payload=payload, now=store.utcnow() - age))
 
 
 def delivered(fake: FakeSlack, form: str) -> list[Any]:
@@ -874,19 +876,9 @@ async def test_a_dm_that_keeps_failing_is_dropped_when_its_key_expires(
     from datetime import timedelta
 
     from bot.channels.slack.recovery import recover_once
-    from bot.store import slack as store
 
     runtime = parley.app[SLACK]
-    await runtime.db.run(
-        partial(
-            store.claim_delivery,
-            key="msg:old",
-            ttl=timedelta(hours=24),
-            team_id="T1",
-            payload={"team_id": "T1", "user": "U1", "channel": "DU1", "text": "hi"},
-            now=store.utcnow() - timedelta(hours=25),
-        )
-    )
+    await leave_dm_pending(runtime, "msg:old", "hi", age=timedelta(hours=25))
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
     assert await count(parley, SlackInbox, SlackInbox.key == "msg:old") == 0  # given up, purged
     assert posts(fake) == []  # not handled: "hi" would have started the welcome flow
