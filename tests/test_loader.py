@@ -352,6 +352,15 @@ def test_a_folder_named_like_a_flow_is_no_flow(tmp_path: Path) -> None:
     ]
 
 
+def test_flows_kept_under_a_folder_named_blocks_are_still_flows(tmp_path: Path) -> None:
+    root = tmp_path / "blocks" / "project" / "flows"
+    write(root, "demo.yml", GOOD)
+    assert [(r.kind, r.ok) for r in validate_tree(root.resolve())] == [("flow", True)]
+    assert [(r.kind, r.ok) for r in validate_tree((root / "demo.yml").resolve())] == [
+        ("flow", True)
+    ]
+
+
 def test_validate_a_block_file_or_the_blocks_folder(tmp_path: Path) -> None:
     block = write(
         tmp_path, "blocks/mood.yml", "steps:\n  - {id: mood, type: csat, text: How is it}\n"

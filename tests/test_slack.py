@@ -824,6 +824,26 @@ async def test_slack_down_after_a_click_keeps_the_next_question_for_the_sweep(
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0  # once
 
 
+async def test_an_error_that_will_not_pass_is_not_retried_by_the_sweep(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    from datetime import timedelta
+
+    from bot.channels.slack.recovery import recover_once
+
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    fake.fail("chat.postMessage", error="invalid_blocks", times=100)
+    await post_action(parley, click("U1", question.posted, index=3))
+    await wait_count(parley, fake, Answer, 1)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    tried = len(posts(fake))
+    for _ in range(3):
+        assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
+    assert len(posts(fake)) == tried  # released, not retried every pass
+
+
 async def test_slack_down_after_a_typed_answer_neither_loses_nor_reuses_it(
     parley: TestClient, fake: FakeSlack
 ) -> None:

@@ -646,8 +646,12 @@ class FileReport:
 def validate_tree(root: Path) -> list[FileReport]:
     """Check every file under a flows folder, each against its own schema."""
     reports: list[FileReport] = []
-    blocks_dir = next((p for p in (root, *root.parents) if p.name == "blocks"), None)
-    if blocks_dir is not None:  # a block file, or the blocks folder: check them as blocks
+    # a block file, or the blocks folder itself: check them as blocks (only the path's own
+    # name or its folder's: a project kept under some ~/blocks/ folder is still flows)
+    blocks_dir = root if root.is_dir() else root.parent
+    if blocks_dir.name != "blocks":
+        blocks_dir = None
+    if blocks_dir is not None:
         flows_root = blocks_dir.parent
         files = sorted(root.rglob("*.y*ml")) if root.is_dir() else [root]
         return [_validate_block(path, flows_root) for path in files]

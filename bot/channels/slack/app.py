@@ -88,7 +88,12 @@ class SlackRuntime:
 
     def tracked(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Wrap a Bolt listener so shutdown can wait for it: Bolt runs listeners in tasks of
-        its own after the ack, and they must finish before the database closes."""
+        its own after the ack, and they must finish before the database closes.
+
+        Errors stop here, logged: every listener acks first, and an error escaping to Bolt
+        replaces that ack (slack-bolt 1.30 then answers Slack 404 after three seconds, and
+        Slack retries or shows the click as failed). What needs finishing is left to the
+        recovery sweep."""
 
         @functools.wraps(handler)  # Bolt reads the argument names through __wrapped__
         async def run(**kwargs: Any) -> Any:
@@ -97,6 +102,9 @@ class SlackRuntime:
                 self.inflight.add(task)
             try:
                 return await handler(**kwargs)
+            except Exception:
+                log.exception("Slack listener %s failed", handler.__name__)
+                return None
             finally:
                 if task is not None:
                     self.inflight.discard(task)

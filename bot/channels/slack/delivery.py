@@ -44,8 +44,28 @@ PERMANENT_ERRORS = frozenset(
 )
 
 
+# Errors a later try can get past (Slack's own trouble); any other error Slack names (e.g.
+# invalid_blocks, token_revoked) will say the same next time.
+PASSING_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+
+
 class Undeliverable(Exception):
     """Slack said this will never work for this person; already recorded."""
+
+
+def may_pass(err: BaseException) -> bool:
+    """Whether trying again later can succeed: Slack down, slow or rate limiting, a timeout,
+    a lost connection, or this process stopping — not an error Slack gave for this message."""
+    if isinstance(err, Undeliverable):
+        return False
+    if isinstance(err, SlackApiError):
+        response = err.response
+        status = int(getattr(response, "status_code", 0) or 0)
+        error = str(response.get("error", "")) if response is not None else ""
+        return status >= 500 or status == 429 or error in PASSING_ERRORS
+    return True
 
 
 @dataclass(frozen=True)
@@ -170,12 +190,13 @@ class Delivery:
         for sent, message in enumerate(mine):
             try:
                 ts = await self.post(client, key=key, channel=channel, message=message)
-            except Undeliverable:
-                # Never going to work for this person: let go of the claims. Any other failure
-                # (Slack down after the retries, a crash) keeps them, and the recovery sweep
-                # posts the questions once Slack answers again.
-                unsent = [m.step for m in mine[sent:] if m.step is not None]
-                await self.db.run(partial(_release, reply.conversation_id, unsent))
+            except BaseException as err:
+                # A failure that may pass (Slack down past the retries, a crash) keeps the
+                # claims: the recovery sweep posts the questions once Slack answers again.
+                # One that never will lets go of them, or the sweep would retry forever.
+                if not may_pass(err):
+                    unsent = [m.step for m in mine[sent:] if m.step is not None]
+                    await self.db.run(partial(_release, reply.conversation_id, unsent))
                 raise
             if message.step is not None:
                 await self.db.run(

@@ -55,11 +55,9 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
     try:
-        raw = await request.read()  # aiohttp enforces client_max_size on chunked bodies too
+        raw = await _read_at_most(request, MAX_BODY)
     except RequestPayloadError as err:  # e.g. "gzip" that is not gzip
         raise ApiError(400, "bad_body", f"the request body cannot be read: {err}") from err
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -78,6 +76,19 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
         # "\ud800" alone is valid JSON but no text: stored, it breaks every export after it
         raise ApiError(400, "bad_json", "the request body has an unpaired \\uD800-\\uDFFF escape")
     return data
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The body, refusing it (413) as soon as it passes ``limit``: a chunked or compressed body
+    is never buffered further (the app's own limit is 1 MiB, for Slack's events)."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
+    return b"".join(chunks)
 
 
 def _no_constants(name: str) -> Any:
