@@ -782,18 +782,27 @@ async def test_crash_between_answer_and_reply_loses_neither(
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0  # posted once
 
     # a DM acked but never handled (payload pending in the inbox) is handled by the sweep
-    await leave_dm_pending(runtime, "msg:lost", "Pricing", age=timedelta(minutes=5))
+    await leave_dm_pending(
+        runtime,
+        "msg:lost",
+        "Pricing",
+        age=timedelta(minutes=5),
+        asked=[reply.conversation_id, "why_low"],
+    )
     assert await recover_once(runtime, after=timedelta(seconds=60)) == 1
     await wait_count(parley, fake, Answer, 2)
 
 
-async def leave_dm_pending(runtime: Any, key: str, text: str, *, age: Any) -> None:
-    """A DM from U1 acked ``age`` ago but never handled, as a crash leaves it (kept 24 h)."""
+async def leave_dm_pending(
+    runtime: Any, key: str, text: str, *, age: Any, asked: list[str] | None = None
+) -> None:
+    """A DM from U1 acked ``age`` ago but never handled, as a crash leaves it (kept 24 h);
+    ``asked``: the [conversation, step] that was open when it arrived."""
     from datetime import timedelta
 
     from bot.store import slack as store
 
-    payload = {"team_id": "T1", "user": "U1", "channel": "DU1", "text": text}
+    payload = {"team_id": "T1", "user": "U1", "channel": "DU1", "text": text, "asked": asked}
     claim = partial(store.claim_delivery, key=key, ttl=timedelta(hours=24), team_id="T1")
     await runtime.db.run(partial(claim, payload=payload, now=store.utcnow() - age))
 
@@ -876,7 +885,7 @@ async def test_a_dm_that_fails_before_its_answer_stays_pending_for_the_sweep(
 
     fake.fail("conversations.open", status=503, error="service_unavailable", times=3)
     fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
-    await dm(parley, "U5", "hi", msg_id="m-hi")  # the welcome flow cannot be posted
+    await dm(parley, "U5", "Product", msg_id="m-hi")  # the welcome flow cannot be posted
     await fake.wait_calls("chat.postMessage", 3)
     await wait_count(
         parley, fake, SlackInbox, 1, SlackInbox.key == "msg:m-hi", SlackInbox.status == "pending"
@@ -885,8 +894,33 @@ async def test_a_dm_that_fails_before_its_answer_stays_pending_for_the_sweep(
     await runtime.drain()
     await recover_once(runtime, after=timedelta(seconds=-1))
     assert delivered(fake, "What is your role")
+    assert await count(parley, Answer) == 0  # "Product" was not written to that question
     await wait_count(
         parley, fake, SlackInbox, 1, SlackInbox.key == "msg:m-hi", SlackInbox.status == "done"
+    )
+
+
+async def test_a_late_dm_never_answers_a_question_it_was_not_written_to(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    from datetime import timedelta
+
+    from bot.channels.slack.recovery import recover_once
+
+    await start_nps(parley, fake)
+    await fake.wait_calls("chat.postMessage", 2)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await dm(parley, "U1", "it is great", msg_id="m-early")  # refused; the refusal fails
+    await fake.wait_calls("chat.postMessage", 5)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    await dm(parley, "U1", "3", msg_id="m-score")  # Slack is back: the score, then why_low
+    await wait_count(parley, fake, Answer, 1)
+    await runtime.drain()
+    await recover_once(runtime, after=timedelta(seconds=-1))
+    assert await count(parley, Answer) == 1  # "it is great" is no answer to why_low
+    await wait_count(
+        parley, fake, SlackInbox, 1, SlackInbox.key == "msg:m-early", SlackInbox.status == "done"
     )
 
 

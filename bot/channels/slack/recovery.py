@@ -62,6 +62,8 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 channel=str(payload.get("channel", "")),
                 text=str(payload.get("text", "")),
                 inbox_key=row.key,
+                late=True,
+                asked=payload.get("asked"),
             )
             done += 1
         except (ParleyError, Undeliverable) as err:

@@ -52,6 +52,14 @@ def current_ask(reply: Reply) -> Ask | None:
     return next((o for o in reversed(reply.outputs) if isinstance(o, Ask)), None)
 
 
+def _asked(open_replies: list[Reply]) -> list[str] | None:
+    """[conversation, step] of the question a DM now answers (the newest open one)."""
+    if not open_replies:
+        return None
+    ask = current_ask(open_replies[-1])
+    return [open_replies[-1].conversation_id, ask.step] if ask is not None else None
+
+
 def _labels(ask: Ask | None) -> dict[str, str]:
     if ask is None or not ask.input.choices:
         return {}
@@ -184,13 +192,17 @@ class Respondents:
             "text": str(event.get("text") or "")[:MAX_TEXT],
         }
         who = respondent_key(team_id, payload["user"])
+        open_now = await self._open_asks(who)
         if key is None:
-            await self.handle_dm(client, **payload)
+            await self.handle_dm(client, **payload, open_now=open_now)
             return
-        if not await self.rt.inbox.claim(key, team_id=team_id, payload=payload, respondent_key=who):
+        # What the text was written to (the question open now), so that the recovery sweep,
+        # if it must handle it later, never takes it as the answer to another question.
+        stored = {**payload, "asked": _asked(open_now)}
+        if not await self.rt.inbox.claim(key, team_id=team_id, payload=stored, respondent_key=who):
             return  # a retried event, or another replica has it
         try:
-            await self.handle_dm(client, **payload, inbox_key=key)
+            await self.handle_dm(client, **payload, inbox_key=key, open_now=open_now)
         except (ParleyError, Undeliverable):
             await self.rt.inbox.finish(key)  # it will never work: not worth another try
             raise
@@ -208,7 +220,15 @@ class Respondents:
         channel: str,
         text: str,
         inbox_key: str | None = None,
+        open_now: list[Reply] | None = None,
+        late: bool = False,
+        asked: list[str] | None = None,
     ) -> None:
+        """A DM: opt-out words, a greeting, an answer to the open question, or a first contact.
+
+        ``late``: the recovery sweep handles it after a failure; ``asked`` is the question
+        that was open when it arrived. If the conversation has moved on since, the text
+        answers nothing now (questions left unposted are posted by the sweep itself)."""
         key = respondent_key(team_id, user)
         folded = _fold(text)
         delivery = self.rt.delivery
@@ -217,11 +237,9 @@ class Respondents:
             return
         if await self.rt.surveys.is_opted_out(respondent_key=key):
             return
-        open_replies = [
-            r
-            for r in await self.rt.surveys.open_conversations(respondent_key=key)
-            if current_ask(r)
-        ]
+        open_replies = open_now if open_now is not None else await self._open_asks(key)
+        if late and _asked(open_replies) != asked:
+            return
         if open_replies:
             reply = open_replies[-1]
             ask = current_ask(reply)
@@ -251,6 +269,11 @@ class Respondents:
             await self.start_flow(client, flow=flow, team_id=team_id, user_id=user, channel=channel)
         else:
             await self._say(client, key, channel, NOTHING_OPEN_TEXT)
+
+    async def _open_asks(self, key: str) -> list[Reply]:
+        """This person's open conversations that wait for an answer."""
+        replies = await self.rt.surveys.open_conversations(respondent_key=key)
+        return [r for r in replies if current_ask(r)]
 
     async def _answer_typed(
         self,
