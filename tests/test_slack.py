@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from sqlalchemy import func, select
 
 from bot.app import DATABASE, create_app
 from bot.channels.slack.app import SLACK
+from bot.channels.slack.recovery import recover_once
 from bot.config import load_settings
 from bot.store.models import Answer, Conversation, Event, Respondent
 from bot.store.slack import SlackInbox, slack_installations
@@ -750,9 +752,6 @@ async def test_crash_between_answer_and_reply_loses_neither(
 ) -> None:
     """The answer is stored, the next question claimed, then posting fails hard; the recovery
     sweep posts it later, once."""
-    from datetime import timedelta
-
-    from bot.channels.slack.recovery import recover_once
     from bot.store import slack as store
 
     await start_nps(parley, fake)
@@ -798,13 +797,21 @@ async def leave_dm_pending(
 ) -> None:
     """A DM from U1 acked ``age`` ago but never handled, as a crash leaves it (kept 24 h);
     ``asked``: the [conversation, step] that was open when it arrived."""
-    from datetime import timedelta
 
     from bot.store import slack as store
 
     payload = {"team_id": "T1", "user": "U1", "channel": "DU1", "text": text, "asked": asked}
     claim = partial(store.claim_delivery, key=key, ttl=timedelta(hours=24), team_id="T1")
     await runtime.db.run(partial(claim, payload=payload, now=store.utcnow() - age))
+
+
+async def nps_then_slack_down(parley: TestClient, fake: FakeSlack) -> Any:
+    """U1 is asked the NPS question, then Slack refuses the next three posts (a first try
+    and the client's two retries): the reply to whatever U1 does next cannot be posted."""
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    return question
 
 
 def delivered(fake: FakeSlack, form: str) -> list[Any]:
@@ -815,13 +822,8 @@ def delivered(fake: FakeSlack, form: str) -> list[Any]:
 async def test_slack_down_after_a_click_keeps_the_next_question_for_the_sweep(
     parley: TestClient, fake: FakeSlack
 ) -> None:
-    from datetime import timedelta
 
-    from bot.channels.slack.recovery import recover_once
-
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)  # + retries
+    question = await nps_then_slack_down(parley, fake)
     await post_action(parley, click("U1", question.posted, index=3))
     await wait_count(parley, fake, Answer, 1)
     await fake.wait_calls("chat.postMessage", 5)
@@ -836,9 +838,6 @@ async def test_slack_down_after_a_click_keeps_the_next_question_for_the_sweep(
 async def test_an_error_that_will_not_pass_is_not_retried_by_the_sweep(
     parley: TestClient, fake: FakeSlack
 ) -> None:
-    from datetime import timedelta
-
-    from bot.channels.slack.recovery import recover_once
 
     await start_nps(parley, fake)
     _, question = await fake.wait_calls("chat.postMessage", 2)
@@ -856,13 +855,8 @@ async def test_an_error_that_will_not_pass_is_not_retried_by_the_sweep(
 async def test_slack_down_after_a_typed_answer_neither_loses_nor_reuses_it(
     parley: TestClient, fake: FakeSlack
 ) -> None:
-    from datetime import timedelta
 
-    from bot.channels.slack.recovery import recover_once
-
-    await start_nps(parley, fake)
-    await fake.wait_calls("chat.postMessage", 2)
-    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await nps_then_slack_down(parley, fake)
     await dm(parley, "U1", "3", msg_id="m-typed")
     await wait_count(parley, fake, Answer, 1)
     # finished with the answer, although the reply failed: the sweep must not take "3" again
@@ -879,9 +873,6 @@ async def test_slack_down_after_a_typed_answer_neither_loses_nor_reuses_it(
 async def test_a_dm_that_fails_before_its_answer_stays_pending_for_the_sweep(
     parley: TestClient, fake: FakeSlack
 ) -> None:
-    from datetime import timedelta
-
-    from bot.channels.slack.recovery import recover_once
 
     fake.fail("conversations.open", status=503, error="service_unavailable", times=3)
     fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
@@ -903,13 +894,8 @@ async def test_a_dm_that_fails_before_its_answer_stays_pending_for_the_sweep(
 async def test_a_late_dm_never_answers_a_question_it_was_not_written_to(
     parley: TestClient, fake: FakeSlack
 ) -> None:
-    from datetime import timedelta
 
-    from bot.channels.slack.recovery import recover_once
-
-    await start_nps(parley, fake)
-    await fake.wait_calls("chat.postMessage", 2)
-    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await nps_then_slack_down(parley, fake)
     await dm(parley, "U1", "it is great", msg_id="m-early")  # refused; the refusal fails
     await fake.wait_calls("chat.postMessage", 5)
     runtime = parley.app[SLACK]
@@ -927,9 +913,6 @@ async def test_a_late_dm_never_answers_a_question_it_was_not_written_to(
 async def test_a_dm_that_keeps_failing_is_dropped_when_its_key_expires(
     parley: TestClient, fake: FakeSlack
 ) -> None:
-    from datetime import timedelta
-
-    from bot.channels.slack.recovery import recover_once
 
     runtime = parley.app[SLACK]
     await leave_dm_pending(runtime, "msg:old", "hi", age=timedelta(hours=25))
