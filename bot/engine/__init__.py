@@ -1,6 +1,15 @@
 """The pure conversation engine: ``advance(flow, state, event) -> Outcome``. No I/O."""
 
-from bot.engine.advance import Outcome, advance, ask_for, choice_labels, new_state, resume
+from bot.engine.advance import (
+    Outcome,
+    accept,
+    advance,
+    ask_for,
+    choice_labels,
+    new_state,
+    resume,
+    shown_choices,
+)
 from bot.engine.messages import (
     Answer,
     Ask,
@@ -30,9 +39,11 @@ __all__ = [
     "Start",
     "Stop",
     "Timeout",
+    "accept",
     "advance",
     "ask_for",
     "choice_labels",
     "new_state",
     "resume",
+    "shown_choices",
 ]

@@ -86,9 +86,7 @@ def _answer(flow: Flow, state: ConversationState, event: Answer) -> Outcome:
         )
     step = flow.step(event.step)
     try:
-        value = coerce(
-            step, event.value, choice_labels(flow, step, state) if step.choices else None
-        )
+        value = accept(flow, step, event.value, state)
     except Rejected as err:
         return Outcome([Say(str(err)), ask_for(flow, step, state)], state, error=str(err))
     state.answers[step.id] = value
@@ -183,8 +181,7 @@ def input_spec(step: Step, state: ConversationState, flow: Flow) -> InputSpec:
         return InputSpec(step.type, required, min=lo, max=hi, labels=step.end_labels)
     if step.type in ("choice", "multi_choice"):
         options = tuple(
-            ChoiceOption(c.value, label)
-            for c, label in zip(step.choices, choice_labels(flow, step, state), strict=True)
+            ChoiceOption(value, label) for value, label in shown_choices(flow, step, state).items()
         )
         if step.type == "choice":
             return InputSpec("choice", required, choices=options)
@@ -197,6 +194,16 @@ def input_spec(step: Step, state: ConversationState, flow: Flow) -> InputSpec:
     if step.type == "email":
         return InputSpec("email", False, consent=spec.consent)  # type: ignore[union-attr]
     return InputSpec(step.type, required)
+
+
+def accept(flow: Flow, step: Step, value: Any, state: ConversationState) -> Any:
+    """``coerce`` for this person: a typed choice label is matched as they were shown it."""
+    return coerce(step, value, choice_labels(flow, step, state) if step.choices else None)
+
+
+def shown_choices(flow: Flow, step: Step, state: ConversationState | None = None) -> dict[str, str]:
+    """Choice value → label as shown (see ``choice_labels``), in the flow's order."""
+    return dict(zip((c.value for c in step.choices), choice_labels(flow, step, state), strict=True))
 
 
 def choice_labels(
@@ -219,13 +226,7 @@ def _render(flow: Flow, template: Template | None, state: ConversationState) -> 
             step = flow.step(name.parts[0])
             if step.type in ("choice", "multi_choice") and value is not None:
                 values = value if isinstance(value, list) else [value]
-                shown = dict(
-                    zip(
-                        (c.value for c in step.choices),
-                        choice_labels(flow, step, state),
-                        strict=True,
-                    )
-                )
+                shown = shown_choices(flow, step, state)
                 return ", ".join(shown[v] for v in values if v in shown)
         return plain_text(value)
 

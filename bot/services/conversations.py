@@ -27,12 +27,12 @@ from bot.engine import (
     Start,
     Stop,
     Timeout,
+    accept,
     advance,
-    choice_labels,
     new_state,
     resume,
 )
-from bot.engine.answers import Rejected, coerce
+from bot.engine.answers import Rejected
 from bot.errors import (
     ConversationClosed,
     ConversationNotFound,
@@ -296,9 +296,7 @@ class Surveys:
     def _same_answer(flow: Flow, state: ConversationState, step: str, value: Any) -> bool:
         """Whether a repeat carries the answer already recorded (a double click or a retry)."""
         try:
-            asked = flow.step(step)
-            labels = choice_labels(flow, asked, state) if asked.choices else None
-            return bool(coerce(asked, value, labels) == state.answers.get(step))
+            return bool(accept(flow, flow.step(step), value, state) == state.answers.get(step))
         except Rejected:
             return False
 

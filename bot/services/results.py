@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.scores import ScaleSummary, bar, summarise_scale
-from bot.engine import choice_labels
+from bot.engine import shown_choices
 from bot.flow import Flow
 from bot.flow.model import SCALE_TYPES
 from bot.store import repo
@@ -83,9 +83,8 @@ class FlowResults:
         """The question a summary leads with: the first with a score (NPS, CSAT, CES), else
         the first scale anyone answered."""
         scales = [s for s in self.steps if s.scale is not None and s.scale.count]
-        return next((s for s in scales if s.scale and s.scale.score is not None), None) or next(
-            iter(scales), None
-        )
+        scored = [s for s in scales if s.scale is not None and s.scale.score is not None]
+        return (scored or scales or [None])[0]
 
     @property
     def headline(self) -> str:
@@ -149,9 +148,7 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
         if step.bounds is not None:
             result.scale = summarise_scale(step.type, scale_values[step.id], *step.bounds)
         if step.type in ("choice", "multi_choice"):
-            labels = dict(
-                zip((c.value for c in step.choices), choice_labels(flow, step), strict=True)
-            )
+            labels = shown_choices(flow, step)
             result.choices = [
                 (v, labels.get(v, v), n) for v, n in choice_counts[step.id].most_common(TOP_CHOICES)
             ]

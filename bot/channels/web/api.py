@@ -52,8 +52,6 @@ WEB = web.AppKey("web_channel", WebChannel)
 
 async def read_json(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
     """The body as a JSON object; 413 over 64 KiB, 400 when it is not a JSON object of text."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
     try:
         raw = await _read_at_most(request, MAX_BODY)
     except RequestPayloadError as err:  # e.g. "gzip" that is not gzip
@@ -81,13 +79,16 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
 async def _read_at_most(request: web.Request, limit: int) -> bytes:
     """The body, refusing it (413) as soon as it passes ``limit``: a chunked or compressed body
     is never buffered further (the app's own limit is 1 MiB, for Slack's events)."""
+    too_large = ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(limit + 1 - size):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
+            raise too_large
     return b"".join(chunks)
 
 
