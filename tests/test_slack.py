@@ -27,14 +27,15 @@ from slack_fake import (
     sign,
     slash_command,
 )
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.app import DATABASE, create_app
 from bot.channels.slack.app import SLACK
 from bot.channels.slack.recovery import recover_once
 from bot.config import load_settings
+from bot.store import slack as store
 from bot.store.models import Answer, Conversation, Event, Respondent
-from bot.store.slack import SlackInbox, slack_installations
+from bot.store.slack import SlackInbox, SlackMessage, slack_installations
 
 WELCOME = """\
 id: welcome
@@ -752,7 +753,6 @@ async def test_crash_between_answer_and_reply_loses_neither(
 ) -> None:
     """The answer is stored, the next question claimed, then posting fails hard; the recovery
     sweep posts it later, once."""
-    from bot.store import slack as store
 
     await start_nps(parley, fake)
     _, question = await fake.wait_calls("chat.postMessage", 2)
@@ -797,8 +797,6 @@ async def leave_dm_pending(
 ) -> None:
     """A DM from U1 acked ``age`` ago but never handled, as a crash leaves it (kept 24 h);
     ``asked``: the [conversation, step] that was open when it arrived."""
-
-    from bot.store import slack as store
 
     payload = {"team_id": "T1", "user": "U1", "channel": "DU1", "text": text, "asked": asked}
     claim = partial(store.claim_delivery, key=key, ttl=timedelta(hours=24), team_id="T1")
@@ -850,6 +848,34 @@ async def test_an_error_that_will_not_pass_is_not_retried_by_the_sweep(
     for _ in range(3):
         assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
     assert len(posts(fake)) == tried  # released, not retried every pass
+
+
+async def test_a_question_still_failing_after_a_day_is_given_up_and_recorded(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=1000)
+    await post_action(parley, click("U1", question.posted, index=3))
+    await wait_count(parley, fake, Answer, 1)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    tried = len(posts(fake))
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
+    assert len(posts(fake)) > tried  # a passing failure: tried again on the next pass
+    assert await count(parley, SlackMessage, SlackMessage.ts.is_(None)) == 1
+
+    day_ago = store.utcnow() - timedelta(days=1, minutes=1)
+    await runtime.db.run(lambda conn: conn.execute(update(Conversation).values(updated_at=day_ago)))
+    tried = len(posts(fake))
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
+    assert len(posts(fake)) == tried  # given up, not posted again
+    assert await count(parley, SlackMessage, SlackMessage.ts.is_(None)) == 0
+    assert await count(parley, Event, Event.kind == "slack.undeliverable") == 1
+    assert await count(parley, Answer) == 1  # the answer itself stays
+    await recover_once(runtime, after=timedelta(seconds=-1))
+    assert len(posts(fake)) == tried
 
 
 async def test_slack_down_after_a_typed_answer_neither_loses_nor_reuses_it(

@@ -421,6 +421,28 @@ def unsent_messages(
 # --- DM channels --------------------------------------------------------------------------------
 
 
+def give_up_messages(conn: Connection, *, older_than: datetime) -> list[MessageRow]:
+    """Questions still unsent although their answer was recorded before ``older_than``:
+    dropped (a day of retries is enough) and returned, so the caller can say so. The claim
+    is retaken every pass, so the age comes from the conversation, which the answer that
+    made the claim updated last."""
+    stuck = (
+        select(*_MESSAGE_COLUMNS)
+        .join_from(MESSAGE, _C, _C.c.id == MESSAGE.c.conversation_id)
+        .where(MESSAGE.c.ts.is_(None), _C.c.updated_at < older_than)
+    )
+    rows = [MessageRow(*row) for row in conn.execute(stuck)]
+    for row in rows:
+        release_message(conn, conversation_id=row.conversation_id, step=row.step)
+        record_undeliverable(
+            conn,
+            respondent_key=row.respondent_key,
+            error="still failing after a day",
+            method="chat.postMessage",
+        )
+    return rows
+
+
 def get_dm(conn: Connection, *, respondent_key: str) -> str | None:
     found = _GET_DM(conn, {"key": respondent_key}).scalar_one_or_none()
     return str(found) if found is not None else None

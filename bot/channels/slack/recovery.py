@@ -5,8 +5,9 @@
 * a question that was claimed but never posted (a crash, or Slack failing, after the answer
   was recorded) is posted now, if it is still the conversation's current question.
 
-What still fails for a passing reason stays for the next pass; what never can (a person
-Slack no longer knows) is dropped.
+What still fails for a passing reason stays for the next pass, for a day at most; what never
+can (a person Slack no longer knows) is dropped at once. Either way it is logged and kept as a
+``slack.undeliverable`` event.
 
 Claims are retaken with a conditional UPDATE, so two replicas never both do it.
 """
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
+from bot.channels.slack.dedupe import TTL
 from bot.channels.slack.delivery import Undeliverable
 from bot.errors import ParleyError
 from bot.store import slack as store
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from bot.channels.slack.app import SlackRuntime
 
 log = logging.getLogger("parley.slack")
+
+GIVE_UP_AFTER = TTL  # a question is retried as long as a DM reply is
 
 
 async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
@@ -46,6 +50,15 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
     dropped = await runtime.db.run(store.give_up_deliveries)
     if dropped:
         log.warning("recovery: gave up on %d DM replies that kept failing for a day", dropped)
+    for message in await runtime.db.run(
+        partial(store.give_up_messages, older_than=utcnow() - GIVE_UP_AFTER)
+    ):
+        log.warning(
+            "recovery: gave up posting %s/%s after a day of failures; the person can pick "
+            "the survey up again from the App Home or by messaging the bot",
+            message.conversation_id,
+            message.step,
+        )
     pending, unsent = await runtime.db.read(scan)
     for row in pending:
         if not await runtime.inbox.claim(
