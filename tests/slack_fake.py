@@ -59,6 +59,7 @@ class FakeSlack:
     ws_received: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
     group_members: list[str] = field(default_factory=list)
+    history: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # channel → posts
     _ts: itertools.count = field(default_factory=lambda: itertools.count(1))
     _sockets: list[web.WebSocketResponse] = field(default_factory=list)
 
@@ -162,12 +163,24 @@ class FakeSlack:
                 "url": "https://test.slack.com/",
             }
         if method == "chat.postMessage":
-            return {
-                "ok": True,
-                "channel": args.get("channel"),
-                "ts": ts,
-                "message": {"text": args.get("text"), "ts": ts},
-            }
+            message: dict[str, Any] = {"text": args.get("text"), "ts": ts}
+            metadata = args.get("metadata")
+            if isinstance(metadata, str):  # a form-encoded call sends it as JSON text
+                metadata = json.loads(metadata)
+            if metadata:
+                message["metadata"] = metadata
+            if self.keep_calls:
+                self.history.setdefault(str(args.get("channel")), []).append(message)
+            return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": message}
+        if method == "conversations.history":
+            newest_first = list(reversed(self.history.get(str(args.get("channel")), [])))
+            limit = int(args.get("limit") or 100)
+            with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+            messages = [
+                m if with_metadata else {k: v for k, v in m.items() if k != "metadata"}
+                for m in newest_first[:limit]
+            ]
+            return {"ok": True, "messages": messages, "has_more": len(newest_first) > limit}
         if method == "chat.update":
             return {
                 "ok": True,

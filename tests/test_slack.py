@@ -792,6 +792,40 @@ async def test_crash_between_answer_and_reply_loses_neither(
     await wait_count(parley, fake, Answer, 2)
 
 
+async def test_a_question_sent_just_before_a_crash_is_found_in_the_dm_not_asked_twice(
+    parley: TestClient, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Posted, then the process died before recording it: the sweep finds the question in the
+    DM's history by its metadata and records it instead of asking again (DESIGN.md)."""
+
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+
+    def crash(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(store, "message_posted", crash)
+    await post_action(parley, click("U1", question.posted, index=3))
+    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    assert "parley:form:why_low" in block_texts(follow_up)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    monkeypatch.undo()
+    assert await count(parley, SlackMessage, SlackMessage.ts.is_(None)) == 1  # in doubt
+
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    assert len(delivered(fake, "parley:form:why_low")) == 1  # not asked twice
+    (history,) = fake.calls_to("conversations.history")
+    assert history.args["include_all_metadata"] in ("1", "true")
+    posted_ts = follow_up.result["ts"]
+    assert await count(parley, SlackMessage, SlackMessage.ts == posted_ts) == 1
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
+
+    await dm(parley, "U1", "Too pricey", msg_id="m-after")  # answers the found message
+    (update,) = await fake.wait_calls("chat.update")  # the crash came before the score's
+    assert update.args["ts"] == posted_ts
+
+
 async def leave_dm_pending(
     runtime: Any, key: str, text: str, *, age: Any, asked: list[str] | None = None
 ) -> None:

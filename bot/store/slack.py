@@ -323,15 +323,17 @@ def give_up_deliveries(conn: Connection, *, now: datetime | None = None) -> int:
 
 
 def stale_deliveries(
-    conn: Connection, *, older_than: datetime, limit: int = 100
+    conn: Connection, *, older_than: datetime, limit: int = 100, now: datetime | None = None
 ) -> list[PendingDelivery]:
-    """Pending deliveries with a payload whose handler never finished (a crash after the ack)."""
+    """Pending deliveries with a payload whose handler never finished (a crash after the ack),
+    not yet expired (an expired one is given up, even before ``give_up_deliveries`` ran)."""
     query = (
         select(INBOX.c.key, INBOX.c.team_id, INBOX.c.payload)
         .where(
             INBOX.c.status == "pending",
             INBOX.c.payload.is_not(None),
             INBOX.c.created_at < older_than,
+            INBOX.c.expires_at >= (now or utcnow()),
         )
         .order_by(INBOX.c.created_at)
         .limit(limit)

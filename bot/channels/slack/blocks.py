@@ -13,7 +13,7 @@ Ids carry what a click needs to find its conversation: ``block_id`` is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bot.engine.messages import Ask, End, InputSpec, Output, Say
@@ -60,7 +60,6 @@ class Message:
     blocks: list[dict[str, Any]]
     step: str | None = None
     question: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- small helpers ------------------------------------------------------------------------------

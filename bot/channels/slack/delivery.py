@@ -1,8 +1,10 @@
 """Sending to Slack exactly once: questions are claimed in the database before they are
 posted, remembered (channel, ts) after, and updated to show the answer.
 
-A claimed question that was never posted (a crash between recording the answer and the
-reply) is found by the recovery sweep and posted then, so neither is lost. Errors that will
+A claimed question that was never recorded as posted (a crash between recording the answer
+and the reply) is found by the recovery sweep. Every question carries Slack message metadata
+naming its (conversation, step), so the sweep first looks for it in the DM's history — it may
+have been sent just before the crash — and posts it only if Slack does not have it. Errors that will
 never succeed (the person left, the account is inactive) are recorded and not retried;
 429/5xx were already retried by the client's retry handlers.
 """
@@ -49,6 +51,18 @@ PERMANENT_ERRORS = frozenset(
 PASSING_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 )
+
+
+QUESTION_EVENT = "parley_question"
+HISTORY_LOOKBACK = 50  # newest DM messages searched for a question in doubt
+
+
+def _question_tag(conversation_id: str, step: str) -> dict[str, Any]:
+    """Message metadata naming the (conversation, step) a question message asks."""
+    return {
+        "event_type": QUESTION_EVENT,
+        "event_payload": {"conversation": conversation_id, "step": step},
+    }
 
 
 class Undeliverable(Exception):
@@ -188,8 +202,9 @@ class Delivery:
         key = reply.respondent_key
         mine = [outgoing.message for outgoing in claimed if outgoing.mine]
         for sent, message in enumerate(mine):
+            tag = _question_tag(reply.conversation_id, message.step) if message.step else None
             try:
-                ts = await self.post(client, key=key, channel=channel, message=message)
+                ts = await self.post(client, key=key, channel=channel, message=message, tag=tag)
             except BaseException as err:
                 # A failure that may pass (Slack down past the retries, a crash) keeps the
                 # claims: the recovery sweep posts the questions once Slack answers again.
@@ -210,16 +225,51 @@ class Delivery:
                 )
 
     async def post(
-        self, client: AsyncWebClient, *, key: str, channel: str, message: Message
+        self,
+        client: AsyncWebClient,
+        *,
+        key: str,
+        channel: str,
+        message: Message,
+        tag: dict[str, Any] | None = None,
     ) -> str:
+        """Post a message; ``tag`` is Slack message metadata saying which question it asks."""
         response = await self._call(
             key,
             "chat.postMessage",
             client.chat_postMessage(
-                channel=channel, text=message.text, blocks=message.blocks, unfurl_links=False
+                channel=channel,
+                text=message.text,
+                blocks=message.blocks,
+                unfurl_links=False,
+                metadata=tag,
             ),
         )
         return str(response.get("ts", ""))
+
+    async def find_posted(
+        self, client: AsyncWebClient, *, key: str, channel: str, conversation_id: str, step: str
+    ) -> str | None:
+        """The ts of a question Slack already shows although it was never recorded as posted
+        (a crash, or a lost response, between sending and recording): found by the metadata
+        every question carries, so the sweep does not ask it twice."""
+        response = await self._call(
+            key,
+            "conversations.history",
+            client.conversations_history(
+                channel=channel, include_all_metadata=True, limit=HISTORY_LOOKBACK
+            ),
+        )
+        wanted = _question_tag(conversation_id, step)
+        for message in response.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            if (
+                metadata.get("event_type") == wanted["event_type"]
+                and metadata.get("event_payload") == wanted["event_payload"]
+                and message.get("ts")
+            ):
+                return str(message["ts"])
+        return None
 
     async def mark_answered(
         self,

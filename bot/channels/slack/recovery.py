@@ -2,8 +2,10 @@
 
 * a DM reply that was acked but never handled (the payload is still pending in the inbox:
   a crash, or Slack failing past its retries) is handled now;
-* a question that was claimed but never posted (a crash, or Slack failing, after the answer
-  was recorded) is posted now, if it is still the conversation's current question.
+* a question that was claimed but never recorded as posted (a crash, or Slack failing, after
+  the answer was recorded) is posted now, if it is still the conversation's current question
+  and the DM's history does not already hold it (the crash may have come right after the
+  send: every question carries metadata naming its conversation and step).
 
 What still fails for a passing reason stays for the next pass, for a day at most; what never
 can (a person Slack no longer knows) is dropped at once. Either way it is logged and kept as a
@@ -106,6 +108,25 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
             channel = await runtime.delivery.dm_channel(
                 client, key=message.respondent_key, user_id=parts[2]
             )
+            ts = await runtime.delivery.find_posted(
+                client,
+                key=message.respondent_key,
+                channel=channel,
+                conversation_id=message.conversation_id,
+                step=message.step,
+            )
+            if ts is not None:  # sent, then a crash before it was recorded: record it now
+                await runtime.db.run(
+                    partial(
+                        store.message_posted,
+                        conversation_id=message.conversation_id,
+                        step=message.step,
+                        channel=channel,
+                        ts=ts,
+                    )
+                )
+                done += 1
+                continue
             await runtime.delivery.send_reply(
                 client, reply, channel=channel, team_id=message.team_id, stale_after=after
             )
