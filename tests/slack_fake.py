@@ -148,7 +148,10 @@ class FakeSlack:
                     headers=headers,
                 )
             return web.json_response({"ok": False, "error": failure.error})
-        call.result = self.answer(method, args)
+        if id_problems(_blocks_of(args)):
+            call.result = {"ok": False, "error": "invalid_blocks"}
+        else:
+            call.result = self.answer(method, args)
         return web.json_response(call.result)
 
     def answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +254,29 @@ class FakeSlack:
 
 
 # --- signing and payloads ---------------------------------------------------------------------
+
+
+def id_problems(blocks: list[dict[str, Any]]) -> list[str]:
+    """What Slack refuses as invalid_blocks and slack_sdk's models do not check: a block_id
+    twice in a message or view, an action_id twice within one block."""
+    problems: list[str] = []
+    block_ids = [b["block_id"] for b in blocks if "block_id" in b]
+    if len(block_ids) != len(set(block_ids)):
+        problems.append(f"block_ids repeat: {sorted(block_ids)}")
+    for block in blocks:
+        elements = [*block.get("elements", []), block.get("accessory"), block.get("element")]
+        ids = [e["action_id"] for e in elements if isinstance(e, dict) and "action_id" in e]
+        if len(ids) != len(set(ids)):
+            problems.append(f"action_ids repeat in {block.get('block_id')}: {ids}")
+    return problems
+
+
+def _blocks_of(args: dict[str, Any]) -> list[dict[str, Any]]:
+    view = args.get("view")
+    if isinstance(view, str):
+        view = json.loads(view)
+    blocks = args.get("blocks") or (view or {}).get("blocks") or []
+    return json.loads(blocks) if isinstance(blocks, str) else blocks
 
 
 def sign(body: str, secret: str = "secret", timestamp: int | None = None) -> dict[str, str]:

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import sqlalchemy as sa
+from slack_fake import id_problems
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block, BlockElement, Option
 from slack_sdk.models.views import View
@@ -192,6 +193,7 @@ def test_every_step_kind_passes_slack_sdk_block_kit_validation() -> None:
             except SlackObjectFormationError as err:
                 problems.append(f"message {message.step}: {err}")
             problems += _slack_problems(block, f"message {message.step}")
+        problems += [f"message {message.step}: {p}" for p in id_problems(message.blocks)]
     for ask in _every_kind():
         if ask.input.kind in ("text", "email"):
             view = blocks.form_modal(ask, conversation, channel="D1", ts="1.2", title=LONG)
@@ -200,6 +202,7 @@ def test_every_step_kind_passes_slack_sdk_block_kit_validation() -> None:
             except SlackObjectFormationError as err:
                 problems.append(f"modal {ask.step}: {err}")
             problems += _slack_problems(view, f"modal {ask.step}")
+            problems += [f"modal {ask.step}: {p}" for p in id_problems(view["blocks"])]
     assert problems == []
 
 

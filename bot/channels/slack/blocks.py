@@ -6,7 +6,8 @@ from a flow or a respondent goes through :func:`cut` with the limit of the field
 and every mrkdwn string is escaped (a survey question cannot ping ``<!channel>``).
 
 Ids carry what a click needs to find its conversation: ``block_id`` is
-``parley:<conversation>:<step>``, ``action_id`` is ``parley:<verb>:<step>`` and a button's
+``parley:<conversation>:<step>:<part>``, ``action_id`` is ``parley:<verb>:<step>`` (plus
+``:<n>``, its place, in a row of buttons: ids must differ within a block) and a button's
 ``value`` is JSON ``{"c": conversation, "v": value}``.
 """
 
@@ -233,10 +234,16 @@ def _actions(
 ) -> dict[str, Any]:
     if skip:
         elements = [*elements, button("Skip", action_id(ANSWER, step), encode(conversation_id))]
+    # Slack refuses a message (invalid_blocks) whose block has two elements with one
+    # action_id, so each gets its place appended: parley:<verb>:<step>:<n>
+    numbered = [
+        {**element, "action_id": f"{element['action_id']}:{n}"}
+        for n, element in enumerate(elements[:MAX_ACTIONS])
+    ]
     return {
         "type": "actions",
         "block_id": block_id(conversation_id, step, part),
-        "elements": elements[:MAX_ACTIONS],
+        "elements": numbered,
     }
 
 

@@ -100,7 +100,9 @@ def _remember_dm_and_count(conn: Connection, *, key: str, channel: str) -> int:
 
 
 def _step_of(action_id: str) -> str:
-    return action_id.split(":", 2)[2][:64] if action_id.count(":") >= 2 else ""
+    """The step of ``parley:<verb>:<step>`` or ``parley:<verb>:<step>:<n>``."""
+    parts = action_id.split(":")
+    return parts[2][:64] if len(parts) >= 3 else ""
 
 
 class Respondents:
