@@ -384,6 +384,28 @@ async def test_team_join_starts_welcome(parley: TestClient, fake: FakeSlack) -> 
     assert len(posts(fake)) == 2
 
 
+async def test_a_welcome_slack_could_not_deliver_is_posted_by_the_sweep(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """The conversation and the claim on its first question are one transaction: Slack
+    failing right after the start leaves the question for the sweep, not a silent survey."""
+    fake.fail("conversations.open", status=503, error="service_unavailable", times=3)
+    body = event_body(
+        {"type": "team_join", "user": {"id": "U_NEW", "team_id": "T1", "is_bot": False}},
+        event_id="Ev-join-down",
+    )
+    assert (await post_event(parley, body)).status == 200
+    await wait_count(parley, fake, Conversation, 1)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    assert posts(fake) == []
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    (question,) = posts(fake)
+    assert question.args["channel"] == "DU_NEW"
+    assert "What is your role" in json.dumps(question.args["blocks"])
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
+
+
 # --- App Home ---------------------------------------------------------------------------------------
 
 

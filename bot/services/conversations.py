@@ -113,23 +113,37 @@ class Surveys:
         attributes: dict[str, Any] | None = None,
         timezone: str | None = None,
         minted: bool = False,
+        within: Callable[[Connection, Reply], None] | None = None,
     ) -> Reply:
         """Start ``flow_id`` for a respondent, or resume the conversation they have open.
 
         ``minted``: the channel made ``respondent_key`` for this request from a random token
         (a first visit), so there is nobody to look up: no stored person, no open
-        conversation, no opt-out."""
+        conversation, no opt-out. ``within``: as for ``answer``, run in the same transaction
+        once the reply is known (Slack claims the first question with the conversation)."""
         self.catalog.refresh()
         flow = self.catalog.get(flow_id)
         body = functools.partial(
             self._start, flow, respondent_key, channel[:32], attributes or {}, timezone, minted
         )
+        if within is not None:
+            body = functools.partial(self._then, body, within)
         for _ in range(MAX_RETRIES):
             try:
                 return await self.db.run(body)
             except IntegrityError:
                 continue  # a parallel request opened it first: go round and resume that one
         raise ConversationClosed("could not start the conversation; please try again")
+
+    @staticmethod
+    def _then(
+        body: Callable[[Connection], Reply],
+        within: Callable[[Connection, Reply], None],
+        conn: Connection,
+    ) -> Reply:
+        reply = body(conn)
+        within(conn, reply)
+        return reply
 
     def _start(
         self,

@@ -142,9 +142,19 @@ class Respondents:
         repost: bool | None = None,
     ) -> Reply | None:
         """Start (or resume) a flow in the person's DM, with their name and time zone.
-        A resumed conversation's question is posted again unless ``repost`` is False."""
+        A resumed conversation's question is posted again unless ``repost`` is False.
+
+        The first question is claimed in the transaction that starts the conversation: if
+        Slack fails (or the process dies) before it is posted, the recovery sweep posts it —
+        a first contact is never left with a conversation nobody was asked."""
         key = respondent_key(team_id, user_id)
         attributes, timezone = await self.rt.profiles.get(client, user_id)
+        claimed: list[Outgoing] = []
+
+        def within(conn: Connection, reply: Reply) -> None:
+            again = not reply.created if repost is None else repost
+            claimed[:] = claim_reply(conn, reply, team_id=team_id, offer_opt_out=True, repost=again)
+
         try:
             reply = await self.rt.surveys.start(
                 flow_id=flow.id,
@@ -152,17 +162,13 @@ class Respondents:
                 channel=CHANNEL,
                 attributes=attributes,
                 timezone=timezone,
+                within=within,
             )
         except OptedOut:
             return None
         channel = channel or await self.rt.delivery.dm_channel(client, key=key, user_id=user_id)
         await self.rt.delivery.send_reply(
-            client,
-            reply,
-            channel=channel,
-            team_id=team_id,
-            offer_opt_out=True,
-            repost=not reply.created if repost is None else repost,
+            client, reply, channel=channel, team_id=team_id, claimed=claimed
         )
         return reply
 
