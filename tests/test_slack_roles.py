@@ -73,3 +73,18 @@ def test_unreadable_role_entries_are_refused_with_the_entry_named() -> None:
         ConfigError, match=r"PARLEY_RESEARCHERS: 'ann smith' is not a Slack user id"
     ):
         load_settings(researchers="U1,ann smith")
+
+
+def test_a_bot_token_beside_oauth_is_refused_with_the_fix() -> None:
+    """Bolt ignores the token once OAuth is on: the workspace it served would go quiet."""
+    from bot.channels.slack.app import check_settings
+
+    settings = load_settings(
+        slack_bot_token="xoxb-1",
+        slack_signing_secret="s",
+        slack_client_id="1.2",
+        slack_client_secret="c",
+    )
+    with pytest.raises(ConfigError, match=r"SLACK_BOT_TOKEN and SLACK_CLIENT_ID are both set"):
+        check_settings(settings)
+    check_settings(settings.model_copy(update={"slack_bot_token": ""}))

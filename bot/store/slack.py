@@ -473,7 +473,7 @@ def past_conversations(
 
 
 def record_undeliverable(conn: Connection, *, respondent_key: str, error: str, method: str) -> None:
-    """A Slack error that will never succeed (user_not_found, account_inactive): kept, not retried."""
+    """A Slack error that will never succeed (user_not_found, user_disabled): kept, not retried."""
     respondent_id = conn.execute(
         select(_R.c.id).where(_R.c.key == respondent_key)
     ).scalar_one_or_none()

@@ -145,6 +145,13 @@ def check_settings(settings: Settings) -> None:
         raise ConfigError(
             "SLACK_CLIENT_ID is set but SLACK_CLIENT_SECRET is not: both are needed for OAuth installs"
         )
+    if settings.slack_bot_token and settings.slack_client_id:
+        # Bolt ignores the token once OAuth is on: the workspace it belongs to would go quiet
+        raise ConfigError(
+            "SLACK_BOT_TOKEN and SLACK_CLIENT_ID are both set: choose one. With OAuth each "
+            "workspace uses the token of its own install (unset SLACK_BOT_TOKEN and install "
+            "the app through /slack/install, the workspace you had included)"
+        )
     if not settings.slack_bot_token and not settings.slack_client_id:
         raise ConfigError(
             "Slack needs SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID/SLACK_CLIENT_SECRET (OAuth)"

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Connection
 
-from bot.channels.slack.blocks import Message, answered_blocks, escape, render_reply
+from bot.channels.slack.blocks import Message, answered_blocks, render_reply
 from bot.channels.slack.dedupe import STALE_CLAIM
 from bot.services.conversations import Reply
 from bot.store import slack as store
@@ -33,7 +33,6 @@ PERMANENT_ERRORS = frozenset(
     {
         "user_not_found",
         "users_not_found",
-        "account_inactive",
         "user_disabled",
         "channel_not_found",
         "is_archived",
@@ -291,24 +290,6 @@ class Delivery:
                 text=f"Your answer: {shown}"[:3000],
                 blocks=answered_blocks(question_mrkdwn, shown),
             ),
-        )
-
-    async def mark_answered_step(
-        self, client: AsyncWebClient, *, key: str, conversation_id: str, step: str, shown: str
-    ) -> None:
-        """As ``mark_answered`` for a question found by (conversation, step) — a typed reply."""
-        row = await self.db.read(
-            partial(store.get_message, conversation_id=conversation_id, step=step)
-        )
-        if row is None or not row.channel or not row.ts:
-            return
-        await self.mark_answered(
-            client,
-            key=key,
-            channel=row.channel,
-            ts=row.ts,
-            question_mrkdwn=escape(row.question),
-            shown=shown,
         )
 
     async def ephemeral(

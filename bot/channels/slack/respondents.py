@@ -172,8 +172,14 @@ class Respondents:
         )
         return reply
 
-    async def opt_out(self, client: AsyncWebClient, *, key: str, channel: str, source: str) -> None:
+    async def opt_out(
+        self, client: AsyncWebClient, *, key: str, channel: str, source: str, quiet: bool = False
+    ) -> None:
+        """Opt out for good, confirmed in one message. ``quiet``: say nothing when the person
+        had already opted out (a double click must not confirm twice)."""
         changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
+        if not changed and quiet:
+            return
         text = OPTED_OUT_TEXT if changed else ALREADY_OPTED_OUT_TEXT
         await self.rt.delivery.post(
             client, key=key, channel=channel, message=blocks.Message(text, [blocks.section(text)])
@@ -296,7 +302,7 @@ class Respondents:
         inbox_key: str | None,
     ) -> None:
         try:
-            answered, claimed = await self._record(
+            answered, claimed, live = await self._record(
                 conversation_id=reply.conversation_id,
                 key=key,
                 step=ask.step,
@@ -314,12 +320,12 @@ class Respondents:
         await self._after_answer(
             client,
             answered,
-            ask.step,
             key=key,
             team_id=team_id,
             channel=channel,
             shown=blocks.display_answer(answered.recorded.get("value"), _labels(ask)),
             claimed=claimed,
+            live=live,
         )
 
     async def _record(
@@ -331,14 +337,17 @@ class Respondents:
         value: Any,
         team_id: str | None,
         inbox_key: str | None = None,
-    ) -> tuple[Reply, list[Outgoing]]:
+    ) -> tuple[Reply, list[Outgoing], store.MessageRow | None]:
         """Store the answer and claim the next question in one transaction: after a crash,
         the recovery sweep finds the claim and posts the question, so neither is lost. A typed
-        reply's delivery is finished in it too: once answered, it is never handled again."""
+        reply's delivery is finished in it too: once answered, it is never handled again.
+        Also returned: the message that asks the answered question now (the latest copy)."""
         claimed: list[Outgoing] = []
+        live: list[store.MessageRow | None] = [None]
 
         def within(conn: Connection, reply: Reply) -> None:
             claimed[:] = claim_reply(conn, reply, team_id=team_id)
+            live[0] = store.get_message(conn, conversation_id=conversation_id, step=step)
             if inbox_key is not None:
                 store.finish_delivery(conn, key=inbox_key)
 
@@ -349,13 +358,12 @@ class Respondents:
             value=value,
             within=within,
         )
-        return reply, claimed
+        return reply, claimed, live[0]
 
     async def _after_answer(
         self,
         client: AsyncWebClient,
         reply: Reply,
-        step: str,
         *,
         key: str,
         team_id: str | None,
@@ -363,19 +371,20 @@ class Respondents:
         shown: str,
         clicked: tuple[str, str, str] | None = None,
         claimed: list[Outgoing] | None = None,
+        live: store.MessageRow | None = None,
     ) -> None:
-        """The next question first (what the person waits for), then the old one updated."""
+        """The next question first (what the person waits for), then the old one updated:
+        the message clicked and the latest copy of the question (asked again after a "hi"),
+        so no copy keeps live buttons."""
         await self.rt.delivery.send_reply(
             client, reply, channel=channel, team_id=team_id, claimed=claimed
         )
-        if clicked is not None:
-            where, ts, question = clicked
+        answered = [clicked] if clicked is not None else []
+        if live and live.channel and live.ts and (clicked is None or live.ts != clicked[1]):
+            answered.append((live.channel, live.ts, blocks.escape(live.question)))
+        for where, ts, question in answered:
             await self.rt.delivery.mark_answered(
                 client, key=key, channel=where, ts=ts, question_mrkdwn=question, shown=shown
-            )
-        else:
-            await self.rt.delivery.mark_answered_step(
-                client, key=key, conversation_id=reply.conversation_id, step=step, shown=shown
             )
 
     async def _say(self, client: AsyncWebClient, key: str, channel: str, text: str) -> None:
@@ -451,7 +460,7 @@ class Respondents:
         team_id = context.team_id
         channel, ts = _channel_and_ts(body)
         try:
-            reply, claimed = await self._record(
+            reply, claimed, live = await self._record(
                 conversation_id=conversation_id, key=key, step=step, value=value, team_id=team_id
             )
         except InvalidAnswer as err:
@@ -469,13 +478,13 @@ class Respondents:
         await self._after_answer(
             client,
             reply,
-            step,
             key=key,
             team_id=team_id,
             channel=channel,
             shown=shown,
             clicked=(channel, ts, _question_mrkdwn(body)),
             claimed=claimed,
+            live=live,
         )
 
     async def just_ack(self, ack: Any) -> None:
@@ -534,7 +543,7 @@ class Respondents:
         _user, key = _actor(body, context)
         team_id = context.team_id
         try:
-            reply, claimed = await self._record(
+            reply, claimed, live = await self._record(
                 conversation_id=conversation_id, key=key, step=step, value=value, team_id=team_id
             )
         except InvalidAnswer as err:
@@ -551,12 +560,12 @@ class Respondents:
         await self._after_answer(
             client,
             reply,
-            step,
             key=key,
             team_id=team_id,
             channel=channel,
             shown=shown,
             claimed=claimed,
+            live=live,
         )
 
     async def on_opt_out(
@@ -570,6 +579,7 @@ class Respondents:
             key=respondent_key(context.team_id, user),
             channel=channel,
             source="slack:button",
+            quiet=True,
         )
 
     # --- App Home -----------------------------------------------------------------------------
