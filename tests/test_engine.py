@@ -21,6 +21,7 @@ from bot.engine import (
     ask_for,
     choice_labels,
     new_state,
+    resume,
 )
 from bot.errors import ConversationClosed, NotCurrentStep
 from bot.flow import Flow, load_flow
@@ -230,7 +231,7 @@ def _at(flow: Flow, step: str) -> ConversationState:
         ("tools", "1,2,3", "Please pick 1 to 2 of"),
         ("tools", [], "Please pick 1 to 2 of"),
         ("tools", "teams", "Please pick 1 to 2 of"),
-        ("why", "x" * 21, "Please keep it under 20 characters (yours has 21)."),
+        ("why", "x" * 21, "Please keep it to 20 characters or fewer (yours has 21)."),
         ("why", "   ", "Please type an answer."),
         ("ok", "maybe", "Please answer yes or no."),
         ("mail", "ann@example.com", "Please also confirm: I agree Acme may email me about this."),
@@ -358,6 +359,11 @@ def test_message_with_end_finishes_early(tmp_path: Path) -> None:
     yes = advance(flow, state, Answer("willing", "yes"))
     assert yes.state.current == "when"
 
+    # coming back to it later shows the words it ended with, not a blank goodbye
+    assert resume(flow, no.state) == [End("completed", "No problem, thanks anyway!")]
+    done = advance(flow, yes.state, Answer("when", "Tuesday")).state
+    assert resume(flow, done) == [End("completed", "Never shown when ended early")]
+
 
 PIPED_LABELS = """
 id: piped
@@ -388,3 +394,28 @@ def test_piped_choice_labels_read_the_same_everywhere(tmp_path: Path) -> None:
     assert typed.error is None and typed.state.answers["pick"] == "own"
     assert typed.outputs[-1].text == "Why Option for Ann?"  # piping the choice
     assert choice_labels(flow, flow.step("pick")) == ("Option for you", "Other")  # results
+
+
+def test_an_optional_multi_choice_tells_skipped_from_none_picked(tmp_path: Path) -> None:
+    (tmp_path / "m.yml").write_text(
+        textwrap.dedent(
+            """
+            id: m
+            kind: microsurvey
+            title: M
+            steps:
+              - id: used
+                type: multi_choice
+                required: false
+                min_picks: 0
+                text: Which of these do you use?
+                choices: [{value: slack, label: Slack}, {value: figma, label: Figma}]
+            """
+        )
+    )
+    flow = load_flow(tmp_path / "m.yml", root=tmp_path)
+    start = advance(flow, new_state(flow), Start()).state
+    none_picked = advance(flow, start, Answer("used", []))
+    assert none_picked.recorded is not None and none_picked.recorded.value == []
+    skipped = advance(flow, start, Answer("used", None))
+    assert skipped.recorded is not None and skipped.recorded.value is None  # nothing stored

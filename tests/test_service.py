@@ -335,6 +335,10 @@ async def test_expired_conversation_is_closed_and_a_new_one_starts(
     svc = Surveys(database, FlowCatalog(flows), clock=lambda: now[0])
     reply = await svc.start(flow_id="nps", respondent_key="t:kim", channel="test")
     now[0] += timedelta(days=8)
+    # a reload before the sweep ran already shows it expired, not a question that cannot
+    # be answered any more
+    shown = await svc.show(conversation_id=reply.conversation_id, respondent_key="t:kim")
+    assert shown.done and shown.status == "expired" and shown.step is None
     with pytest.raises(ConversationClosed, match="expired"):
         await svc.answer(
             conversation_id=reply.conversation_id, respondent_key="t:kim", step="score", value=3

@@ -175,7 +175,10 @@ async def test_get_shows_state_and_resume_messages(client: Client) -> None:
         await client.get(f"/api/v1/conversations/{conv['id']}", headers=auth(token))
     ).json()
     assert body["done"] is True and body["status"] == "completed"
-    assert body["messages"] == [{"type": "end", "text": "", "reason": "completed"}]
+    # a reload after the end shows the flow's own closing words again
+    (end,) = body["messages"]
+    assert end == {"type": "end", "text": end["text"], "reason": "completed"}
+    assert end["text"].startswith("Thanks — your 7")
 
 
 async def test_restart_mid_flow_goes_on_where_it_stopped(

@@ -332,3 +332,302 @@ async def test_widget_fits_a_phone_screen(browser: Any, tmp_path: Path) -> None:
             assert button["x"] >= 0 and button["x"] + button["width"] <= 375
     finally:
         await runner.cleanup()
+
+
+# --- helpers for the tests below ---------------------------------------------------------------
+
+PHONE: dict[str, Any] = {"viewport": {"width": 375, "height": 667}, "is_mobile": True}
+
+FOCUSED = """() => {
+    let node = document.activeElement;
+    while (node && node.shadowRoot && node.shadowRoot.activeElement) {
+        node = node.shadowRoot.activeElement;
+    }
+    return node ? node.tagName + ":" + (node.textContent || "").trim() : "NONE";
+}"""
+
+
+async def focused(page: Any) -> str:
+    """The element that has keyboard focus, looking inside the widget's shadow root."""
+    return str(await page.evaluate(FOCUSED))
+
+
+async def asking(page: Any, step: str) -> Any:
+    controls = page.locator(f'.panel[data-state="asking"] .controls[data-step="{step}"]')
+    await controls.wait_for(timeout=15_000)
+    return controls
+
+
+async def respondent_keys(db: str) -> list[str]:
+    return [key for (key,) in await rows(db, "SELECT key FROM respondent ORDER BY id")]
+
+
+async def test_the_current_question_stays_in_view_on_a_phone(browser: Any, tmp_path: Path) -> None:
+    """After every answer the question now asked (and its help) is inside the log's box."""
+    flows = make_flows(tmp_path)
+    long_help = "Some help text that makes this message a lot taller. " * 5
+    (flows / "helpful.yml").write_text(
+        f"""\
+id: helpful
+kind: microsurvey
+title: Help
+intro: "{"A long introduction that fills the log. " * 12}"
+steps:
+  - id: first
+    type: yes_no
+    text: "Shall we begin with a question?"
+  - id: second
+    type: choice
+    text: "Which of these is closest?"
+    help: "{long_help}"
+    choices:
+      - {{value: a, label: First}}
+      - {{value: b, label: Second}}
+      - {{value: c, label: Third}}
+      - {{value: d, label: Fourth}}
+""",
+        encoding="utf-8",
+    )
+    db = str(tmp_path / "parley.db")
+    port, help_port = free_port(), free_port()
+    runner = await serve(make_app(db, flows), port)
+    helpful = await serve(make_app(str(tmp_path / "h.db"), flows, demo_flow="helpful"), help_port)
+
+    async def question_in_view(page: Any) -> None:
+        log = await page.get_by_role("log").bounding_box()
+        question = await page.locator(".log .msg.bot").last.bounding_box()
+        assert log is not None and question is not None
+        assert question["y"] >= log["y"] - 1, (question, log)
+        assert question["y"] + question["height"] <= log["y"] + log["height"] + 1, (question, log)
+
+    try:
+        page = await browser.new_page(**PHONE)
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await asking(page, "jtbd")
+        await question_in_view(page)
+        await page.get_by_role("button", name="I am exploring what it can do").click()
+        await asking(page, "jtbd_detail")
+        await question_in_view(page)
+        await page.get_by_role("button", name="Skip").click()
+        await asking(page, "role")
+        await question_in_view(page)
+        await page.get_by_role("button", name="Engineering").click()
+        await asking(page, "company_size")
+        await question_in_view(page)
+
+        page = await browser.new_page(**PHONE)
+        await page.goto(f"http://127.0.0.1:{help_port}/")
+        await asking(page, "first")
+        await question_in_view(page)
+        await page.get_by_role("button", name="Yes").click()
+        await asking(page, "second")
+        await question_in_view(page)  # the help text below the question included
+    finally:
+        await helpful.cleanup()
+        await runner.cleanup()
+
+
+async def test_the_nps_scale_fits_one_row_on_a_phone(browser: Any, tmp_path: Path) -> None:
+    """0-10 on one row: a scale split over two lines reads as two scales."""
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    app = make_app(db, make_flows(tmp_path, starter=False), demo_flow="every-step")
+    runner = await serve(app, port)
+    try:
+        page = await browser.new_page(**PHONE)
+        await page.goto(f"http://127.0.0.1:{port}/")
+        controls = await asking(page, "likely")
+        assert await controls.get_attribute("data-kind") == "nps"
+        buttons = controls.locator(".scale button")
+        assert await buttons.count() == 11
+        boxes = [await buttons.nth(i).bounding_box() for i in range(11)]
+        assert all(box is not None for box in boxes)
+        assert len({round(box["y"]) for box in boxes}) == 1, [box["y"] for box in boxes]
+        for box in boxes:
+            assert box["height"] >= 24 and box["width"] >= 24  # still tappable
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 375
+    finally:
+        await runner.cleanup()
+
+
+async def test_opting_out_by_keyboard_keeps_focus_in_the_dialog(
+    browser: Any, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    runner = await serve(make_app(db, make_flows(tmp_path)), port)
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await asking(page, "jtbd")
+        for _ in range(20):
+            if await focused(page) == "BUTTON:Stop surveying me":
+                break
+            await page.keyboard.press("Tab")
+        assert await focused(page) == "BUTTON:Stop surveying me"
+
+        # Cancel: focus comes back to the link, not to the page's body.
+        await page.keyboard.press("Enter")
+        assert await focused(page) == "BUTTON:Yes, never ask me again"
+        await page.keyboard.press("Tab")
+        assert await focused(page) == "BUTTON:Cancel"
+        await page.keyboard.press("Enter")
+        assert await focused(page) == "BUTTON:Stop surveying me"
+
+        # Confirm: focus lands on a Close button inside the dialog, which closes it.
+        await page.keyboard.press("Enter")
+        await page.keyboard.press("Enter")
+        await page.get_by_text("we won't survey you again").wait_for()
+        await page.locator('.panel[data-state="done"]').wait_for()
+        await page.wait_for_function(f"({FOCUSED})() === 'BUTTON:Close'", timeout=5_000)
+        await page.keyboard.press("Enter")
+        assert await page.get_by_role("dialog").is_hidden()
+        assert (await focused(page)).startswith("BUTTON")  # the launcher
+        assert await rows(db, "SELECT opted_out FROM respondent") in ([(1,)], [(True,)])
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("cause", ["closed_port", "origin_not_allowed"])
+async def test_an_unreachable_server_sets_the_error_state(
+    browser: Any, tmp_path: Path, cause: str
+) -> None:
+    """The fetch fails (nothing listens, or CORS refuses the origin): data-state is error."""
+    api_port, site_port = free_port(), free_port()
+    runners = []
+    if cause == "origin_not_allowed":
+        flows = make_flows(tmp_path, starter=False)
+        app = make_app(str(tmp_path / "p.db"), flows, allowed_origins=["https://x.example"])
+        runners.append(await serve(app, api_port))
+    tag = f'<script src="http://127.0.0.1:{api_port}/widget.js" data-flow="every-step" data-open="true"></script>'
+
+    async def shop(_request: web.Request) -> web.Response:
+        return web.Response(text=f"<!doctype html><body>{tag}</body>", content_type="text/html")
+
+    site_app = web.Application()
+    site_app.router.add_get("/", shop)
+    runners.append(await serve(site_app, site_port, host="localhost"))
+    widget = Path(__file__).resolve().parent.parent / "bot/channels/web/static/widget.js"
+    try:
+        page = await browser.new_page()
+        if cause == "closed_port":  # nothing listens on api_port: hand out widget.js only
+            await page.route(
+                "**/widget.js",
+                lambda route: route.fulfill(
+                    body=widget.read_text(), content_type="text/javascript"
+                ),
+            )
+        await page.goto(f"http://localhost:{site_port}/")
+        await page.get_by_text("Could not reach the survey server.").wait_for()
+        assert await page.locator(".panel").get_attribute("data-state") == "error"
+        assert await page.locator(".controls").count() == 0
+        # Trying again fails the same way: the error state again, never stuck at loading.
+        await page.get_by_role("button", name="Try again").click()
+        await page.locator(".msg.error").nth(1).wait_for()
+        assert await page.locator(".panel").get_attribute("data-state") == "error"
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+async def test_a_conversation_forgotten_mid_survey_starts_over(
+    browser: Any, tmp_path: Path
+) -> None:
+    from bot.services import privacy
+    from bot.store.database import Database
+
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    runner = await serve(make_app(db, make_flows(tmp_path)), port)
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await asking(page, "jtbd")
+        await page.get_by_role("button", name="I am exploring what it can do").click()
+        await asking(page, "jtbd_detail")
+
+        (key,) = await respondent_keys(db)
+        database = Database(db)
+        try:
+            await privacy.forget(database, key=key)  # what `parley forget` does
+        finally:
+            await database.dispose()
+        assert await rows(db, "SELECT count(*) FROM conversation") == [(0,)]
+
+        await page.get_by_role("button", name="Skip").click()
+        await asking(page, "jtbd")  # afresh, from the first question
+        assert await page.get_by_text("start again").count() == 1
+        await page.get_by_role("button", name="Automate repetitive work").click()
+        await asking(page, "jtbd_detail")
+        assert await answers(db) == [("jtbd", "automate")]
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_expired_conversation_is_replaced_by_a_new_one(
+    browser: Any, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    runner = await serve(make_app(db, make_flows(tmp_path)), port)
+    backdate = "UPDATE conversation SET started_at = '2000-01-01 00:00:00.000000'"
+
+    async def expire_all() -> None:
+        from bot.store.database import Database
+
+        database = Database(db)
+        try:
+            async with database.engine.begin() as conn:
+                from sqlalchemy import text
+
+                await conn.execute(text(backdate))
+        finally:
+            await database.dispose()
+
+    try:
+        page = await browser.new_page()
+        posts: list[str] = []
+        page.on(
+            "request",
+            lambda r: (
+                posts.append(r.url)
+                if r.method == "POST" and r.url.endswith("/api/v1/conversations")
+                else None
+            ),
+        )
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await asking(page, "jtbd")
+        assert len(posts) == 1
+
+        # Expired while the page was closed: the reload's GET says so, and a new one starts.
+        await expire_all()
+        await page.reload()
+        await asking(page, "jtbd")
+        assert len(posts) == 2
+        ids = await rows(db, "SELECT id, status FROM conversation ORDER BY started_at")
+        assert [status for _, status in ids] == ["expired", "active"]
+        assert await page.get_by_text("has expired").count() == 0
+
+        # Expired while the page was open: the answer's 409 leads to a new one as well.
+        await expire_all()
+        await page.get_by_role("button", name="Automate repetitive work").click()
+        for _ in range(100):
+            if len(posts) == 3:
+                break
+            await page.wait_for_timeout(100)
+        assert len(posts) == 3
+        await asking(page, "jtbd")
+        statuses = await rows(db, "SELECT status FROM conversation ORDER BY started_at")
+        assert [s for (s,) in statuses] == ["expired", "expired", "active"]
+        await page.get_by_role("button", name="Automate repetitive work").click()
+        await asking(page, "jtbd_detail")
+
+        # A finished conversation is not re-surveyed: a reload shows its thanks.
+        await Driver(page).finish()
+        await page.reload()
+        await page.locator('.panel[data-state="done"]').wait_for()
+        await page.get_by_text("Your answers help us shape Acme").wait_for()
+        assert len(posts) == 3
+        assert await page.locator(".controls").count() == 0
+    finally:
+        await runner.cleanup()

@@ -161,7 +161,20 @@ def resume(flow: Flow, state: ConversationState) -> list[Output]:
     if state.status == "new":
         return []
     reason = state.status if state.status in ("completed", "stopped", "expired") else "completed"
-    return [End(reason)]  # type: ignore[arg-type]
+    return [End(reason, closing_text(flow, state) if reason == "completed" else None)]  # type: ignore[arg-type]
+
+
+def closing_text(flow: Flow, state: ConversationState) -> str | None:
+    """The words a completed conversation ended with, shown again to someone who comes back:
+    the first ``end`` step its answers lead to, else the outro. Conditions only name earlier
+    steps, so the final answers take the path they took at the time."""
+    resolve = cond.truthy_in(state.answers, state.profile)
+    for step in flow.steps:
+        if step.asks or not step.spec.end:  # type: ignore[union-attr]
+            continue
+        if step.when is None or cond.evaluate(step.when, resolve):
+            return _render(flow, step.text, state)
+    return _render(flow, flow.outro, state) if flow.outro else None
 
 
 def ask_for(flow: Flow, step: Step, state: ConversationState) -> Ask:

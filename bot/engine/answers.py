@@ -37,8 +37,8 @@ def coerce(step: Step, value: Any, labels: Sequence[str] | None = None) -> Any:
         raise Rejected(f"That answer is too long (over {MAX_RAW} characters).")
     empty = value is None or (isinstance(value, str) and not value.strip()) or value == []
     if empty and step.type != "email":
-        if step.type == "multi_choice" and step.spec.min_picks == 0:  # type: ignore[union-attr]
-            return []
+        if step.type == "multi_choice" and step.spec.min_picks == 0 and value is not None:  # type: ignore[union-attr]
+            return []  # "none of these", picked on purpose; None (skip) stores nothing
         if step.spec.required:
             raise Rejected(_expected(step, shown))
         return None
@@ -170,7 +170,7 @@ def _text(step: Step, value: Any) -> str:
     text = _clean_text(str(value))
     limit = step.spec.max_length  # type: ignore[union-attr]
     if len(text) > limit:
-        raise Rejected(f"Please keep it under {limit} characters (yours has {len(text)}).")
+        raise Rejected(f"Please keep it to {limit} characters or fewer (yours has {len(text)}).")
     if not text:
         raise Rejected(_expected(step))
     return text

@@ -335,6 +335,11 @@ class Surveys:
                 conn, conversation_id, respondent_key, allow_opted_out=True
             )
             state = self._state(conversation)
+            if state.is_open and self._expired(flow, conversation, self.clock()):
+                # past its time, though the sweep has not closed it yet: say so now, as an
+                # answer would (the sweep or that answer does the writing)
+                state = state.copy()
+                state.status, state.current = "expired", None
             outputs = resume(flow, state)
             if respondent.opted_out:  # opting out closed it: say why, not just "stopped"
                 outputs = [
