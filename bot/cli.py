@@ -7,6 +7,7 @@ one ``file:line:col: message (hint)`` per line.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import getpass
 import io
@@ -22,7 +23,7 @@ import click
 
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, DatabaseNeedsUpgrade, FlowError, ParleyError
-from bot.store.database import Database
+from bot.store.database import Database, redacted
 
 T = TypeVar("T")
 
@@ -63,8 +64,17 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-async def open_db(settings: Settings) -> Database:
+async def open_db(settings: Settings, *, create: bool = True) -> Database:
+    """The database, checked. ``create=False`` for commands that only read or delete: a
+    mistyped --db must not answer from a new, empty file."""
     db = Database(settings.db)
+    path = db.sqlite_path
+    if not create and path is not None and not path.exists():
+        await db.dispose()
+        raise ConfigError(
+            f"no database at {path}: check --db / DATABASE_URL "
+            "(`parley serve` or `parley chat` creates one)"
+        )
     try:
         if await db.ensure_ready():
             click.echo(f"created a new database at {db.display}", err=True)
@@ -155,7 +165,7 @@ def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
     flow = FlowCatalog(settings.flows).get(flow_id)
 
     async def go() -> Any:
-        db = await open_db(settings)
+        db = await open_db(settings, create=False)
         try:
             return await flow_results(db, flow)
         finally:
@@ -200,7 +210,7 @@ def export(
         sys.stdout.reconfigure(errors="backslashreplace")
 
     async def go() -> None:
-        db = await open_db(settings)
+        db = await open_db(settings, create=False)
         try:
             if respondent is not None:
                 data = await privacy.export_respondent(db, key=respondent)
@@ -210,11 +220,7 @@ def export(
             total = await privacy.count_answers(db, flow_id=flow_id)
             if flow_id is not None and total == 0:
                 FlowCatalog(settings.flows).get(flow_id)  # a typo: say so, not an empty file
-            stream = (
-                open(out, "w", encoding="utf-8", errors="backslashreplace", newline="")  # noqa: SIM115
-                if out
-                else sys.stdout
-            )
+            stream = _open_out(out) if out else sys.stdout
             try:
                 if fmt == "csv":
                     stream.write(privacy.csv_header())
@@ -243,8 +249,16 @@ def _write(out: Path | None, text: str) -> None:
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8", errors="backslashreplace")
+        with _open_out(out) as stream:
+            stream.write(text)
         click.echo(f"wrote {out}", err=True)
+
+
+def _open_out(out: Path) -> io.TextIOWrapper:
+    try:
+        return open(out, "w", encoding="utf-8", errors="backslashreplace", newline="")
+    except OSError as err:
+        raise ConfigError(f"cannot write {out}: {err.strerror or err}") from None
 
 
 @main.command()
@@ -259,7 +273,7 @@ def forget(respondent: str, yes: bool, *, settings: Settings) -> None:
         click.confirm(f"Delete all data of {respondent}? This cannot be undone", abort=True)
 
     async def go() -> privacy.Forgotten:
-        db = await open_db(settings)
+        db = await open_db(settings, create=False)
         try:
             return await privacy.forget(db, key=respondent)
         finally:
@@ -270,6 +284,12 @@ def forget(respondent: str, yes: bool, *, settings: Settings) -> None:
     click.echo(f"forgot {respondent}: deleted {counts}")
     if done.still_suppressed:
         click.echo("they had opted out: a one-way hash of their id stays on the do-not-survey list")
+    if not done.scrubbed:
+        click.echo(
+            "note: a running `parley serve` kept SQLite's write-ahead log busy: the old copies "
+            "of the deleted rows leave its -wal file at the server's next checkpoint (after a "
+            "few hundred answers, or when it stops)"
+        )
 
 
 # --- db ----------------------------------------------------------------------------------
@@ -306,7 +326,12 @@ def db_upgrade(*, settings: Settings) -> None:
 @click.option(
     "--host", default=None, help="Interface to listen on (default 127.0.0.1; env PARLEY_HOST)."
 )
-@click.option("--port", default=None, type=int, help="Port (default 8080; env PARLEY_PORT).")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="Port (default 8080; env PARLEY_PORT).",
+)
 @click.option(
     "--access-log",
     is_flag=True,
@@ -333,7 +358,8 @@ def serve(host: str | None, port: int | None, access_log: bool, *, settings: Set
     sock = _listen(settings.host, settings.port)  # first: the port may be taken
     app = create_app(settings, freeze_heap=True)
     click.echo(
-        f"Parley on http://{settings.host}:{settings.port}/  (database: {settings.db}, flows: {settings.flows})"
+        f"Parley on http://{settings.host}:{settings.port}/  "
+        f"(database: {redacted(settings.db)}, flows: {settings.flows})"
     )
     web.run_app(
         app,
@@ -348,10 +374,12 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host, port), family=family, backlog=128)
     except OSError as err:
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {err.strerror or err} "
-            "(is another server using it? pick another with --port)"
-        ) from None
+        hint = (
+            " (another server is using it: pick another with --port)"
+            if err.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror or err}{hint}") from None
 
 
 if __name__ == "__main__":

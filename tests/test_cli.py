@@ -183,6 +183,7 @@ def test_chat_opt_out_sticks(runner: CliRunner, env: list[str]) -> None:
 
 
 def test_unknown_flow_is_a_clear_error(runner: CliRunner, env: list[str]) -> None:
+    invoke(runner, ["db", "upgrade", *env])
     for command in (["chat", "nope"], ["results", "nope"], ["export", "--flow", "nope"]):
         result = runner.invoke(main, [*command, *env])
         assert result.exit_code == 1, command
@@ -208,7 +209,7 @@ def test_db_upgrade_and_outdated_database(
     import sqlite3
 
     with sqlite3.connect(tmp_path / "cli.db") as conn:
-        conn.execute("UPDATE alembic_version SET version_num = 'old0'")
+        conn.execute("UPDATE alembic_version SET version_num = '0003'")
     stale = runner.invoke(main, ["results", "nps", *env])
     assert stale.exit_code == 1
     assert "run `parley db upgrade`" in stale.stderr
@@ -238,3 +239,28 @@ def test_export_survives_text_stored_before_it_was_checked(
     assert written.exit_code == 0 and "a\\ud800b" in out.read_text(encoding="utf-8")
     person = invoke(runner, ["export", "--respondent", "cli:ann", *env])
     assert person.exit_code == 0 and "a\\ud800b" in person.output
+
+
+def test_bad_paths_and_ports_are_clear_errors(
+    runner: CliRunner, env: list[str], tmp_path: Path
+) -> None:
+    typo = tmp_path / "parly.db"
+    for command in (["results", "nps"], ["export"], ["forget", "cli:x", "--yes"]):
+        result = runner.invoke(main, [*command, "--db", str(typo)])
+        assert result.exit_code == 1, command
+        assert f"error: no database at {typo}" in result.stderr
+    assert not typo.exists()  # a read never makes an empty database
+
+    invoke(runner, ["db", "upgrade", *env])
+    result = runner.invoke(main, ["export", "--out", str(tmp_path / "no" / "x.csv"), *env])
+    assert result.exit_code == 1
+    assert "error: cannot write" in result.stderr and "No such file" in result.stderr
+    result = runner.invoke(main, ["serve", "--port", "70000", *env])
+    assert result.exit_code == 2 and "70000 is not in the range" in result.stderr
+
+
+def test_printed_database_urls_hide_the_password() -> None:
+    from bot.store.database import redacted
+
+    shown = redacted("postgresql://parley:hunter2@db.internal:5432/parley")
+    assert "hunter2" not in shown and "db.internal" in shown

@@ -12,7 +12,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 import bot.store.models  # noqa: F401 - registers tables
-from bot.errors import DatabaseNeedsUpgrade
+from bot.errors import DatabaseError, DatabaseNeedsUpgrade
 from bot.store.database import Database, database_url, head_revision
 
 
@@ -59,8 +59,8 @@ async def test_outdated_database_is_refused_with_instructions(tmp_path: Path) ->
     try:
         await db.upgrade()
         async with db.engine.begin() as conn:
-            await conn.execute(text("UPDATE alembic_version SET version_num = 'old0'"))
-        with pytest.raises(DatabaseNeedsUpgrade, match=r"revision old0.*run `parley db upgrade`"):
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+        with pytest.raises(DatabaseNeedsUpgrade, match=r"revision 0003.*run `parley db upgrade`"):
             await db.ensure_ready()
     finally:
         await db.dispose()
@@ -71,8 +71,10 @@ async def test_tables_without_version_are_not_silently_migrated(tmp_path: Path) 
     try:
         async with db.engine.begin() as conn:
             await conn.execute(text("CREATE TABLE something_else (id INTEGER)"))
-        with pytest.raises(DatabaseNeedsUpgrade, match="revision none"):
+        # `db upgrade` would add Parley's tables to somebody else's database: not advised
+        with pytest.raises(DatabaseError, match="not a Parley database") as err:
             await db.ensure_ready()
+        assert not isinstance(err.value, DatabaseNeedsUpgrade)
     finally:
         await db.dispose()
 
@@ -106,3 +108,21 @@ def test_database_urls_map_to_async_drivers(given: str, expected: str) -> None:
 
 def test_a_path_becomes_an_absolute_sqlite_url(tmp_path: Path) -> None:
     assert database_url(str(tmp_path / "p.db")) == f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+
+
+async def test_a_newer_database_is_not_sent_to_db_upgrade(tmp_path: Path) -> None:
+    """`db upgrade` cannot go forward to a revision this Parley does not know."""
+    import sqlite3
+
+    newer = tmp_path / "newer.db"
+    db = Database(str(newer))
+    await db.ensure_ready()
+    await db.dispose()
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0099'")
+    db = Database(str(newer))
+    try:
+        with pytest.raises(DatabaseError, match="newer Parley than this one"):
+            await db.ensure_ready()
+    finally:
+        await db.dispose()

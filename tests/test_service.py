@@ -592,3 +592,29 @@ async def test_within_writes_with_the_answer_or_not_at_all(
     assert seen == [reply.step] and reply.step is not None
     assert await count(database, Answer) == 1
     assert await database.read(lambda conn: sql.is_suppressed(conn, key="marker"))
+
+
+async def test_forget_leaves_no_copy_in_the_sqlite_files(
+    sqlite_database: Database, flows: Path, tmp_path: Path
+) -> None:
+    """Deleted rows must not stay readable in free pages or in old WAL frames."""
+    svc = Surveys(sqlite_database, FlowCatalog(flows))
+    secret = "SECRET-SAUCE-" + "4" * 20
+    for key in ("t:keep", "t:gone-person"):
+        reply = await svc.start(flow_id="nps", respondent_key=key, channel="test")
+        await svc.answer(
+            conversation_id=reply.conversation_id, respondent_key=key, step="score", value=2
+        )
+        text = secret if key == "t:gone-person" else "fine"
+        await svc.answer(
+            conversation_id=reply.conversation_id, respondent_key=key, step="why", value=text
+        )
+    files = [tmp_path / "parley.db", tmp_path / "parley.db-wal"]
+    assert any(secret.encode() in f.read_bytes() for f in files if f.exists())
+
+    done = await privacy.forget(sqlite_database, key="t:gone-person")
+    assert done.scrubbed
+    for f in files:
+        if f.exists():
+            data = f.read_bytes()
+            assert secret.encode() not in data and b"t:gone-person" not in data, f.name

@@ -450,9 +450,11 @@ async def test_the_nps_scale_fits_one_row_on_a_phone(browser: Any, tmp_path: Pat
         await runner.cleanup()
 
 
+@pytest.mark.parametrize("choice", ["cancel", "confirm"])
 async def test_opting_out_by_keyboard_keeps_focus_in_the_dialog(
-    browser: Any, tmp_path: Path
+    browser: Any, tmp_path: Path, choice: str
 ) -> None:
+    """Keyboard only: Tab to "Stop surveying me", Enter, then Cancel or confirm with Enter."""
     db = str(tmp_path / "parley.db")
     port = free_port()
     runner = await serve(make_app(db, make_flows(tmp_path)), port)
@@ -465,24 +467,25 @@ async def test_opting_out_by_keyboard_keeps_focus_in_the_dialog(
                 break
             await page.keyboard.press("Tab")
         assert await focused(page) == "BUTTON:Stop surveying me"
-
-        # Cancel: focus comes back to the link, not to the page's body.
         await page.keyboard.press("Enter")
         assert await focused(page) == "BUTTON:Yes, never ask me again"
-        await page.keyboard.press("Tab")
-        assert await focused(page) == "BUTTON:Cancel"
-        await page.keyboard.press("Enter")
-        assert await focused(page) == "BUTTON:Stop surveying me"
 
-        # Confirm: focus lands on a Close button inside the dialog, which closes it.
-        await page.keyboard.press("Enter")
+        if choice == "cancel":  # focus comes back to the link, not to the page's body
+            await page.keyboard.press("Tab")
+            assert await focused(page) == "BUTTON:Cancel"
+            await page.keyboard.press("Enter")
+            assert await focused(page) == "BUTTON:Stop surveying me"
+            assert await rows(db, "SELECT opted_out FROM respondent") in ([(0,)], [(False,)])
+            return
+
+        # Confirmed: focus lands on a Close button inside the dialog, which closes it.
         await page.keyboard.press("Enter")
         await page.get_by_text("we won't survey you again").wait_for()
         await page.locator('.panel[data-state="done"]').wait_for()
         await page.wait_for_function(f"({FOCUSED})() === 'BUTTON:Close'", timeout=5_000)
         await page.keyboard.press("Enter")
         assert await page.get_by_role("dialog").is_hidden()
-        assert (await focused(page)).startswith("BUTTON")  # the launcher
+        assert await focused(page) == "BUTTON:"  # the launcher (an icon with an aria-label)
         assert await rows(db, "SELECT opted_out FROM respondent") in ([(1,)], [(True,)])
     finally:
         await runner.cleanup()
@@ -564,70 +567,86 @@ async def test_a_conversation_forgotten_mid_survey_starts_over(
         await runner.cleanup()
 
 
-async def test_an_expired_conversation_is_replaced_by_a_new_one(
+async def expire_conversations(db: str) -> None:
+    """Start every conversation long ago: the welcome flow expires after 14 days."""
+    from sqlalchemy import text
+
+    from bot.store.database import Database
+
+    database = Database(db)
+    try:
+        async with database.engine.begin() as conn:
+            await conn.execute(text("UPDATE conversation SET started_at = '2000-01-01 00:00:00'"))
+    finally:
+        await database.dispose()
+
+
+def record_starts(page: Any) -> list[str]:
+    """The POST /api/v1/conversations requests the page makes (each starts or resumes one)."""
+    posts: list[str] = []
+
+    def on_request(request: Any) -> None:
+        if request.method == "POST" and request.url.endswith("/api/v1/conversations"):
+            posts.append(request.url)
+
+    page.on("request", on_request)
+    return posts
+
+
+async def test_an_expired_conversation_is_replaced_on_reload(browser: Any, tmp_path: Path) -> None:
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    runner = await serve(make_app(db, make_flows(tmp_path)), port)
+    try:
+        page = await browser.new_page()
+        posts = record_starts(page)
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.get_by_role("button", name="I am exploring what it can do").click()
+        await asking(page, "jtbd_detail")
+        assert len(posts) == 1
+
+        # Expired while the page was closed: the reload's GET says so, and a new one starts.
+        await expire_conversations(db)
+        await page.reload()
+        await asking(page, "jtbd")
+        assert len(posts) == 2
+        statuses = await rows(db, "SELECT status FROM conversation ORDER BY started_at")
+        assert statuses == [("expired",), ("active",)]
+        assert await page.get_by_text("has expired").count() == 0
+
+        # A finished conversation is not surveyed again: a reload shows its thanks.
+        await Driver(page).finish()
+        await page.reload()
+        await page.locator('.panel[data-state="done"]').wait_for()
+        await page.get_by_text("Your answers help us shape Acme").wait_for()
+        assert len(posts) == 2
+        assert await page.locator(".controls").count() == 0
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_answer_to_an_expired_conversation_starts_a_new_one(
     browser: Any, tmp_path: Path
 ) -> None:
     db = str(tmp_path / "parley.db")
     port = free_port()
     runner = await serve(make_app(db, make_flows(tmp_path)), port)
-    backdate = "UPDATE conversation SET started_at = '2000-01-01 00:00:00.000000'"
-
-    async def expire_all() -> None:
-        from bot.store.database import Database
-
-        database = Database(db)
-        try:
-            async with database.engine.begin() as conn:
-                from sqlalchemy import text
-
-                await conn.execute(text(backdate))
-        finally:
-            await database.dispose()
-
     try:
         page = await browser.new_page()
-        posts: list[str] = []
-        page.on(
-            "request",
-            lambda r: (
-                posts.append(r.url)
-                if r.method == "POST" and r.url.endswith("/api/v1/conversations")
-                else None
-            ),
-        )
+        posts = record_starts(page)
         await page.goto(f"http://127.0.0.1:{port}/")
         await asking(page, "jtbd")
-        assert len(posts) == 1
+        await expire_conversations(db)  # expired while the page was open
 
-        # Expired while the page was closed: the reload's GET says so, and a new one starts.
-        await expire_all()
-        await page.reload()
+        # The answer is refused (409 conversation_closed, "expired"): a new conversation.
+        await page.get_by_role("button", name="Automate repetitive work").click()
+        await page.get_by_text("let's start again").wait_for()
         await asking(page, "jtbd")
         assert len(posts) == 2
-        ids = await rows(db, "SELECT id, status FROM conversation ORDER BY started_at")
-        assert [status for _, status in ids] == ["expired", "active"]
-        assert await page.get_by_text("has expired").count() == 0
-
-        # Expired while the page was open: the answer's 409 leads to a new one as well.
-        await expire_all()
-        await page.get_by_role("button", name="Automate repetitive work").click()
-        for _ in range(100):
-            if len(posts) == 3:
-                break
-            await page.wait_for_timeout(100)
-        assert len(posts) == 3
-        await asking(page, "jtbd")
         statuses = await rows(db, "SELECT status FROM conversation ORDER BY started_at")
-        assert [s for (s,) in statuses] == ["expired", "expired", "active"]
+        assert statuses == [("expired",), ("active",)]
         await page.get_by_role("button", name="Automate repetitive work").click()
         await asking(page, "jtbd_detail")
-
-        # A finished conversation is not re-surveyed: a reload shows its thanks.
-        await Driver(page).finish()
-        await page.reload()
-        await page.locator('.panel[data-state="done"]').wait_for()
-        await page.get_by_text("Your answers help us shape Acme").wait_for()
-        assert len(posts) == 3
-        assert await page.locator(".controls").count() == 0
+        assert await answers(db) == [("jtbd", "automate")]
     finally:
         await runner.cleanup()

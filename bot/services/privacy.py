@@ -8,6 +8,7 @@ outlives the deletion.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import AsyncIterator, Callable
@@ -134,6 +135,7 @@ class Forgotten:
     key: str
     counts: dict[str, int]
     still_suppressed: bool
+    scrubbed: bool = True  # False: an old copy may stay in SQLite's -wal file a while longer
 
 
 async def forget(
@@ -148,7 +150,7 @@ async def forget(
             sql.suppress(conn, key=key, now=utcnow())
         return Forgotten(key, counts, respondent.opted_out)
 
-    forgotten = await db.run(body)
+    forgotten = dataclasses.replace(await db.run(body), scrubbed=await db.scrub())
     if on_progress:
         on_progress("deleted")
     return forgotten

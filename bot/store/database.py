@@ -14,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -49,6 +50,11 @@ def database_url(value: str) -> str:
     return value
 
 
+def redacted(url: str) -> str:
+    """A database URL fit to print: the password hidden."""
+    return make_url(database_url(url)).render_as_string(hide_password=True)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Take transactions into our own hands (see _sqlite_begin); pysqlite's implicit BEGIN
     # would start deferred transactions that fail with SQLITE_BUSY_SNAPSHOT under WAL.
@@ -58,6 +64,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    # deleted rows are overwritten, not left readable in free pages (`parley forget`);
+    # Debian's SQLite does this by default, other builds do not
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -137,9 +146,24 @@ class Database:
         async with self.engine.connect() as conn:
             return await conn.run_sync(body)
 
+    async def scrub(self) -> bool:
+        """After a deletion that must leave no copy (``parley forget``): on SQLite, copy the
+        write-ahead log back into the database file and empty it (old page images in the
+        ``-wal`` file still hold deleted rows). False when another connection kept it busy;
+        the next checkpoint then does it. Nothing to do on PostgreSQL (autovacuum)."""
+        if self._sqlite is None:
+            return True
+        return await self._sqlite.truncate_wal()
+
     @property
     def display(self) -> str:
-        return make_url(self.url).render_as_string(hide_password=True)
+        return redacted(self.url)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file (None for a server database or an in-memory one)."""
+        name = make_url(self.url).database if self.is_sqlite else None
+        return Path(name) if name and name != ":memory:" else None
 
     async def dispose(self) -> None:
         if self._sqlite is not None:  # first: it commits the writes it has accepted
@@ -175,10 +199,27 @@ class Database:
         if current is None and not has_tables and create_if_empty:
             await self.upgrade()
             return True
+        if current is None and has_tables:
+            raise DatabaseError(
+                f"{self.display} holds tables but is not a Parley database (no schema "
+                "revision): point --db / DATABASE_URL at Parley's own database"
+            )
+        if current is not None and not _known_revision(current):
+            raise DatabaseError(
+                f"the database {self.display} is at schema revision {current}, made by a "
+                f"newer Parley than this one ({head}): upgrade Parley, not the database"
+            )
         raise DatabaseNeedsUpgrade(
             f"the database {self.display} is at schema revision {current or 'none'}, "
             f"this Parley needs {head}: run `parley db upgrade` (back it up first)"
         )
+
+
+def _known_revision(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
+    except CommandError:  # "Can't locate revision": none such in this Parley
+        return False
 
 
 def _revision(conn: Connection) -> tuple[str | None, bool]:

@@ -189,6 +189,20 @@ class SqliteRunner:
         finally:
             conn.close()
 
+    async def truncate_wal(self) -> bool:
+        """Checkpoint everything and empty the WAL file; False when a reader kept it busy."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._checkpointer, self._truncate)
+
+    def _truncate(self) -> bool:
+        conn = self._engine.raw_connection()
+        try:
+            row = conn.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # type: ignore[union-attr]
+        finally:
+            conn.close()
+        return row is not None and row[0] == 0
+
     def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
         self._checkpointing = None
         if not future.cancelled() and future.exception() is not None:
