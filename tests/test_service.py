@@ -66,6 +66,20 @@ steps:
       - {value: eng, label: Engineer}
 """
 
+ANON_TWO = """
+id: anon_two
+kind: microsurvey
+title: Anonymous pulse, two questions
+anonymous: true
+steps:
+  - id: mood
+    type: csat
+    text: How are you?
+  - id: why
+    type: text
+    text: Why?
+"""
+
 ANON = """
 id: anon
 kind: microsurvey
@@ -85,6 +99,7 @@ def flows(tmp_path: Path) -> Path:
     root.mkdir()
     (root / "nps.yml").write_text(textwrap.dedent(NPS).lstrip())
     (root / "anon.yml").write_text(textwrap.dedent(ANON).lstrip())
+    (root / "anon_two.yml").write_text(textwrap.dedent(ANON_TWO).lstrip())
     return root
 
 
@@ -366,6 +381,11 @@ async def test_anonymous_flow_keeps_nothing_that_links_answers_to_the_person(
         assert answer.response_id and answer.response_id != reply.conversation_id
         conversation = await session.get(Conversation, reply.conversation_id)
         assert conversation is not None and conversation.status == "completed"
+        # neither its time nor its place in the table matches the conversation's
+        assert answer.id is not None and answer.id < 0
+        assert (answer.created_at.hour, answer.created_at.minute) == (0, 0)
+        assert answer.created_at.date() == conversation.completed_at.date()
+        assert answer.created_at != conversation.completed_at
         stored = json.loads(conversation.state)
         assert stored["answers"] == {} and stored["tags"] == {} and stored["response"] is None
     assert await count(database, Tag) == 0
@@ -378,6 +398,25 @@ async def test_anonymous_flow_keeps_nothing_that_links_answers_to_the_person(
     # nothing of it is the person's any more: forget removes the person, the answer stays
     await privacy.forget(database, key="t:lee")
     assert await count(database, Answer) == 1
+
+
+async def test_opting_out_mid_way_through_an_anonymous_flow_unlinks_its_answers(
+    svc: Surveys, database: Database
+) -> None:
+    reply = await svc.start(flow_id="anon_two", respondent_key="t:mo", channel="test")
+    await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key="t:mo", step="mood", value=2
+    )
+    assert await svc.opt_out(respondent_key="t:mo", source="test")
+    async with database.reads() as session:
+        conversation = await session.get(Conversation, reply.conversation_id)
+        assert conversation is not None and conversation.status == "stopped"
+        stored = json.loads(conversation.state)
+        assert stored["answers"] == {} and stored["response"] is None
+        assert stored["status"] == "stopped"
+    person = await privacy.export_respondent(database, key="t:mo")
+    assert person["answers"] == [] and person["conversations"][0]["state"]["answers"] == {}
+    assert await count(database, Answer) == 1  # given, and nobody's
 
 
 async def test_export_and_forget_one_person(svc: Surveys, database: Database) -> None:

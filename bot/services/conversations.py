@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,15 @@ class Reply:
             "done": self.done,
             "messages": [o.to_dict() for o in self.outputs],
         }
+
+
+def _unlinked(now: datetime) -> dict[str, Any]:
+    """Id and time of an anonymous answer: a random id (insertion order would rank it beside
+    the person's own rows) and the day only (its exact time matched the conversation's)."""
+    return {
+        "id": -1 - secrets.randbelow(2**62),
+        "created_at": now.replace(hour=0, minute=0, second=0, microsecond=0),
+    }
 
 
 def _aware(moment: datetime) -> datetime:
@@ -397,9 +407,17 @@ class Surveys:
             if respondent.opted_out:
                 return False
             sql.update_respondent(conn, id=respondent.id, opted_out=True, opted_out_at=now)
-            sql.close_open_conversations(
-                conn, respondent_id=respondent.id, status="stopped", now=now
-            )
+            # each open conversation stops as if the person said "stop" (an anonymous one
+            # forgets its answers on closing, as always)
+            for conversation in sql.conversations_of(conn, respondent_id=respondent.id):
+                if conversation.open_key is None:
+                    continue
+                flow = self.catalog.flow_for_version(conn, conversation.flow_version_id)
+                state = self._state(conversation)
+                if not self._save(
+                    conn, conversation, flow, advance(flow, state, Stop()), respondent, now
+                ):
+                    raise _Conflict
             sql.add_event(
                 conn,
                 kind="respondent.opted_out",
@@ -409,7 +427,12 @@ class Surveys:
             )
             return True
 
-        return await self.db.run(body)
+        for _ in range(MAX_RETRIES):
+            try:
+                return await self.db.run(body)
+            except _Conflict:
+                continue  # an answer moved a conversation on meanwhile: stop it as it is now
+        raise ConversationClosed("could not opt out just now; please try again")
 
     async def is_opted_out(self, *, respondent_key: str) -> bool:
         def body(conn: Connection) -> bool:
@@ -509,6 +532,7 @@ class Surveys:
             return False
         recorded = outcome.recorded
         if recorded is not None and recorded.value is not None:
+            unlinked = _unlinked(now) if anonymous else {"created_at": now}
             sql.insert_answer(
                 conn,
                 conversation_id=None if anonymous else conversation.id,
@@ -519,7 +543,7 @@ class Surveys:
                 step_id=recorded.step,
                 step_type=flow.step(recorded.step).type,
                 value=recorded.value,
-                created_at=now,
+                **unlinked,
             )
             if not anonymous:
                 sql.insert_tags(

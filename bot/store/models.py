@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -80,7 +80,9 @@ class Answer(SQLModel, table=True):
     """One accepted answer; the unique keys turn a double submit into a no-op.
 
     Answers to ``anonymous`` flows have no conversation and no respondent: they are grouped
-    by a random ``response_id`` that nothing else stores once the conversation closes.
+    by a random ``response_id`` that nothing else stores once the conversation closes, take
+    a random id (an id in insertion order would rank them beside the person's other rows)
+    and keep only the day they were given (their exact time matched the conversation's).
     """
 
     __tablename__ = "answer"
@@ -89,7 +91,12 @@ class Answer(SQLModel, table=True):
         UniqueConstraint("response_id", "step_id", name="uq_answer_response_step"),
         Index("ix_answer_flow_created", "flow_id", "created_at"),
     )
-    id: int | None = Field(default=None, primary_key=True)
+    # 64 bits: anonymous answers take random negative ids (see Surveys._save); SQLite's
+    # INTEGER PRIMARY KEY is already 64-bit and must stay spelled INTEGER to be the rowid
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    )
     # no index of its own: uq_answer_conversation_step starts with it
     conversation_id: str | None = Field(default=None, foreign_key="conversation.id", max_length=32)
     response_id: str | None = Field(default=None, max_length=32)

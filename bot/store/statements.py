@@ -193,18 +193,6 @@ def save_state(conn: Connection, *, id: str, expected_version: int, values: dict
     return result.rowcount == 1
 
 
-def close_open_conversations(
-    conn: Connection, *, respondent_id: int, status: str, now: datetime
-) -> None:
-    conn.execute(
-        update(C)
-        .where(C.c.respondent_id == respondent_id, C.c.open_key.is_not(None))
-        .values(
-            status=status, open_key=None, current_step=None, updated_at=now, version=C.c.version + 1
-        )
-    )
-
-
 def insert_answer(conn: Connection, **values: Any) -> None:
     _INSERT_ANSWER(conn, values)
 

@@ -145,7 +145,8 @@
     ".composer{border-top:1px solid #e5e7eb;padding:12px 14px;display:flex;flex-direction:column;gap:8px}" +
     ".composer:empty{display:none}" +
     ".scale{display:flex;flex-wrap:wrap;gap:6px}" +
-    ".scale button{flex:1 0 34px;min-width:34px;min-height:40px}" +
+    // grow from nothing so 0-10 shares one row on a phone (a split scale reads as two)
+    ".scale button{flex:1 1 0;min-width:22px;min-height:40px}" +
     ".ends{display:flex;justify-content:space-between;font-size:12px;color:#4b5563}" +
     ".choices{display:flex;flex-direction:column;gap:6px}" +
     "button.opt,.scale button,.send,.skip,.yesno button{border:1px solid var(--accent);background:#fff;color:var(--accent);" +
@@ -169,6 +170,7 @@
     ".link{background:none;border:0;padding:0;color:#6b7280;text-decoration:underline;cursor:pointer;font-size:12px}" +
     ".sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}" +
     "@media (max-width:480px){.panel{right:0;bottom:0;width:100vw;max-width:100vw;height:100%;max-height:100%;border-radius:0}" +
+    ".scale{gap:4px}.scale button{font-size:14px}" +
     ".launcher{right:14px;bottom:14px}}";
 
   // --- the widget ---
@@ -223,6 +225,7 @@
   var busy = false;
   var conversation = null; // id
   var current = null; // the open Ask
+  var asked = null; // the log message of the newest question
 
   function toggle(open) {
     panel.hidden = !open;
@@ -232,9 +235,25 @@
         started = true;
         begin();
       }
+      reveal();
       focusComposer();
     } else {
       launcher.focus();
+    }
+  }
+
+  // Scroll the log to its end, but never past the start of the newest question. Call it once
+  // the controls below the log are in place: they take their height from the log's.
+  function reveal() {
+    if (panel.hidden) {
+      return;
+    }
+    log.scrollTop = log.scrollHeight;
+    if (asked && asked.parentNode === log) {
+      var above = asked.getBoundingClientRect().top - log.getBoundingClientRect().top;
+      if (above < 0) {
+        log.scrollTop += above - 8; // a question taller than the log: show where it begins
+      }
     }
   }
 
@@ -260,11 +279,21 @@
   function showFooter() {
     footer.textContent = "";
     if (load("opted_out")) {
-      return;
+      return null;
     }
-    footer.appendChild(
-      el("button", { class: "link", type: "button", text: "Stop surveying me", onclick: confirmOptOut })
-    );
+    var link = el("button", { class: "link", type: "button", text: "Stop surveying me", onclick: confirmOptOut });
+    footer.appendChild(link);
+    return link;
+  }
+
+  // The footer's buttons are rebuilt: put focus back on the link rather than losing it.
+  function restoreFooter() {
+    var link = showFooter();
+    if (link) {
+      link.focus();
+    } else {
+      focusComposer();
+    }
   }
 
   function confirmOptOut() {
@@ -272,7 +301,7 @@
     var yes = el("button", { class: "link", type: "button", text: "Yes, never ask me again", onclick: optOut });
     footer.appendChild(el("span", { text: "Stop all surveys from us?" }));
     footer.appendChild(yes);
-    footer.appendChild(el("button", { class: "link", type: "button", text: "Cancel", onclick: showFooter }));
+    footer.appendChild(el("button", { class: "link", type: "button", text: "Cancel", onclick: restoreFooter }));
     yes.focus();
   }
 
@@ -284,14 +313,14 @@
           save("token", res.data.respondent_token); // never started: this token is the refusal
         }
         save("opted_out", "1");
-        composer.textContent = "";
         current = null;
         say("Done \u2014 we won't survey you again.");
         setState("done");
         footer.textContent = "";
+        offerClose();
       } else {
         say((res.data && res.data.error) || "That did not work; please try again.", "error");
-        showFooter();
+        restoreFooter();
       }
     });
   }
@@ -306,7 +335,9 @@
     var stored = load(convKey);
     if (stored && load("token")) {
       call("GET", "conversations/" + encodeURIComponent(stored)).then(function (res) {
-        if (res.status === 200) {
+        if (res.status === 200 && expired(res.data)) {
+          restart(""); // past its time: a new one, as if the old one had never been
+        } else if (res.status === 200) {
           conversation = stored;
           if (!res.data.done) {
             say("Welcome back \u2014 let's pick up where you left off.");
@@ -352,8 +383,38 @@
     });
   }
 
+  // True for a conversation that closed because it ran out of time (a GET or an answer's 409).
+  function expired(data) {
+    if (!data) {
+      return false;
+    }
+    if (data.status === "expired" || (data.code === "conversation_closed" && /expired/i.test(data.error || ""))) {
+      return true;
+    }
+    return (data.messages || []).some(function (m) { return m.type === "end" && m.reason === "expired"; });
+  }
+
+  // The stored conversation is gone (forgotten, not this person's) or expired: forget it and
+  // start the flow afresh instead of failing on every click.
+  function restart(note) {
+    save(convKey, null);
+    conversation = null;
+    current = null;
+    asked = null;
+    composer.textContent = "";
+    setState("loading");
+    say(note);
+    start();
+  }
+
+  function gone(res) {
+    var code = res.data && res.data.code;
+    return res.status === 404 || code === "forbidden" || code === "missing_identity";
+  }
+
   function offline(res, retry) {
     var wait = res.status === 429 ? "Too many requests \u2014 please wait a moment." : res.data.error || "Something went wrong.";
+    setState("error");
     say(wait, "error");
     composer.textContent = "";
     composer.appendChild(
@@ -363,14 +424,16 @@
         text: "Try again",
         onclick: function () {
           composer.textContent = "";
+          setState("loading");
           retry();
         },
       })
     );
+    reveal();
     focusComposer();
   }
 
-  // data-state on the panel ("loading" | "asking" | "busy" | "done") lets host pages and
+  // data-state on the panel ("loading" | "asking" | "busy" | "done" | "error") lets host pages and
   // tests follow the conversation without parsing the transcript.
   function setState(state) {
     panel.setAttribute("data-state", state);
@@ -384,8 +447,9 @@
         say(message.text);
       } else if (message.type === "ask") {
         say(message.text);
+        asked = log.lastChild;
         if (message.help) {
-          log.lastChild.appendChild(el("div", { class: "help", text: message.help }));
+          asked.appendChild(el("div", { class: "help", text: message.help }));
         }
         current = message;
       } else if (message.type === "end") {
@@ -402,18 +466,26 @@
     if (current) {
       composer.appendChild(controls(current));
       setState("asking");
+      reveal();
       if (!panel.hidden) {
         focusComposer();
       }
     } else {
       setState("done");
-      // Keep keyboard focus inside the dialog (the answered control is gone) and offer a way out.
-      composer.appendChild(
-        el("button", { class: "send", type: "button", text: "Close", onclick: function () { toggle(false); } })
-      );
-      if (!panel.hidden) {
-        focusComposer();
-      }
+      offerClose();
+    }
+  }
+
+  // Nothing left to answer: keep keyboard focus inside the dialog (the control that had it
+  // is gone) and offer a way out.
+  function offerClose() {
+    composer.textContent = "";
+    composer.appendChild(
+      el("button", { class: "send", type: "button", text: "Close", onclick: function () { toggle(false); } })
+    );
+    reveal();
+    if (!panel.hidden) {
+      focusComposer();
     }
   }
 
@@ -436,14 +508,18 @@
         say((hint && hint.text) || res.data.error, "error");
         setDisabled(false);
         focusComposer();
+      } else if (res.status === 409 && expired(res.data)) {
+        restart("This survey had expired, so let's start again.");
       } else if (res.status === 409) {
         resync(); // answered elsewhere (another tab) or finished: show what is current
       } else if (res.data && res.data.code === "opted_out") {
         save("opted_out", "1");
-        composer.textContent = "";
         footer.textContent = "";
         setState("done");
         say("You asked us not to survey you, so we stopped.");
+        offerClose();
+      } else if (gone(res)) {
+        restart("Your earlier answers are no longer here, so let's start again.");
       } else {
         setDisabled(false);
         setState("asking");
@@ -454,10 +530,15 @@
 
   function resync() {
     call("GET", "conversations/" + encodeURIComponent(conversation)).then(function (res) {
-      if (res.status === 200) {
+      if (res.status === 200 && expired(res.data)) {
+        restart("This survey had expired, so let's start again.");
+      } else if (res.status === 200) {
         render(res.data.messages || [], true);
+      } else if (gone(res)) {
+        restart("Your earlier answers are no longer here, so let's start again.");
       } else {
         setDisabled(false);
+        setState(current ? "asking" : "done");
         say(res.data.error || "Something went wrong.", "error");
       }
     });
