@@ -274,6 +274,7 @@ async def test_whole_nps_conversation_in_a_dm(
     assert conversation.status == "completed" and conversation.channel == "slack"
     assert respondent.key == "slack:T1:U1" and respondent.timezone == "Europe/Berlin"
     assert len(fake.calls_to("conversations.open")) == 1
+    assert await count(client, SlackMessage) == 0  # finished: no question copies kept
 
 
 async def test_double_click_records_one_answer_and_one_reply(

@@ -401,6 +401,12 @@ def release_message(conn: Connection, *, conversation_id: str, step: str) -> Non
     _RELEASE_MESSAGE(conn, {"_conversation_id": conversation_id, "_step": step})
 
 
+def drop_messages(conn: Connection, *, conversation_id: str) -> None:
+    """The conversation is over: its question messages are needed no more (and a question
+    may pipe an earlier answer, which an anonymous flow must not keep beside the person)."""
+    conn.execute(delete(MESSAGE).where(MESSAGE.c.conversation_id == conversation_id))
+
+
 def get_message(conn: Connection, *, conversation_id: str, step: str) -> MessageRow | None:
     this = {"_conversation_id": conversation_id, "_step": step}
     row = _GET_MESSAGE(conn, this).one_or_none()

@@ -348,6 +348,8 @@ class Respondents:
         def within(conn: Connection, reply: Reply) -> None:
             claimed[:] = claim_reply(conn, reply, team_id=team_id)
             live[0] = store.get_message(conn, conversation_id=conversation_id, step=step)
+            if reply.done:
+                store.drop_messages(conn, conversation_id=conversation_id)
             if inbox_key is not None:
                 store.finish_delivery(conn, key=inbox_key)
 
