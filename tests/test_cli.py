@@ -111,6 +111,7 @@ def test_chat_resume_results_export_forget(
         ("cli:ann", "why_low"),
     ]
     assert rows[0]["value"] == "3" and rows[0]["flow_version"]
+    assert rows[0]["answered_at"].endswith("+00:00")  # ISO 8601 with its zone
     out = tmp_path / "answers.jsonl"
     result = invoke(runner, ["export", "--format", "jsonl", "--out", str(out), *env])
     assert "wrote 4 answers" in result.output

@@ -100,14 +100,8 @@ def run(
     flow: Flow, answers: list[tuple[str, Any]], profile: dict | None = None
 ) -> tuple[ConversationState, list]:
     outcome = advance(flow, new_state(flow, profile), Start())
-    transcript = list(outcome.outputs)
-    state = outcome.state
-    for step, value in answers:
-        outcome = advance(flow, state, Answer(step, value))
-        assert outcome.error is None, (step, value, outcome.error)
-        state = outcome.state
-        transcript += outcome.outputs
-    return state, transcript
+    state, transcript = run_from(flow, outcome.state, answers)
+    return state, list(outcome.outputs) + transcript
 
 
 FULL = [
@@ -419,3 +413,29 @@ def test_an_optional_multi_choice_tells_skipped_from_none_picked(tmp_path: Path)
     assert none_picked.recorded is not None and none_picked.recorded.value == []
     skipped = advance(flow, start, Answer("used", None))
     assert skipped.recorded is not None and skipped.recorded.value is None  # nothing stored
+
+
+def test_the_churn_flow_promises_contact_only_with_an_address() -> None:
+    from conftest import FLOWS
+
+    churn = load_flow(FLOWS / "churn-exit.yml", root=FLOWS)
+    start = advance(churn, new_state(churn), Start()).state
+    state, _ = run_from(churn, start, [("reasons", ["no_longer_needed"]), ("no_need_detail", "x")])
+    state, _ = run_from(churn, state, [("kept", "nothing"), ("winback", True)])
+    declined = advance(churn, state, Answer("email", None))
+    assert declined.state.status == "completed"
+    assert "in touch" not in " ".join(o.text or "" for o in declined.outputs)
+    agreed = advance(churn, state, Answer("email", {"email": "a@b.co", "consent": True}))
+    assert "in touch" in (agreed.outputs[-1].text or "")
+
+
+def run_from(
+    flow: Flow, state: ConversationState, answers: list[tuple[str, Any]]
+) -> tuple[ConversationState, list]:
+    outputs: list = []
+    for step, value in answers:
+        outcome = advance(flow, state, Answer(step, value))
+        assert outcome.error is None, (step, value, outcome.error)
+        state = outcome.state
+        outputs += outcome.outputs
+    return state, outputs

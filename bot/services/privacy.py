@@ -13,7 +13,7 @@ import io
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -39,8 +39,14 @@ EXPORT_COLUMNS = (
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return _utc_iso(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def _utc_iso(moment: datetime) -> str:
+    """ISO 8601 with its zone: times are stored in UTC, and SQLite hands them back naive."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.isoformat()
 
 
 def answer_record(answer: Answer, key: str | None, version: str) -> dict[str, Any]:
@@ -52,7 +58,7 @@ def answer_record(answer: Answer, key: str | None, version: str) -> dict[str, An
         "step": answer.step_id,
         "step_type": answer.step_type,
         "value": answer.value,
-        "answered_at": answer.created_at.isoformat(),
+        "answered_at": _utc_iso(answer.created_at),
     }
 
 

@@ -55,7 +55,12 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
     try:
         raw = await _read_at_most(request, MAX_BODY)
     except RequestPayloadError as err:  # e.g. "gzip" that is not gzip
-        raise ApiError(400, "bad_body", f"the request body cannot be read: {err}") from err
+        raise ApiError(
+            400,
+            "bad_body",
+            "the request body cannot be read: is its Content-Encoding right? (or send it "
+            "uncompressed)",
+        ) from err
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
