@@ -19,6 +19,7 @@ from sqlalchemy import Connection, func, insert, select
 from bot.errors import (
     ConversationClosed,
     ConversationNotFound,
+    FlowError,
     FlowNotFound,
     InvalidAnswer,
     NotCurrentStep,
@@ -341,6 +342,23 @@ async def test_edits_are_picked_up_and_broken_edits_keep_last_good_flows(
         patch.setattr(FlowCatalog, "reload", lambda self: 1 / 0)
         svc.catalog.refresh(force=True)
     assert svc.catalog.get("nps").hash == edited
+
+
+def test_a_broken_draft_leaves_the_other_flows_working(flows: Path) -> None:
+    """One researcher's half-written file must not take every live survey down."""
+    (flows / "draft.yml").write_text(
+        "id: draft\nkind: microsurvey\ntitle: D\nsteps:\n  - {id: a, type: txt, text: Hi}\n"
+    )
+    (flows / "copy.yml").write_text((flows / "anon.yml").read_text())  # id is not its name
+    catalog = FlowCatalog(flows)
+    assert {f.id for f in catalog.all()} == {"nps", "anon", "anon_two"}
+    reported = "\n".join(str(p) for p in catalog.broken)
+    assert "draft.yml:5" in reported and "unknown step type 'txt'" in reported
+    assert "copy.yml:1:5: flow id 'anon' must match its file name" in reported
+    for name in ("draft.yml", "copy.yml", "nps.yml", "anon.yml", "anon_two.yml"):
+        (flows / name).write_text("id: x\nkind: nope\n")
+    with pytest.raises(FlowError):  # nothing at all to serve: that is an error
+        FlowCatalog(flows)
 
 
 async def test_expired_conversation_is_closed_and_a_new_one_starts(

@@ -1,6 +1,13 @@
 """The flow language: YAML schema, loader with positions, conditions and piping."""
 
-from bot.flow.loader import FileReport, flow_from_definition, load_all, load_flow, validate_tree
+from bot.flow.loader import (
+    FileReport,
+    flow_from_definition,
+    load_all,
+    load_each,
+    load_flow,
+    validate_tree,
+)
 from bot.flow.model import Flow, Step
 
 __all__ = [
@@ -9,6 +16,7 @@ __all__ = [
     "Step",
     "flow_from_definition",
     "load_all",
+    "load_each",
     "load_flow",
     "validate_tree",
 ]

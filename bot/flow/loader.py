@@ -717,23 +717,30 @@ def _validate_block(path: Path, root: Path) -> FileReport:
     return FileReport(shown, "block", "", tuple(out.problems))
 
 
-def load_all(root: Path) -> dict[str, Flow]:
-    """Load every flow under ``root``; one FlowError with all problems if any file is bad."""
+def load_each(root: Path) -> tuple[dict[str, Flow], dict[Path, list[Problem]]]:
+    """Load every flow under ``root`` on its own: the good ones, and the problems of each
+    file that is not (one researcher's half-written draft must not stop the other flows)."""
     if not root.is_dir():
         raise FlowError(
             [Problem(str(root), 1, 1, "flows folder not found", "pass --flows or set PARLEY_FLOWS")]
         )
     flows: dict[str, Flow] = {}
-    problems: list[Problem] = []
-    for path in flow_files(root):
+    broken: dict[Path, list[Problem]] = {}
+    for path in flow_files(root):  # ids are unique: each must match its file's name
         try:
             flow = load_flow(path, root=root)
         except FlowError as err:
-            problems.extend(err.problems)
+            broken[path] = list(err.problems)
             continue
         flows[flow.id] = flow
-    if problems:
-        raise FlowError(problems)
+    return flows, broken
+
+
+def load_all(root: Path) -> dict[str, Flow]:
+    """Load every flow under ``root``; one FlowError with all problems if any file is bad."""
+    flows, broken = load_each(root)
+    if broken:
+        raise FlowError([problem for problems in broken.values() for problem in problems])
     return flows
 
 
@@ -745,6 +752,7 @@ __all__ = [
     "flow_files",
     "flow_from_definition",
     "load_all",
+    "load_each",
     "load_flow",
     "validate_tree",
 ]

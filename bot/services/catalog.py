@@ -14,8 +14,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from bot.errors import FlowError, FlowNotFound
-from bot.flow import Flow, flow_from_definition, load_all
+from bot.errors import FlowError, FlowNotFound, Problem
+from bot.flow import Flow, flow_from_definition, load_each
 from bot.store import statements as sql
 
 log = logging.getLogger("parley.flows")
@@ -28,6 +28,7 @@ class FlowCatalog:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._flows: dict[str, Flow] = {}
+        self.broken: list[Problem] = []  # what the flow files that do not load got wrong
         self._stamp: tuple[tuple[str, float], ...] = ()
         self._by_hash: dict[str, Flow] = {}
         self._version_ids: dict[str, int] = {}
@@ -42,11 +43,27 @@ class FlowCatalog:
             return ()
 
     def reload(self) -> None:
-        """Load every flow; raises FlowError (and keeps the previous flows) if any is bad."""
+        """Load every flow file on its own. A file that does not load is reported (``broken``,
+        and a warning) and its flow keeps its last good version, if it had one; the other
+        flows go on. Raises FlowError only when no flow loads at all."""
         stamp = self._files_stamp()
-        flows = load_all(self.root)
+        flows, broken = load_each(self.root)
+        bad_paths = {str(path.resolve()) for path in broken}
+        for flow_id, flow in self._flows.items():  # an edit that broke a file: keep serving it
+            if flow_id not in flows and flow.path in bad_paths:
+                flows[flow_id] = flow
+        problems = [problem for found in broken.values() for problem in found]
+        if problems and not flows:
+            raise FlowError(problems)
+        if problems and problems != self.broken:
+            log.warning(
+                "%d flow file(s) do not load and are left out (run `parley validate`):\n%s",
+                len(broken),
+                "\n".join(str(problem) for problem in problems),
+            )
         self._flows = flows
         self._stamp = stamp
+        self.broken = problems
         for flow in flows.values():
             self._by_hash[flow.hash] = flow
 

@@ -51,8 +51,11 @@ def database_url(value: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """A database URL fit to print: the password hidden."""
-    return make_url(database_url(url)).render_as_string(hide_password=True)
+    """A database fit to print: a SQLite file by its path, a server URL without password."""
+    parsed = make_url(database_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database
+    return parsed.render_as_string(hide_password=True)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
