@@ -538,6 +538,49 @@ def test_segments_keywords_must_name_known_segments(tmp_path: Path) -> None:
     assert "keywords for unknown segment(s) quality" in str(report.problems[0])
 
 
+def test_tags_must_be_declared_in_segments_yml(tmp_path: Path) -> None:
+    """A typo in a tag would file people into a segment nobody reports on."""
+    write(
+        tmp_path,
+        "segments.yml",
+        "dimensions:\n  needs:\n    segments: [price, quality]\n"
+        "  nps:\n    segments: [promoter, detractor]\n",
+    )
+    write(
+        tmp_path,
+        "pick.yml",
+        """\
+id: pick
+kind: microsurvey
+title: Pick
+steps:
+  - id: value
+    type: choice
+    text: What matters?
+    choices:
+      - {value: price, label: Price, tags: {needs:prize: 2}}
+      - {value: quality, label: Quality, tags: needs:quality}
+  - id: score
+    type: nps
+    text: How likely?
+    tags:
+      - {when: score >= 9, add: nps:promotor}
+      - {when: score <= 6, add: nsp:detractor}
+""",
+    )
+    reports = {r.path.rsplit("/", 1)[-1]: r for r in validate_tree(tmp_path)}
+    problems = [str(p) for p in reports["pick.yml"].problems]
+    assert len(problems) == 3
+    assert "pick.yml:5:9: step 'value' tags needs:prize" in problems[0]
+    assert "did you mean 'price'?" in problems[0]
+    assert "step 'score' tags nps:promotor" in problems[1] and "'promoter'" in problems[1]
+    assert "step 'score' tags nsp:detractor" in problems[2] and "did you mean 'nps'?" in problems[2]
+    write(tmp_path, "pick.yml", (tmp_path / "pick.yml").read_text().replace("prize", "price"))
+    fixed = (tmp_path / "pick.yml").read_text()
+    write(tmp_path, "pick.yml", fixed.replace("promotor", "promoter").replace("nsp:", "nps:"))
+    assert all(r.ok for r in validate_tree(tmp_path))
+
+
 def test_load_all_collects_problems_from_every_file(tmp_path: Path) -> None:
     write(tmp_path, "a.yml", GOOD.replace("id: demo", "id: a").replace("type: text", "type: txt"))
     write(

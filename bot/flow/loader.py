@@ -31,6 +31,7 @@ from bot.flow.schema import (
     ChoiceStep,
     FlowMeta,
     MultiChoiceStep,
+    SegmentsFile,
     StepModel,
 )
 from bot.flow.template import Template, compile_template
@@ -657,6 +658,7 @@ def validate_tree(root: Path) -> list[FileReport]:
         return [_validate_block(path, flows_root) for path in files]
     files = sorted(root.glob("*.y*ml")) if root.is_dir() else [root]
     flows_root = root if root.is_dir() else root.parent
+    declared = _declared_segments(flows_root)
     for path in files:
         shown = _display(path, flows_root)
         if path.name in CONFIG_FILES:
@@ -666,6 +668,10 @@ def validate_tree(root: Path) -> list[FileReport]:
             flow = load_flow(path, root=flows_root)
         except FlowError as err:
             reports.append(FileReport(shown, "flow", "", tuple(err.problems)))
+            continue
+        undeclared = _undeclared_tags(flow, path, shown, declared) if declared else []
+        if undeclared:
+            reports.append(FileReport(shown, "flow", "", tuple(undeclared)))
             continue
         reports.append(
             FileReport(
@@ -679,6 +685,62 @@ def validate_tree(root: Path) -> list[FileReport]:
         for path in sorted(blocks.rglob("*.y*ml")):
             reports.append(_validate_block(path, flows_root))
     return reports
+
+
+def _declared_segments(flows_root: Path) -> dict[str, set[str]] | None:
+    """segments.yml's dimensions and their segments (None: no usable segments.yml)."""
+    path = flows_root / "segments.yml"
+    if not path.is_file():
+        return None
+    try:
+        parsed = SegmentsFile.model_validate(read_yaml(path, display=path.name))
+    except (FlowError, ValidationError):
+        return None  # its own report says what is wrong with it
+    return {name: set(dimension.segments) for name, dimension in parsed.dimensions.items()}
+
+
+def _undeclared_tags(
+    flow: Flow, path: Path, shown: str, declared: dict[str, set[str]]
+) -> list[Problem]:
+    """Tags whose dimension or segment segments.yml does not declare: a typo (needs:prize)
+    would otherwise file people into a segment nobody reports on, without a word."""
+    node = read_yaml(path, display=shown)
+    raw_steps = node.get("steps") if isinstance(node, LineDict) else None
+    where = {
+        item.get("id"): i
+        for i, item in enumerate(raw_steps if isinstance(raw_steps, LineList) else [])
+        if isinstance(item, LineDict)
+    }
+    problems: list[Problem] = []
+    for step in flow.steps:
+        tags = {tag for rule in step.tag_rules for tag in rule.weights}
+        tags |= {tag for choice in getattr(step.spec, "choices", []) for tag in choice.weights}
+        for tag in sorted(tags):
+            dimension, segment = tag.split(":", 1)
+            if segment in declared.get(dimension, ()):
+                continue
+            if dimension in declared:
+                known = declared[dimension]
+                hint = (
+                    did_you_mean(segment, known) or f"{dimension} has {', '.join(sorted(known))};"
+                )
+            else:
+                hint = (
+                    did_you_mean(dimension, declared)
+                    or f"dimensions are {', '.join(sorted(declared))};"
+                )
+            index = where.get(step.id)
+            at = position(node, ("steps", index, "id") if index is not None else ("steps",))
+            problems.append(
+                Problem(
+                    shown,
+                    at[0],
+                    at[1],
+                    f"step '{step.id}' tags {tag}, which segments.yml does not declare",
+                    f"{hint} or declare it in segments.yml",
+                )
+            )
+    return problems
 
 
 def _validate_config(path: Path, shown: str) -> FileReport:
