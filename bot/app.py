@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -67,7 +68,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         if await db.ensure_ready():
             log.info("created a new database at %s", db.display)
         app[DATABASE] = db
-        app[SURVEYS] = Surveys(db, app[CATALOG])
+        days = app[SETTINGS].recontact_days
+        app[SURVEYS] = Surveys(db, app[CATALOG], recontact=timedelta(days=days) if days else None)
         yield
     finally:
         await db.dispose()

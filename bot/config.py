@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     allowed_origins: CSV = Field(default_factory=list)
     api_keys: CSV = Field(default_factory=list)
     rate_limit: str = "600"
+    # the frequency cap: a new conversation at most once per this many days a person (0: off)
+    recontact_days: float = Field(default=7, ge=0, le=3650)
     trusted_proxies: CSV = Field(default_factory=list)
 
     researchers: CSV = Field(default_factory=list)

@@ -15,6 +15,7 @@ translated at the boundary with ``raise ... from err`` so callers only ever catc
     │   ├── ConversationClosed      finished, stopped or expired
     │   └── InvalidAnswer           value does not fit the step; carries the re-ask
     ├── OptedOut                    the respondent asked never to be surveyed again
+    ├── RecentlySurveyed            the frequency cap: asked too recently
     ├── RespondentNotFound
     └── DatabaseError
         └── DatabaseNeedsUpgrade    schema older than this Parley: run `parley db upgrade`
@@ -23,6 +24,7 @@ translated at the boundary with ``raise ... from err`` so callers only ever catc
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -102,6 +104,16 @@ class InvalidAnswer(ConversationError):
 
 class OptedOut(ParleyError):
     code = "opted_out"
+
+
+class RecentlySurveyed(ParleyError):
+    """The frequency cap: this person was asked to take a survey within the recontact window."""
+
+    code = "recently_surveyed"
+
+    def __init__(self, message: str, *, until: datetime) -> None:
+        super().__init__(message)
+        self.until = until
 
 
 class RespondentNotFound(ParleyError):

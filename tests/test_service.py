@@ -25,6 +25,7 @@ from bot.errors import (
     NotCurrentStep,
     NotYourConversation,
     OptedOut,
+    RecentlySurveyed,
     RespondentNotFound,
 )
 from bot.services import privacy
@@ -675,3 +676,23 @@ async def test_forget_leaves_no_copy_in_the_sqlite_files(
         if f.exists():
             data = f.read_bytes()
             assert secret.encode() not in data and b"t:gone-person" not in data, f.name
+
+
+async def test_the_frequency_cap_holds_but_never_blocks_a_resume(
+    database: Database, flows: Path
+) -> None:
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    svc = Surveys(database, FlowCatalog(flows), clock=lambda: now[0], recontact=timedelta(days=7))
+    first = await complete(svc, "t:cap")
+    now[0] += timedelta(days=3)
+    for flow_id in ("nps", "anon"):  # the same flow again, or any other
+        with pytest.raises(RecentlySurveyed) as err:
+            await svc.start(flow_id=flow_id, respondent_key="t:cap", channel="test")
+        assert err.value.until == datetime(2026, 1, 8, tzinfo=UTC)
+    open_one = await svc.start(flow_id="nps", respondent_key="t:new", channel="test")
+    now[0] += timedelta(days=1)
+    again = await svc.start(flow_id="nps", respondent_key="t:new", channel="test")
+    assert not again.created and again.conversation_id == open_one.conversation_id  # resume
+    now[0] += timedelta(days=4, seconds=1)  # 7 days after the first start
+    later = await svc.start(flow_id="nps", respondent_key="t:cap", channel="test")
+    assert later.created and later.conversation_id != first

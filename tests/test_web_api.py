@@ -12,6 +12,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +354,21 @@ async def test_finished_conversation_is_409(client: Client, db_url: str) -> None
     resp = await answer(client, conv, token, "why_low", "late")
     assert resp.status == 409
     assert (await resp.json())["code"] == "conversation_closed"
+    assert await counts(db_url) == before
+
+
+async def test_the_frequency_cap_is_a_409_that_says_until_when(client: Client, db_url: str) -> None:
+    conv = await start(client)
+    token = conv["respondent_token"]
+    await answer(client, conv, token, "score", 10)
+    await answer(client, conv, token, "why_high", "Speed")
+    before = await counts(db_url)
+    for flow in ("nps", "csat"):  # the same survey again, or another one: not this week
+        resp = await client.post("/api/v1/conversations", json={"flow": flow}, headers=auth(token))
+        assert resp.status == 409
+        body = await resp.json()
+        assert body["code"] == "recently_surveyed" and "PARLEY_RECONTACT_DAYS" in body["error"]
+        assert datetime.fromisoformat(body["retry_after"]) > datetime.now(UTC)
     assert await counts(db_url) == before
 
 

@@ -568,7 +568,8 @@ async def test_a_conversation_forgotten_mid_survey_starts_over(
 
 
 async def expire_conversations(db: str) -> None:
-    """Start every conversation long ago: the welcome flow expires after 14 days."""
+    """Start every conversation long ago: the welcome flow expires after 14 days (and the
+    person was last asked then: the frequency cap is long over)."""
     from sqlalchemy import text
 
     from bot.store.database import Database
@@ -577,6 +578,9 @@ async def expire_conversations(db: str) -> None:
     try:
         async with database.engine.begin() as conn:
             await conn.execute(text("UPDATE conversation SET started_at = '2000-01-01 00:00:00'"))
+            await conn.execute(
+                text("UPDATE respondent SET last_surveyed_at = '2000-01-01 00:00:00'")
+            )
     finally:
         await database.dispose()
 
@@ -648,5 +652,32 @@ async def test_an_answer_to_an_expired_conversation_starts_a_new_one(
         await page.get_by_role("button", name="Automate repetitive work").click()
         await asking(page, "jtbd_detail")
         assert await answers(db) == [("jtbd", "automate")]
+    finally:
+        await runner.cleanup()
+
+
+async def test_someone_surveyed_this_week_is_not_asked_again(browser: Any, tmp_path: Path) -> None:
+    """The frequency cap in the widget: after the welcome survey, the same browser is not
+    given the NPS survey the site shows next — a short note instead, no error."""
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    flows = make_flows(tmp_path)
+    runner = await serve(make_app(db, flows), port)
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.get_by_role("button", name="I am exploring what it can do").click()
+        await Driver(page).finish()
+    finally:
+        await runner.cleanup()
+    runner = await serve(make_app(db, flows, demo_flow="nps"), port)  # the site's next survey
+    try:
+        posts = record_starts(page)
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.get_by_text("you answered one of our surveys recently").wait_for()
+        assert await page.locator(".panel").get_attribute("data-state") == "done"
+        assert len(posts) == 1 and await page.locator(".controls").count() == 0
+        flows_asked = await rows(db, "SELECT flow_id FROM conversation")
+        assert flows_asked == [("welcome",)]
     finally:
         await runner.cleanup()

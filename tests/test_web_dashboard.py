@@ -21,6 +21,8 @@ def basic(password: str) -> dict[str, str]:
 
 
 async def answer_nps(client: Any, score: int, text: str) -> None:
+    """As a new person each time (another browser: no cookie)."""
+    client.session.cookie_jar.clear()
     started = await (await client.post("/api/v1/conversations", json={"flow": "nps"})).json()
     token = {"X-Parley-Token": started["respondent_token"]}
     url = f"/api/v1/conversations/{started['id']}/answers"

@@ -41,6 +41,7 @@ from bot.errors import (
     NotCurrentStep,
     NotYourConversation,
     OptedOut,
+    RecentlySurveyed,
 )
 from bot.flow import Flow
 from bot.services.catalog import FlowCatalog
@@ -106,11 +107,17 @@ class Surveys:
     """
 
     def __init__(
-        self, db: Database, catalog: FlowCatalog, *, clock: Callable[[], datetime] = utcnow
+        self,
+        db: Database,
+        catalog: FlowCatalog,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        recontact: timedelta | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.clock = clock
+        self.recontact = recontact  # the frequency cap (None: none, e.g. `parley chat`)
 
     # --- starting and resuming -----------------------------------------------------------
 
@@ -184,6 +191,8 @@ class Surveys:
             self._save(
                 conn, existing, old_flow, advance(old_flow, state, Timeout()), respondent, now
             )
+        if not minted:
+            self._check_cap(respondent, now)
         version_id = self.catalog.version_id(conn, flow, now)
         fresh = new_state(flow, respondent.attributes)
         if flow.anonymous:
@@ -228,6 +237,20 @@ class Surveys:
             key,
             created=True,
         )
+
+    def _check_cap(self, respondent: sql.RespondentRow, now: datetime) -> None:
+        """No new conversation for someone asked within the recontact window (resuming the
+        open one is always fine: that is the same survey)."""
+        last = respondent.last_surveyed_at
+        if self.recontact is None or last is None:
+            return
+        until = _aware(last) + self.recontact
+        if now < until:
+            raise RecentlySurveyed(
+                f"this person was asked to take a survey recently; Parley asks again from "
+                f"{until:%Y-%m-%d %H:%M} UTC (PARLEY_RECONTACT_DAYS)",
+                until=until,
+            )
 
     def _respondent(
         self,

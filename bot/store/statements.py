@@ -40,6 +40,7 @@ class RespondentRow:
     attributes: dict[str, Any]
     opted_out: bool
     timezone: str | None = None
+    last_surveyed_at: datetime | None = None  # when a conversation last started
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,14 @@ _CONVERSATION_COLUMNS = (
     C.c.open_key,
     C.c.started_at,
 )
-_RESPONDENT_COLUMNS = (R.c.id, R.c.key, R.c.attributes, R.c.opted_out, R.c.timezone)
+_RESPONDENT_COLUMNS = (
+    R.c.id,
+    R.c.key,
+    R.c.attributes,
+    R.c.opted_out,
+    R.c.timezone,
+    R.c.last_surveyed_at,
+)
 
 
 _LOAD_CONVERSATION = Prepared(
@@ -145,7 +153,7 @@ def add_respondent(
             "last_surveyed_at": now if minted else None,
         },
     ).scalar_one()
-    return RespondentRow(new_id, key, attributes, opted_out, timezone)
+    return RespondentRow(new_id, key, attributes, opted_out, timezone, now if minted else None)
 
 
 def update_respondent(conn: Connection, *, id: int, **values: Any) -> None:

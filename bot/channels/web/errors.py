@@ -24,6 +24,7 @@ from bot.errors import (
     NotYourConversation,
     OptedOut,
     ParleyError,
+    RecentlySurveyed,
     RespondentNotFound,
 )
 
@@ -41,6 +42,7 @@ STATUS: tuple[tuple[type[ParleyError], int], ...] = (
     (OptedOut, 403),
     (NotCurrentStep, 409),
     (ConversationClosed, 409),
+    (RecentlySurveyed, 409),
 )
 
 HTTP_CODES = {
@@ -92,6 +94,9 @@ def parley_error_response(err: ParleyError) -> web.Response:
     if isinstance(err, InvalidAnswer):
         messages = [o.to_dict() for o in err.outputs]
         return error_response(status, err.code, err.message, step=err.step, messages=messages)
+    if isinstance(err, RecentlySurveyed):
+        until = err.until.isoformat(timespec="seconds")
+        return error_response(status, err.code, err.message, retry_after=until)
     if isinstance(err, FlowNotFound):
         # Its message lists every flow id (handy in the CLI and Slack); the public API must
         # not hand that list to anyone who asks for a made-up flow.

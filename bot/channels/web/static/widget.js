@@ -374,6 +374,9 @@
         footer.textContent = "";
         setState("done");
         say("You asked us not to survey you, so there is nothing here.");
+      } else if (res.data && res.data.code === "recently_surveyed") {
+        setState("done"); // the frequency cap: not an error, just not now
+        say("Thanks — you answered one of our surveys recently, so there is nothing to answer now.");
       } else if (res.status === 0 || res.status === 429 || res.status >= 500) {
         offline(res, start);
       } else {
