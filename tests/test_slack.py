@@ -530,6 +530,14 @@ async def test_app_home_for_respondents_and_researchers(
     await fake.wait_calls("views.publish", 3)
     await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
 
+    # Resume on a Home tab left open after the survey closed: the tab is refreshed, and
+    # nothing is posted (no "thank you" for a survey that ended long ago)
+    posted = len(posts(fake))
+    await post_action(parley, block_actions("U1", resume, home=True))
+    await fake.wait_calls("views.publish", 4)
+    await parley.app[SLACK].drain()
+    assert len(posts(fake)) == posted
+
 
 async def test_app_home_start_button_runs_welcome(parley: TestClient, fake: FakeSlack) -> None:
     await post_event(

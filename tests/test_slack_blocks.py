@@ -218,3 +218,12 @@ def test_a_long_consent_line_is_shown_whole_beside_an_i_agree_box() -> None:
     assert consent in texts  # in full, in a section
     box = next(b for b in view["blocks"] if b.get("block_id") == blocks.CONSENT_BLOCK)
     assert box["element"]["options"][0]["text"]["text"] == "I agree"
+
+
+def test_the_pick_hint_agrees_with_pick_all_that_apply() -> None:
+    assert blocks.pick_hint(1, 8, 8) == "Pick one or more"
+    assert blocks.pick_hint(0, 8, 8) == "Pick any that apply"
+    assert blocks.pick_hint(2, 8, 8) == "Pick at least 2"
+    assert blocks.pick_hint(1, 3, 8) == "Pick 1 to 3"
+    assert blocks.pick_hint(0, 3, 8) == "Pick up to 3"
+    assert blocks.pick_hint(2, 2, 8) == "Pick 2"

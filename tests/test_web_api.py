@@ -340,6 +340,10 @@ async def test_step_that_is_not_current_is_409(client: Client, db_url: str) -> N
     assert resp.status == 409
     body = await resp.json()
     assert body["code"] == "not_current_step" and body["error"]
+    made_up = await (await answer(client, conv, token, "nope", 1)).json()
+    assert made_up["error"] == (
+        "there is no question 'nope' in this survey; the current question is 'score'"
+    )
     assert await counts(db_url) == before
 
 

@@ -681,3 +681,24 @@ async def test_someone_surveyed_this_week_is_not_asked_again(browser: Any, tmp_p
         assert flows_asked == [("welcome",)]
     finally:
         await runner.cleanup()
+
+
+async def test_the_pick_hint_reads_like_the_question(browser: Any, tmp_path: Path) -> None:
+    """ "Pick all that apply" must not be followed by "Pick 1 to 3"."""
+    flows = make_flows(tmp_path, starter=False)
+    (flows / "tools.yml").write_text(
+        "id: tools\nkind: microsurvey\ntitle: Tools\nsteps:\n"
+        "  - id: used\n    type: multi_choice\n    text: Which do you use? Pick all that apply.\n"
+        "    choices:\n      - {value: a, label: A}\n      - {value: b, label: B}\n"
+        "      - {value: c, label: C}\n"
+    )
+    port = free_port()
+    runner = await serve(make_app(str(tmp_path / "p.db"), flows, demo_flow="tools"), port)
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{port}/")
+        legend = page.locator(".controls legend")
+        await legend.wait_for()
+        assert await legend.inner_text() == "Pick one or more"
+    finally:
+        await runner.cleanup()

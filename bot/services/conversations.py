@@ -317,6 +317,11 @@ class Surveys:
         now = self.clock()
         conversation, respondent, flow = self._load(conn, conversation_id, key)
         state = self._state(conversation)
+        if not flow.has_step(step):
+            raise NotCurrentStep(
+                f"there is no question '{step}' in this survey; the current question is "
+                f"'{state.current}'"
+            )
         if step in state.answers and step != state.current:
             if self._same_answer(flow, state, step, value):
                 return self._reply(conversation, resume(flow, state), state, key, duplicate=True)

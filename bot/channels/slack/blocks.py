@@ -318,6 +318,15 @@ def _choice(ask: Ask, spec: InputSpec, conversation_id: str) -> list[dict[str, A
     return [_actions(conversation_id, ask.step, elements, skip=not spec.required)]
 
 
+def pick_hint(low: int, high: int, count: int) -> str:
+    """How many to tick, in words that agree with "pick all that apply" (as the widget's)."""
+    if low == high:
+        return f"Pick {low}"
+    if high >= count:
+        return {0: "Pick any that apply", 1: "Pick one or more"}.get(low, f"Pick at least {low}")
+    return f"Pick up to {high}" if low == 0 else f"Pick {low} to {high}"
+
+
 def _multi(ask: Ask, spec: InputSpec, conversation_id: str) -> list[dict[str, Any]]:
     choices = spec.choices or ()
     options = [option(c.label, c.value) for c in choices]
@@ -328,10 +337,7 @@ def _multi(ask: Ask, spec: InputSpec, conversation_id: str) -> list[dict[str, An
         picker = _select(pick, "Choose…", options, multi=True)
         if spec.max_picks:
             picker["max_selected_items"] = spec.max_picks
-    low, high = spec.min_picks or 0, spec.max_picks or len(choices)
-    hint = (
-        f"Pick {low}" if low == high else f"Pick {low} to {high}" if low else f"Pick up to {high}"
-    )
+    hint = pick_hint(spec.min_picks or 0, spec.max_picks or len(choices), len(choices))
     submit = button("Submit", action_id(SUBMIT, ask.step), encode(conversation_id), style="primary")
     return [
         {

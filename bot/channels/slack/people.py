@@ -28,10 +28,14 @@ class Profiles:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, dict[str, Any], str | None]] = {}
 
-    async def get(self, client: AsyncWebClient, user_id: str) -> tuple[dict[str, Any], str | None]:
-        """(attributes, time zone); an unknown user just gets no attributes."""
+    async def get(
+        self, client: AsyncWebClient, user_id: str, *, team_id: str | None = None
+    ) -> tuple[dict[str, Any], str | None]:
+        """(attributes, time zone); an unknown user just gets no attributes. Cached per
+        workspace: with OAuth installs, two workspaces' user ids are not one person."""
         now = time.monotonic()
-        hit = self._cache.get(user_id)
+        cache_key = f"{team_id or ''}:{user_id}"
+        hit = self._cache.get(cache_key)
         if hit is not None and hit[0] > now:
             return hit[1], hit[2]
         try:
@@ -53,5 +57,5 @@ class Profiles:
         timezone = user.get("tz") if isinstance(user.get("tz"), str) else None
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        self._cache[user_id] = (now + self.ttl, attributes, timezone)
+        self._cache[cache_key] = (now + self.ttl, attributes, timezone)
         return attributes, timezone

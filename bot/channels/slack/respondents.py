@@ -148,7 +148,7 @@ class Respondents:
         Slack fails (or the process dies) before it is posted, the recovery sweep posts it —
         a first contact is never left with a conversation nobody was asked."""
         key = respondent_key(team_id, user_id)
-        attributes, timezone = await self.rt.profiles.get(client, user_id)
+        attributes, timezone = await self.rt.profiles.get(client, user_id, team_id=team_id)
         claimed: list[Outgoing] = []
 
         def within(conn: Connection, reply: Reply) -> None:
@@ -607,6 +607,9 @@ class Respondents:
             conversation_id, _ = blocks.decode(action.get("value"))
             reply = await self.rt.surveys.show(conversation_id=conversation_id, respondent_key=key)
         except (ValueError, ConversationError):
+            return
+        if reply.done:  # a Home tab left open after the survey finished: nothing to resume
+            await home.publish(self.rt, client, team_id=context.team_id, user_id=user)
             return
         channel = await self.rt.delivery.dm_channel(client, key=key, user_id=user)
         await self.rt.delivery.send_reply(

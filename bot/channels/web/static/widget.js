@@ -624,12 +624,23 @@
     box.appendChild(group);
   }
 
+  // The same words as the Slack channel's blocks.pick_hint: "all that apply" reads as such.
+  function pickHint(low, high, count) {
+    if (low === high) {
+      return "Pick " + low;
+    }
+    if (high >= count) {
+      return low === 0 ? "Pick any that apply" : low === 1 ? "Pick one or more" : "Pick at least " + low;
+    }
+    return low === 0 ? "Pick up to " + high : "Pick " + low + " to " + high;
+  }
+
   function multi(ask, spec, box) {
     var options = spec.choices || [];
     var low = spec.min_picks === undefined ? 1 : spec.min_picks;
     var high = spec.max_picks === undefined ? options.length : spec.max_picks;
     var hintId = nextId("hint");
-    var hint = low === high ? "Pick " + low : low === 0 ? "Pick up to " + high : "Pick " + low + " to " + high;
+    var hint = pickHint(low, high, options.length);
     var fieldset = el("fieldset", { "aria-describedby": hintId }, [el("legend", { id: hintId, text: hint })]);
     var boxes = options.map(function (option) {
       var input = el("input", { type: "checkbox", value: option.value, onchange: refresh });
