@@ -386,6 +386,14 @@ def test_validate_a_block_file_or_the_blocks_folder(tmp_path: Path) -> None:
             "(YAML read True as a yes/no value: put the text in quotes)",
         ),
         (("text: How likely?", "text: 12"), "(YAML read 12 as a number: put the text in quotes)"),
+        (
+            ("text: How likely?", "text: Note: be honest"),
+            '(a ": " inside text? wrap the whole text in double quotes)',
+        ),
+        (
+            ("text: How likely?", "text: {{score}} is your score"),
+            "text starting with { (as {{...}} does)? wrap the whole text in double quotes)",
+        ),
     ],
 )
 def test_common_yaml_slips_get_a_hint(tmp_path: Path, edit: tuple[str, str], hint: str) -> None:

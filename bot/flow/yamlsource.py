@@ -165,8 +165,13 @@ def _syntax_hint(message: str) -> str:
     """What usually causes the errors PyYAML words most obscurely."""
     if "'\\t'" in message:
         return "indent with spaces, not tabs"
+    if "mapping values are not allowed" in message:
+        return 'a ": " inside text? wrap the whole text in double quotes'
     if "expected <block end>, but found" in message or "expected ',' or '}'" in message:
-        return "a quote or : inside text? wrap the whole text in double quotes"
+        return (
+            "a quote or : inside text, or text starting with { (as {{...}} does)? "
+            "wrap the whole text in double quotes"
+        )
     return ""
 
 
