@@ -28,6 +28,9 @@ from bot.store.database import Database, redacted
 T = TypeVar("T")
 
 
+PROGRESS_FROM = 20_000  # answers: below this, results come back before a bar is worth it
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
@@ -159,6 +162,7 @@ def chat(flow_id: str, who: str | None, *, settings: Settings) -> None:
 @common
 def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
     """Responses, completion rate, scores with distributions, top choices, recent open answers."""
+    from bot.services import privacy
     from bot.services.catalog import FlowCatalog
     from bot.services.results import flow_results, render_text
 
@@ -167,7 +171,14 @@ def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
     async def go() -> Any:
         db = await open_db(settings, create=False)
         try:
-            return await flow_results(db, flow)
+            total = await privacy.count_answers(db, flow_id=flow.id)
+            with click.progressbar(
+                length=total,
+                label=f"reading {total} answers",
+                file=sys.stderr,
+                hidden=total < PROGRESS_FROM or not sys.stderr.isatty(),
+            ) as bar:
+                return await flow_results(db, flow, on_answer=lambda: bar.update(1))
         finally:
             await db.dispose()
 

@@ -6,6 +6,7 @@ surface shows the same numbers.
 from __future__ import annotations
 
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,9 @@ class FlowResults:
         return " · ".join(parts)
 
 
-async def flow_results(db: Database, flow: Flow) -> FlowResults:
+async def flow_results(
+    db: Database, flow: Flow, *, on_answer: Callable[[], None] | None = None
+) -> FlowResults:
     """Aggregate every stored answer of the flow's current steps, from all versions,
     streaming in batches. Answers to a step that an edit removed or retyped cannot be put
     beside the current ones: they are counted apart (``parley export`` has them)."""
@@ -117,6 +120,8 @@ async def flow_results(db: Database, flow: Flow) -> FlowResults:
     async with db.reads() as session:
         counts = await repo.conversation_counts(session, flow_id=flow.id)
         async for answer, key, _version in repo.flow_answers(session, flow_id=flow.id):
+            if on_answer is not None:
+                on_answer()  # progress, for a long count in a terminal
             result = steps.get(answer.step_id)
             value = answer.value
             low, high = bounds.get(answer.step_id, (None, None))
