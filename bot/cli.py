@@ -215,6 +215,14 @@ def export(
     from bot.services import privacy
     from bot.services.catalog import FlowCatalog
 
+    given = click.get_current_context().get_parameter_source
+    if respondent is not None and (
+        flow_id is not None or given("fmt") != click.core.ParameterSource.DEFAULT
+    ):
+        raise click.UsageError(
+            "--respondent exports everything about one person, as JSON: leave out --flow "
+            "and --format"
+        )
     # Text stored before it was checked must not stop an export halfway: odd characters are
     # written as \\x.. escapes instead.
     if isinstance(sys.stdout, io.TextIOWrapper):

@@ -265,3 +265,12 @@ def test_printed_database_urls_hide_the_password() -> None:
 
     shown = redacted("postgresql://parley:hunter2@db.internal:5432/parley")
     assert "hunter2" not in shown and "db.internal" in shown
+
+
+def test_export_of_one_person_refuses_options_it_would_ignore(
+    runner: CliRunner, env: list[str]
+) -> None:
+    invoke(runner, ["db", "upgrade", *env])
+    for extra in (["--flow", "nps"], ["--format", "jsonl"]):
+        result = runner.invoke(main, ["export", "--respondent", "cli:x", *extra, *env])
+        assert result.exit_code == 2 and "leave out --flow and --format" in result.stderr
