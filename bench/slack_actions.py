@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from bench.web_api import free_port  # noqa: E402
 from bot.app import create_app  # noqa: E402
 from bot.channels.slack.app import SLACK, make_client  # noqa: E402
 from bot.config import load_settings  # noqa: E402
+from bot.store.slack import get_message  # noqa: E402
 
 SECRET = "bench-secret"
 FLOW = """\
@@ -161,16 +163,18 @@ async def wait_posts(slack: Slack, target: int, timeout: float = 120) -> None:
         await asyncio.sleep(0.01)
 
 
-def click_payload(user: str, conversation_id: str, value: int) -> str:
+def click_payload(user: str, conversation_id: str, value: int, ts: str = "1.0") -> str:
+    """A click on button ``value`` of the question message ``ts`` (as Slack sends it: the
+    payload names the very message clicked)."""
     action = {
         "type": "button",
-        "action_id": "parley:answer:first",
+        "action_id": f"parley:answer:first:{value}",
         "block_id": f"parley:{conversation_id}:first:a",
         "text": {"type": "plain_text", "text": str(value)},
         "value": json.dumps({"c": conversation_id, "v": value}, separators=(",", ":")),
     }
     message = {
-        "ts": "1.0",
+        "ts": ts,
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "How likely…"}}],
     }
     return interactive_body(block_actions(user, action, message=message))
@@ -208,7 +212,11 @@ async def bench_parley(
                 user_id=f"{people}{i}",
                 channel=f"D{people}{i}",
             )
-            payloads.append(click_payload(f"{people}{i}", reply.conversation_id, i % 11))
+            asked = await runtime.db.read(
+                partial(get_message, conversation_id=reply.conversation_id, step="first")
+            )
+            assert asked is not None and asked.ts
+            payloads.append(click_payload(f"{people}{i}", reply.conversation_id, i % 11, asked.ts))
         before = await fake.posts()
         settle_heap()
         started, cpu = time.perf_counter(), time.process_time()
