@@ -7,6 +7,7 @@ starter flow evolves; the answers are then read back from the database.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -53,6 +54,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def parley_site(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[str, str]]:
+    """``parley serve`` on the starter flows: (database, the demo page's URL)."""
+    db = str(tmp_path / "parley.db")
+    port = free_port()
+    runner = await serve(make_app(db, make_flows(tmp_path), **overrides), port)
+    try:
+        yield db, f"http://127.0.0.1:{port}/"
+    finally:
+        await runner.cleanup()
 
 
 async def serve(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
@@ -310,12 +323,9 @@ async def test_widget_on_an_origin_that_is_not_allowed_stores_nothing(
 
 async def test_widget_fits_a_phone_screen(browser: Any, tmp_path: Path) -> None:
     """On a 375 px wide phone the open panel stays on screen and its buttons are tappable."""
-    db = str(tmp_path / "parley.db")
-    port = free_port()
-    runner = await serve(make_app(db, make_flows(tmp_path)), port)
-    try:
+    async with parley_site(tmp_path) as (_db, url):
         page = await browser.new_page(viewport={"width": 375, "height": 667}, is_mobile=True)
-        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.goto(url)
         dialog = page.get_by_role("dialog")
         await dialog.wait_for()
         await page.locator('.panel[data-state="asking"] .controls').wait_for()
@@ -330,8 +340,6 @@ async def test_widget_fits_a_phone_screen(browser: Any, tmp_path: Path) -> None:
             assert button is not None
             assert button["height"] >= 32  # a thumb can hit it
             assert button["x"] >= 0 and button["x"] + button["width"] <= 375
-    finally:
-        await runner.cleanup()
 
 
 # --- helpers for the tests below ---------------------------------------------------------------
@@ -455,12 +463,9 @@ async def test_opting_out_by_keyboard_keeps_focus_in_the_dialog(
     browser: Any, tmp_path: Path, choice: str
 ) -> None:
     """Keyboard only: Tab to "Stop surveying me", Enter, then Cancel or confirm with Enter."""
-    db = str(tmp_path / "parley.db")
-    port = free_port()
-    runner = await serve(make_app(db, make_flows(tmp_path)), port)
-    try:
+    async with parley_site(tmp_path) as (db, url):
         page = await browser.new_page()
-        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.goto(url)
         await asking(page, "jtbd")
         for _ in range(20):
             if await focused(page) == "BUTTON:Stop surveying me":
@@ -487,8 +492,6 @@ async def test_opting_out_by_keyboard_keeps_focus_in_the_dialog(
         assert await page.get_by_role("dialog").is_hidden()
         assert await focused(page) == "BUTTON:"  # the launcher (an icon with an aria-label)
         assert await rows(db, "SELECT opted_out FROM respondent") in ([(1,)], [(True,)])
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("cause", ["closed_port", "origin_not_allowed"])
@@ -539,12 +542,9 @@ async def test_a_conversation_forgotten_mid_survey_starts_over(
     from bot.services import privacy
     from bot.store.database import Database
 
-    db = str(tmp_path / "parley.db")
-    port = free_port()
-    runner = await serve(make_app(db, make_flows(tmp_path)), port)
-    try:
+    async with parley_site(tmp_path) as (db, url):
         page = await browser.new_page()
-        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.goto(url)
         await asking(page, "jtbd")
         await page.get_by_role("button", name="I am exploring what it can do").click()
         await asking(page, "jtbd_detail")
@@ -563,8 +563,6 @@ async def test_a_conversation_forgotten_mid_survey_starts_over(
         await page.get_by_role("button", name="Automate repetitive work").click()
         await asking(page, "jtbd_detail")
         assert await answers(db) == [("jtbd", "automate")]
-    finally:
-        await runner.cleanup()
 
 
 async def expire_conversations(db: str) -> None:
@@ -598,13 +596,10 @@ def record_starts(page: Any) -> list[str]:
 
 
 async def test_an_expired_conversation_is_replaced_on_reload(browser: Any, tmp_path: Path) -> None:
-    db = str(tmp_path / "parley.db")
-    port = free_port()
-    runner = await serve(make_app(db, make_flows(tmp_path)), port)
-    try:
+    async with parley_site(tmp_path) as (db, url):
         page = await browser.new_page()
         posts = record_starts(page)
-        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.goto(url)
         await page.get_by_role("button", name="I am exploring what it can do").click()
         await asking(page, "jtbd_detail")
         assert len(posts) == 1
@@ -625,20 +620,15 @@ async def test_an_expired_conversation_is_replaced_on_reload(browser: Any, tmp_p
         await page.get_by_text("Your answers help us shape Acme").wait_for()
         assert len(posts) == 2
         assert await page.locator(".controls").count() == 0
-    finally:
-        await runner.cleanup()
 
 
 async def test_an_answer_to_an_expired_conversation_starts_a_new_one(
     browser: Any, tmp_path: Path
 ) -> None:
-    db = str(tmp_path / "parley.db")
-    port = free_port()
-    runner = await serve(make_app(db, make_flows(tmp_path)), port)
-    try:
+    async with parley_site(tmp_path) as (db, url):
         page = await browser.new_page()
         posts = record_starts(page)
-        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.goto(url)
         await asking(page, "jtbd")
         await expire_conversations(db)  # expired while the page was open
 
@@ -652,8 +642,6 @@ async def test_an_answer_to_an_expired_conversation_starts_a_new_one(
         await page.get_by_role("button", name="Automate repetitive work").click()
         await asking(page, "jtbd_detail")
         assert await answers(db) == [("jtbd", "automate")]
-    finally:
-        await runner.cleanup()
 
 
 async def test_someone_surveyed_this_week_is_not_asked_again(browser: Any, tmp_path: Path) -> None:

@@ -213,15 +213,19 @@ class Delivery:
                     await self.db.run(partial(_release, reply.conversation_id, unsent))
                 raise
             if message.step is not None:
-                await self.db.run(
-                    partial(
-                        store.message_posted,
-                        conversation_id=reply.conversation_id,
-                        step=message.step,
-                        channel=channel,
-                        ts=ts,
-                    )
-                )
+                await self.record_posted(reply.conversation_id, message.step, channel, ts)
+
+    async def record_posted(self, conversation_id: str, step: str, channel: str, ts: str) -> None:
+        """The question is in Slack as (channel, ts): the claim is done, the copy is known."""
+        await self.db.run(
+            partial(
+                store.message_posted,
+                conversation_id=conversation_id,
+                step=step,
+                channel=channel,
+                ts=ts,
+            )
+        )
 
     async def post(
         self,

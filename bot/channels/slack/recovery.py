@@ -116,14 +116,8 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 step=message.step,
             )
             if ts is not None:  # sent, then a crash before it was recorded: record it now
-                await runtime.db.run(
-                    partial(
-                        store.message_posted,
-                        conversation_id=message.conversation_id,
-                        step=message.step,
-                        channel=channel,
-                        ts=ts,
-                    )
+                await runtime.delivery.record_posted(
+                    message.conversation_id, message.step, channel, ts
                 )
                 done += 1
                 continue
