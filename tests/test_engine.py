@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,9 @@ def test_message_with_end_finishes_early(tmp_path: Path) -> None:
     assert resume(flow, no.state) == [End("completed", "No problem, thanks anyway!")]
     done = advance(flow, yes.state, Answer("when", "Tuesday")).state
     assert resume(flow, done) == [End("completed", "Never shown when ended early")]
+    # anonymous: the answers are gone, and the ending reached would say what they were
+    secret = dataclasses.replace(flow, anonymous=True)
+    assert resume(secret, no.state) == [End("completed", None)]
 
 
 PIPED_LABELS = """

@@ -126,3 +126,27 @@ async def test_a_newer_database_is_not_sent_to_db_upgrade(tmp_path: Path) -> Non
             await db.ensure_ready()
     finally:
         await db.dispose()
+
+
+def test_every_sqlite_connection_overwrites_deleted_rows() -> None:
+    """secure_delete is set by Parley, not left to how SQLite was built (Debian's has it on,
+    others do not): `parley forget` must leave nothing readable in free pages."""
+    from bot.store.database import _sqlite_pragmas
+
+    executed: list[str] = []
+
+    class Cursor:
+        def execute(self, sql: str) -> None:
+            executed.append(sql)
+
+        def close(self) -> None:
+            pass
+
+    class Connection:
+        isolation_level: str | None = ""
+
+        def cursor(self) -> Cursor:
+            return Cursor()
+
+    _sqlite_pragmas(Connection(), None)
+    assert "PRAGMA secure_delete=ON" in executed

@@ -698,3 +698,42 @@ async def test_the_frequency_cap_holds_but_never_blocks_a_resume(
     now[0] += timedelta(days=4, seconds=1)  # 7 days after the first start
     later = await svc.start(flow_id="nps", respondent_key="t:cap", channel="test")
     assert later.created and later.conversation_id != first
+
+
+async def test_the_cap_holds_for_parallel_starts_of_different_flows(
+    database: Database, flows: Path
+) -> None:
+    """Check and take in one statement: on PostgreSQL a read-then-write let them all in."""
+    month_ago = utcnow() - timedelta(days=30)
+    before = Surveys(database, FlowCatalog(flows), clock=lambda: month_ago)
+    await before.start(flow_id="anon", respondent_key="t:par", channel="test")
+    svc = Surveys(database, FlowCatalog(flows), recontact=timedelta(days=7))
+    results = await asyncio.gather(
+        *(
+            svc.start(flow_id=f, respondent_key="t:par", channel="test")
+            for f in ("nps", "anon_two")
+        ),
+        return_exceptions=True,
+    )
+    started = [r for r in results if not isinstance(r, BaseException) and r.created]
+    refused = [r for r in results if isinstance(r, RecentlySurveyed)]
+    assert (len(started), len(refused)) == (1, 1), results
+    # the same flow twice at once is a double click: one conversation, the other resumes it
+    same = await asyncio.gather(
+        *(
+            svc.start(flow_id=started[0].flow_id, respondent_key="t:par", channel="test")
+            for _ in "ab"
+        )
+    )
+    assert {r.conversation_id for r in same} == {started[0].conversation_id}
+
+
+async def test_a_double_opt_out_confirms_once_and_raises_nothing(svc: Surveys) -> None:
+    for i in range(5):
+        key = f"t:dbl{i}"
+        await svc.start(flow_id="nps", respondent_key=key, channel="test")
+        changed = await asyncio.gather(
+            svc.opt_out(respondent_key=key, source="test"),
+            svc.opt_out(respondent_key=key, source="test"),
+        )
+        assert sorted(changed) == [False, True]

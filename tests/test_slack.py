@@ -423,6 +423,43 @@ async def test_a_welcome_slack_could_not_deliver_is_posted_by_the_sweep(
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
 
 
+async def test_a_welcome_slack_can_never_deliver_leaves_no_claim_behind(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    fake.fail("conversations.open", error="user_not_found")
+    body = event_body(
+        {"type": "team_join", "user": {"id": "U_GONE", "team_id": "T1", "is_bot": False}},
+        event_id="Ev-join-gone",
+    )
+    assert (await post_event(parley, body)).status == 200
+    await wait_count(parley, fake, Event, 1, Event.kind == "slack.undeliverable")
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    assert await count(parley, SlackMessage) == 0
+    for _ in range(2):
+        await recover_once(runtime, after=timedelta(seconds=-1))
+    assert len(fake.calls_to("conversations.open")) == 1 and posts(fake) == []
+    assert await count(parley, Event, Event.kind == "slack.undeliverable") == 1
+
+
+async def test_question_copies_of_a_conversation_closed_by_stop_go_at_the_next_sweep(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """A question may pipe an earlier answer (an anonymous flow's too): once the
+    conversation is over, its copies are not kept beside the person."""
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=3))
+    await fake.wait_calls("chat.postMessage", 3)
+    await dm(parley, "U1", "stop", msg_id="m-stop")
+    await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    assert await count(parley, SlackMessage) > 0
+    await recover_once(runtime, after=timedelta(seconds=-1))
+    assert await count(parley, SlackMessage) == 0
+
+
 # --- App Home ---------------------------------------------------------------------------------------
 
 
@@ -947,8 +984,14 @@ async def test_a_question_still_failing_after_a_day_is_given_up_and_recorded(
     assert len(posts(fake)) > tried  # a passing failure: tried again on the next pass
     assert await count(parley, SlackMessage, SlackMessage.ts.is_(None)) == 1
 
+    # an old conversation is no reason to give up: only a day of failing claims is
     day_ago = store.utcnow() - timedelta(days=1, minutes=1)
     await runtime.db.run(lambda conn: conn.execute(update(Conversation).values(updated_at=day_ago)))
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
+    assert len(posts(fake)) > tried
+    assert await count(parley, SlackMessage, SlackMessage.ts.is_(None)) == 1
+    first = update(SlackMessage).values(first_claimed_at=day_ago)
+    await runtime.db.run(lambda conn: conn.execute(first))
     tried = len(posts(fake))
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
     assert len(posts(fake)) == tried  # given up, not posted again

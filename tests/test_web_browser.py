@@ -565,7 +565,7 @@ async def test_a_conversation_forgotten_mid_survey_starts_over(
         assert await answers(db) == [("jtbd", "automate")]
 
 
-async def expire_conversations(db: str) -> None:
+async def expire_conversations(db: str, *, asked_long_ago: bool = True) -> None:
     """Start every conversation long ago: the welcome flow expires after 14 days (and the
     person was last asked then: the frequency cap is long over)."""
     from sqlalchemy import text
@@ -576,9 +576,10 @@ async def expire_conversations(db: str) -> None:
     try:
         async with database.engine.begin() as conn:
             await conn.execute(text("UPDATE conversation SET started_at = '2000-01-01 00:00:00'"))
-            await conn.execute(
-                text("UPDATE respondent SET last_surveyed_at = '2000-01-01 00:00:00'")
-            )
+            if asked_long_ago:
+                await conn.execute(
+                    text("UPDATE respondent SET last_surveyed_at = '2000-01-01 00:00:00'")
+                )
     finally:
         await database.dispose()
 
@@ -690,3 +691,21 @@ async def test_the_pick_hint_reads_like_the_question(browser: Any, tmp_path: Pat
         assert await legend.inner_text() == "Pick one or more"
     finally:
         await runner.cleanup()
+
+
+async def test_an_expired_survey_within_the_cap_says_so_without_promising_a_restart(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A flow that expires sooner than the recontact window: the restart is refused, and the
+    widget says so once, in words that agree with each other."""
+    async with parley_site(tmp_path) as (db, url):
+        page = await browser.new_page()
+        await page.goto(url)
+        await asking(page, "jtbd")
+        await expire_conversations(db, asked_long_ago=False)
+        await page.get_by_role("button", name="Automate repetitive work").click()
+        await page.get_by_text("you answered one of our surveys recently").wait_for()
+        await page.get_by_text("This survey had expired.").wait_for()
+        assert await page.get_by_text("start again").count() == 0
+        assert await page.locator(".panel").get_attribute("data-state") == "done"
+        assert await rows(db, "SELECT status FROM conversation") == [("expired",)]

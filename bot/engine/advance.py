@@ -167,7 +167,10 @@ def resume(flow: Flow, state: ConversationState) -> list[Output]:
 def closing_text(flow: Flow, state: ConversationState) -> str | None:
     """The words a completed conversation ended with, shown again to someone who comes back:
     the first ``end`` step its answers lead to, else the outro. Conditions only name earlier
-    steps, so the final answers take the path they took at the time."""
+    steps, so the final answers take the path they took at the time. An anonymous flow has
+    forgotten its answers (and which ending they led to would tell them): a generic thanks."""
+    if flow.anonymous:
+        return None
     resolve = cond.truthy_in(state.answers, state.profile)
     for step in flow.steps:
         if step.asks or not step.spec.end:  # type: ignore[union-attr]

@@ -148,7 +148,7 @@ class Surveys:
         for _ in range(MAX_RETRIES):
             try:
                 return await self.db.run(body)
-            except IntegrityError:
+            except (IntegrityError, _Conflict):
                 continue  # a parallel request opened it first: go round and resume that one
         raise ConversationClosed("could not start the conversation; please try again")
 
@@ -192,7 +192,7 @@ class Surveys:
                 conn, existing, old_flow, advance(old_flow, state, Timeout()), respondent, now
             )
         if not minted:
-            self._check_cap(respondent, now)
+            self._mark_surveyed(conn, respondent, now)
         version_id = self.catalog.version_id(conn, flow, now)
         fresh = new_state(flow, respondent.attributes)
         if flow.anonymous:
@@ -219,8 +219,6 @@ class Surveys:
             updated_at=now,
             completed_at=None if state.is_open else now,
         )
-        if not minted:
-            sql.update_respondent(conn, id=respondent.id, last_surveyed_at=now)
         sql.add_event(
             conn,
             kind="conversation.started",
@@ -238,19 +236,28 @@ class Surveys:
             created=True,
         )
 
-    def _check_cap(self, respondent: sql.RespondentRow, now: datetime) -> None:
-        """No new conversation for someone asked within the recontact window (resuming the
-        open one is always fine: that is the same survey)."""
-        last = respondent.last_surveyed_at
-        if self.recontact is None or last is None:
+    def _mark_surveyed(
+        self, conn: Connection, respondent: sql.RespondentRow, now: datetime
+    ) -> None:
+        """The frequency cap: no new conversation for someone asked within the recontact
+        window (resuming the open one is always fine: that is the same survey). The check and
+        the new ``last_surveyed_at`` are one conditional UPDATE, so parallel starts of
+        different flows cannot all slip through."""
+        window = self.recontact
+        if sql.mark_surveyed(
+            conn, id=respondent.id, now=now, not_since=now - window if window else None
+        ):
             return
-        until = _aware(last) + self.recontact
-        if now < until:
-            raise RecentlySurveyed(
-                f"this person was asked to take a survey recently; Parley asks again from "
-                f"{until:%Y-%m-%d %H:%M} UTC (PARLEY_RECONTACT_DAYS)",
-                until=until,
-            )
+        assert window is not None
+        last = respondent.last_surveyed_at
+        until = _aware(last) + window if last is not None else now + window
+        if now >= until:
+            raise _Conflict  # it looked free when read: a parallel start took it, go round
+        raise RecentlySurveyed(
+            f"this person was asked to take a survey recently; Parley asks again from "
+            f"{until:%Y-%m-%d %H:%M} UTC (PARLEY_RECONTACT_DAYS)",
+            until=until,
+        )
 
     def _respondent(
         self,
@@ -432,9 +439,8 @@ class Surveys:
             now = self.clock()
             respondent = self._respondent(conn, respondent_key, {}, None, now)
             sql.suppress(conn, key=respondent_key, now=now)
-            if respondent.opted_out:
-                return False
-            sql.update_respondent(conn, id=respondent.id, opted_out=True, opted_out_at=now)
+            if respondent.opted_out or not sql.mark_opted_out(conn, id=respondent.id, now=now):
+                return False  # already, or a parallel request (a double click) was first
             # each open conversation stops as if the person said "stop" (an anonymous one
             # forgets its answers on closing, as always)
             for conversation in sql.conversations_of(conn, respondent_id=respondent.id):

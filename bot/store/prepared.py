@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.sql import Executable
 
@@ -162,3 +164,11 @@ class Prepared:
                 for column in columns
             )
         return self._readers
+
+
+def insert_or_skip(table: Table) -> dict[str, Prepared]:
+    """INSERT … ON CONFLICT DO NOTHING, per dialect name (SQLite or PostgreSQL)."""
+    return {
+        "postgresql": Prepared(pg_insert(table).on_conflict_do_nothing()),
+        "sqlite": Prepared(sqlite_insert(table).on_conflict_do_nothing()),
+    }

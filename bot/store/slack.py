@@ -44,7 +44,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, SQLModel
 
 from bot.store.models import Conversation, Event, Respondent, utcnow
-from bot.store.prepared import Prepared
+from bot.store.prepared import Prepared, insert_or_skip
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
@@ -79,7 +79,8 @@ class SlackMessage(SQLModel, table=True):
     channel: str | None = Field(default=None, max_length=32)
     ts: str | None = Field(default=None, max_length=32)
     question: str = Field(default="", max_length=3000)
-    claimed_at: datetime = _ts(index=True)
+    claimed_at: datetime = _ts(index=True)  # retaken by each recovery pass
+    first_claimed_at: datetime | None = _ts(nullable=True)  # when this attempt began
 
 
 class SlackDM(SQLModel, table=True):
@@ -216,14 +217,6 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _insert_or_skip(table: sa.Table) -> dict[str, Prepared]:
-    """INSERT … ON CONFLICT DO NOTHING, per dialect (SQLite or PostgreSQL)."""
-    return {
-        "postgresql": Prepared(pg_insert(table).on_conflict_do_nothing()),
-        "sqlite": Prepared(sqlite_insert(table).on_conflict_do_nothing()),
-    }
-
-
 def _upsert_dm() -> dict[str, Prepared]:
     statements: dict[str, Any] = {}
     for name, make in (("postgresql", pg_insert), ("sqlite", sqlite_insert)):
@@ -240,7 +233,7 @@ def _upsert_dm() -> dict[str, Prepared]:
     return statements
 
 
-_CLAIM_DELIVERY = _insert_or_skip(INBOX)
+_CLAIM_DELIVERY = insert_or_skip(INBOX)
 _RETAKE_DELIVERY = Prepared(
     update(INBOX)
     .where(
@@ -257,7 +250,7 @@ _THIS_MESSAGE = (
     MESSAGE.c.conversation_id == bindparam("_conversation_id"),
     MESSAGE.c.step == bindparam("_step"),
 )
-_CLAIM_MESSAGE = _insert_or_skip(MESSAGE)
+_CLAIM_MESSAGE = insert_or_skip(MESSAGE)
 _RETAKE_MESSAGE = Prepared(
     update(MESSAGE)
     .where(
@@ -371,6 +364,7 @@ def claim_message(
         "team_id": team_id,
         "question": question[:3000],
         "claimed_at": now,
+        "first_claimed_at": now,
     }
     if _CLAIM_MESSAGE[conn.dialect.name](conn, row).rowcount == 1:
         return True
@@ -386,7 +380,10 @@ def claim_message(
 def repost_message(conn: Connection, *, conversation_id: str, step: str, question: str) -> None:
     """The respondent came back: the question is posted again (the new message is the live one)."""
     this = {"_conversation_id": conversation_id, "_step": step}
-    _UPDATE_MESSAGE(conn, {**this, "question": question[:3000], "claimed_at": utcnow()})
+    now = utcnow()
+    _UPDATE_MESSAGE(
+        conn, {**this, "question": question[:3000], "claimed_at": now, "first_claimed_at": now}
+    )
 
 
 def message_posted(
@@ -405,6 +402,14 @@ def drop_messages(conn: Connection, *, conversation_id: str) -> None:
     """The conversation is over: its question messages are needed no more (and a question
     may pipe an earlier answer, which an anonymous flow must not keep beside the person)."""
     conn.execute(delete(MESSAGE).where(MESSAGE.c.conversation_id == conversation_id))
+
+
+def drop_closed_messages(conn: Connection) -> int:
+    """Question copies of conversations that closed some other way than by their last
+    answer (opt-out, expiry, stop): kept no longer than a recovery pass."""
+    closed = select(_C.c.id).where(_C.c.open_key.is_(None))
+    result = conn.execute(delete(MESSAGE).where(MESSAGE.c.conversation_id.in_(closed)))
+    return int(result.rowcount or 0)
 
 
 def get_message(conn: Connection, *, conversation_id: str, step: str) -> MessageRow | None:
@@ -429,15 +434,17 @@ def unsent_messages(
 # --- DM channels --------------------------------------------------------------------------------
 
 
-def give_up_messages(conn: Connection, *, older_than: datetime) -> list[MessageRow]:
-    """Questions still unsent although their answer was recorded before ``older_than``:
-    dropped (a day of retries is enough) and returned, so the caller can say so. The claim
-    is retaken every pass, so the age comes from the conversation, which the answer that
-    made the claim updated last."""
-    stuck = (
-        select(*_MESSAGE_COLUMNS)
-        .join_from(MESSAGE, _C, _C.c.id == MESSAGE.c.conversation_id)
-        .where(MESSAGE.c.ts.is_(None), _C.c.updated_at < older_than)
+def give_up_messages(
+    conn: Connection, *, older_than: datetime, stale_before: datetime
+) -> list[MessageRow]:
+    """Questions still unsent although their first claim is older than ``older_than``:
+    dropped (a day of retries is enough) and returned, so the caller can say so. Only
+    claims nobody holds now (``claimed_at`` before ``stale_before``): one being posted this
+    very moment is not given up under its sender."""
+    stuck = select(*_MESSAGE_COLUMNS).where(
+        MESSAGE.c.ts.is_(None),
+        func.coalesce(MESSAGE.c.first_claimed_at, MESSAGE.c.claimed_at) < older_than,
+        MESSAGE.c.claimed_at < stale_before,
     )
     rows = [MessageRow(*row) for row in conn.execute(stuck)]
     for row in rows:

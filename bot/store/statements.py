@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.store.models import Answer, Conversation, Event, FlowVersion, Respondent, Suppression, Tag
-from bot.store.prepared import Prepared
+from bot.store.prepared import Prepared, insert_or_skip
 from bot.store.repo import key_hash
 
 C = Conversation.__table__
@@ -86,7 +86,20 @@ _FIND_RESPONDENT = Prepared(select(*_RESPONDENT_COLUMNS).where(R.c.key == bindpa
 _IS_SUPPRESSED = Prepared(select(S.c.key_hash).where(S.c.key_hash == bindparam("hash")))
 _ADD_RESPONDENT = Prepared(insert(R).returning(R.c.id))
 _UPDATE_RESPONDENT = Prepared(update(R).where(R.c.id == bindparam("_id")))
-_ADD_SUPPRESSION = Prepared(insert(S))
+_ADD_SUPPRESSION = insert_or_skip(S)
+_MARK_OPTED_OUT = Prepared(
+    update(R)
+    .where(R.c.id == bindparam("_id"), R.c.opted_out.is_(False))
+    .values(opted_out=True, opted_out_at=bindparam("_now"))
+)
+_MARK_SURVEYED = Prepared(
+    update(R)
+    .where(
+        R.c.id == bindparam("_id"),
+        or_(R.c.last_surveyed_at.is_(None), R.c.last_surveyed_at <= bindparam("_not_since")),
+    )
+    .values(last_surveyed_at=bindparam("_now"))
+)
 _OPEN_CONVERSATION = Prepared(
     select(*_CONVERSATION_COLUMNS).where(C.c.open_key == bindparam("open_key"))
 )
@@ -161,8 +174,23 @@ def update_respondent(conn: Connection, *, id: int, **values: Any) -> None:
 
 
 def suppress(conn: Connection, *, key: str, now: datetime) -> None:
-    if not is_suppressed(conn, key=key):
-        _ADD_SUPPRESSION(conn, {"key_hash": key_hash(key), "created_at": now})
+    """Put the key on the do-not-survey list (already there is fine: a double click)."""
+    _ADD_SUPPRESSION[conn.dialect.name](conn, {"key_hash": key_hash(key), "created_at": now})
+
+
+def mark_opted_out(conn: Connection, *, id: int, now: datetime) -> bool:
+    """Opt the person out; False when they already were (checked and set in one statement)."""
+    return _MARK_OPTED_OUT(conn, {"_id": id, "_now": now}).rowcount == 1
+
+
+def mark_surveyed(conn: Connection, *, id: int, now: datetime, not_since: datetime | None) -> bool:
+    """Set ``last_surveyed_at``; with ``not_since``, only if it is not later than that (the
+    frequency cap, checked and taken in one statement). False when the cap holds."""
+    if not_since is None:
+        update_respondent(conn, id=id, last_surveyed_at=now)
+        return True
+    marked = _MARK_SURVEYED(conn, {"_id": id, "_not_since": not_since, "_now": now})
+    return marked.rowcount == 1
 
 
 def open_conversation(conn: Connection, *, open_key: str) -> ConversationRow | None:

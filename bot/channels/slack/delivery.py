@@ -215,6 +215,12 @@ class Delivery:
             if message.step is not None:
                 await self.record_posted(reply.conversation_id, message.step, channel, ts)
 
+    async def release(self, conversation_id: str, claimed: list[Outgoing]) -> None:
+        """Let go of claims that will not be posted (so the sweep does not retry them)."""
+        steps = [o.message.step for o in claimed if o.mine and o.message.step is not None]
+        if steps:
+            await self.db.run(partial(_release, conversation_id, steps))
+
     async def record_posted(self, conversation_id: str, step: str, channel: str, ts: str) -> None:
         """The question is in Slack as (channel, ts): the claim is done, the copy is known."""
         await self.db.run(

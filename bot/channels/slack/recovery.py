@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.slack")
 
 GIVE_UP_AFTER = TTL  # a question is retried as long as a DM reply is
+MAX_FAILURES_PER_PASS = 3  # questions Slack refused in one pass before the pass stops trying
 
 
 async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
@@ -52,9 +53,10 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
     dropped = await runtime.db.run(store.give_up_deliveries)
     if dropped:
         log.warning("recovery: gave up on %d DM replies that kept failing for a day", dropped)
-    for message in await runtime.db.run(
-        partial(store.give_up_messages, older_than=utcnow() - GIVE_UP_AFTER)
-    ):
+    given_up = partial(
+        store.give_up_messages, older_than=utcnow() - GIVE_UP_AFTER, stale_before=cutoff
+    )
+    for message in await runtime.db.run(given_up):
         log.warning(
             "recovery: gave up posting %s/%s after a day of failures; the person can pick "
             "the survey up again from the App Home or by messaging the bot",
@@ -87,9 +89,10 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
             log.warning("recovery: will retry the DM reply %s: %r", row.key, err)
             continue
         await runtime.inbox.finish(row.key)
+    failing = 0
     for message in unsent:
         parts = message.respondent_key.split(":")
-        if len(parts) != 3:
+        if len(parts) != 3 or failing >= MAX_FAILURES_PER_PASS:
             continue
         try:
             client = await runtime.client_for(message.team_id)
@@ -125,15 +128,24 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 client, reply, channel=channel, team_id=message.team_id, stale_after=after
             )
             done += 1
-        except (ParleyError, Undeliverable) as err:
+        except (ParleyError, Undeliverable) as err:  # never will: let go of the claim
             log.info(
                 "recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err
             )
+            await runtime.db.run(
+                partial(
+                    store.release_message,
+                    conversation_id=message.conversation_id,
+                    step=message.step,
+                )
+            )
         except Exception as err:  # Slack still failing: the claim stays for the next pass
+            failing += 1  # a few in a row: Slack is down, the rest waits for the next pass
             log.warning(
                 "recovery: will retry posting %s/%s: %r", message.conversation_id, message.step, err
             )
     await runtime.db.run(store.purge_deliveries)
+    await runtime.db.run(store.drop_closed_messages)
     return done
 
 

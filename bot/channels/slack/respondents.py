@@ -166,7 +166,11 @@ class Respondents:
             )
         except OptedOut:
             return None
-        channel = channel or await self.rt.delivery.dm_channel(client, key=key, user_id=user_id)
+        try:
+            channel = channel or await self.rt.delivery.dm_channel(client, key=key, user_id=user_id)
+        except Undeliverable:  # never will (user_not_found …): no claim left for the sweep
+            await self.rt.delivery.release(reply.conversation_id, claimed)
+            raise
         await self.rt.delivery.send_reply(
             client, reply, channel=channel, team_id=team_id, claimed=claimed
         )

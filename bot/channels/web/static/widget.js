@@ -355,7 +355,7 @@
     }
   }
 
-  function start() {
+  function start(again) {
     var body = { flow: flow, timezone: timezone() };
     if (user) {
       body.user = user;
@@ -368,6 +368,9 @@
         }
         conversation = res.data.id;
         save(convKey, conversation);
+        if (again) {
+          say(again);
+        }
         render(res.data.messages || [], false);
       } else if (res.data && res.data.code === "opted_out") {
         save("opted_out", "1");
@@ -399,6 +402,8 @@
 
   // The stored conversation is gone (forgotten, not this person's) or expired: forget it and
   // start the flow afresh instead of failing on every click.
+  // Forget the conversation (why: ``note``, said now) and start the flow afresh; "let's
+  // start again" only once a new one has begun (the frequency cap may say not now).
   function restart(note) {
     save(convKey, null);
     conversation = null;
@@ -406,8 +411,10 @@
     asked = null;
     composer.textContent = "";
     setState("loading");
-    say(note);
-    start();
+    if (note) {
+      say(note);
+    }
+    start(note ? "Let's start again." : "");
   }
 
   function gone(res) {
@@ -512,7 +519,7 @@
         setDisabled(false);
         focusComposer();
       } else if (res.status === 409 && expired(res.data)) {
-        restart("This survey had expired, so let's start again.");
+        restart("This survey had expired.");
       } else if (res.status === 409) {
         resync(); // answered elsewhere (another tab) or finished: show what is current
       } else if (res.data && res.data.code === "opted_out") {
@@ -522,7 +529,7 @@
         say("You asked us not to survey you, so we stopped.");
         offerClose();
       } else if (gone(res)) {
-        restart("Your earlier answers are no longer here, so let's start again.");
+        restart("Your earlier answers are no longer here.");
       } else {
         setDisabled(false);
         setState("asking");
@@ -534,11 +541,11 @@
   function resync() {
     call("GET", "conversations/" + encodeURIComponent(conversation)).then(function (res) {
       if (res.status === 200 && expired(res.data)) {
-        restart("This survey had expired, so let's start again.");
+        restart("This survey had expired.");
       } else if (res.status === 200) {
         render(res.data.messages || [], true);
       } else if (gone(res)) {
-        restart("Your earlier answers are no longer here, so let's start again.");
+        restart("Your earlier answers are no longer here.");
       } else {
         setDisabled(false);
         setState(current ? "asking" : "done");
