@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.slack")
 
 GIVE_UP_AFTER = TTL  # a question is retried as long as a DM reply is
-MAX_FAILURES_PER_PASS = 3  # questions Slack refused in one pass before the pass stops trying
+MAX_FAILURES_PER_PASS = 3  # posts that may pass but failed, before a pass stops trying
 
 
 async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
@@ -140,7 +140,7 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 )
             )
         except Exception as err:  # Slack still failing: the claim stays for the next pass
-            failing += 1  # a few in a row: Slack is down, the rest waits for the next pass
+            failing += 1  # a few in one pass: Slack is down, the rest waits for the next pass
             log.warning(
                 "recovery: will retry posting %s/%s: %r", message.conversation_id, message.step, err
             )
