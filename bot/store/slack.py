@@ -34,6 +34,7 @@ from sqlalchemy import (
     DateTime,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     select,
@@ -407,8 +408,10 @@ def drop_messages(conn: Connection, *, conversation_id: str) -> None:
 def drop_closed_messages(conn: Connection) -> int:
     """Question copies of conversations that closed some other way than by their last
     answer (opt-out, expiry, stop): kept no longer than a recovery pass."""
-    closed = select(_C.c.id).where(_C.c.open_key.is_(None))
-    result = conn.execute(delete(MESSAGE).where(MESSAGE.c.conversation_id.in_(closed)))
+    # driven from slack_message (a few rows per open conversation), one primary-key lookup
+    # each: never a scan of every conversation ever closed
+    closed = exists().where(_C.c.id == MESSAGE.c.conversation_id, _C.c.open_key.is_(None))
+    result = conn.execute(delete(MESSAGE).where(closed))
     return int(result.rowcount or 0)
 
 
