@@ -8,8 +8,8 @@
   send: every question carries metadata naming its conversation and step).
 
 What still fails for a passing reason stays for the next pass, for a day at most; what never
-can (a person Slack no longer knows) is dropped at once. Either way it is logged and kept as a
-``slack.undeliverable`` event.
+can (a person Slack no longer knows) is dropped at once. Either way it is logged; a question
+given up, or a person Slack does not know, is also kept as a ``slack.undeliverable`` event.
 
 Claims are retaken with a conditional UPDATE, so two replicas never both do it.
 """
