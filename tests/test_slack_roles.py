@@ -88,3 +88,27 @@ def test_a_bot_token_beside_oauth_is_refused_with_the_fix() -> None:
     with pytest.raises(ConfigError, match=r"SLACK_BOT_TOKEN and SLACK_CLIENT_ID are both set"):
         check_settings(settings)
     check_settings(settings.model_copy(update={"slack_bot_token": ""}))
+
+
+async def test_a_rate_limit_wait_longer_than_a_claim_lives_is_not_waited_out() -> None:
+    """Three waits must end inside STALE_CLAIM, or the sweep would post what this call still
+    meant to: a long Retry-After fails now and the sweep takes over."""
+    from slack_sdk.http_retry.request import HttpRequest
+    from slack_sdk.http_retry.response import HttpResponse
+    from slack_sdk.http_retry.state import RetryState
+
+    from bot.channels.slack.app import MAX_RETRY_WAIT, BoundedRateLimitRetry
+    from bot.channels.slack.dedupe import STALE_CLAIM
+
+    assert 3 * MAX_RETRY_WAIT < STALE_CLAIM
+    retry = BoundedRateLimitRetry(max_retry_count=3)
+    request = HttpRequest(method="POST", url="https://slack.com/api/chat.postMessage", headers={})
+
+    async def can(status: int, headers: dict[str, str]) -> bool:
+        response = HttpResponse(status_code=status, headers=headers)
+        return await retry.can_retry_async(state=RetryState(), request=request, response=response)
+
+    assert await can(429, {"Retry-After": "30"})
+    assert not await can(429, {"retry-after": "120"})
+    assert await can(429, {})  # no header: slack_sdk waits a second
+    assert not await can(500, {"Retry-After": "1"})

@@ -27,6 +27,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
 from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStore
@@ -51,6 +54,7 @@ REDIRECT_PATH = "/slack/oauth_redirect"
 MAX_BODY = 1024 * 1024  # a 40,000-character message, JSON-escaped, twice (text and blocks)
 RECOVERY_EVERY = timedelta(seconds=30)
 RECOVER_AFTER = STALE_CLAIM  # what a live handler may still be retrying is not recovered
+MAX_RETRY_WAIT = timedelta(seconds=60)  # per 429; three of them stay inside STALE_CLAIM
 
 # The bot scopes Parley uses, and no others (app-manifest.yml lists the same).
 BOT_SCOPES = (
@@ -162,6 +166,31 @@ def check_settings(settings: Settings) -> None:
         )
 
 
+class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """Waits out a 429's ``Retry-After`` as slack_sdk's handler does, unless the wait is
+    longer than ``MAX_RETRY_WAIT``: three such waits must end well inside ``STALE_CLAIM``,
+    or the recovery sweep would take the claim and post while this handler still meant to.
+    A longer wait fails now; the sweep posts once the claim is stale (after checking the
+    DM's history)."""
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        waits = [v for k, v in response.headers.items() if k.lower() == "retry-after"]
+        try:
+            wait = int(waits[0][0]) if waits else 1
+        except (TypeError, ValueError, IndexError):
+            wait = 1
+        return wait <= MAX_RETRY_WAIT.total_seconds()
+
+
 def make_client(
     settings: Settings, session: aiohttp.ClientSession | None, *, token: str | None = None
 ) -> AsyncWebClient:
@@ -173,7 +202,7 @@ def make_client(
     client = AsyncWebClient(token=token, session=session, timeout=15, **kwargs)  # type: ignore[arg-type]
     client.retry_handlers.extend(
         [
-            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            BoundedRateLimitRetry(max_retry_count=3),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ]
     )
