@@ -417,7 +417,8 @@ async def test_a_welcome_slack_could_not_deliver_is_posted_by_the_sweep(
     await runtime.drain()
     assert posts(fake) == []
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
-    (question,) = posts(fake)
+    intro, question = posts(fake)  # its first words too, with the opt-out button
+    assert "Don't survey me again" in block_texts(intro) and "Hi Ada" in block_texts(intro)
     assert question.args["channel"] == "DU_NEW"
     assert "What is your role" in json.dumps(question.args["blocks"])
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0

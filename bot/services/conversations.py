@@ -70,6 +70,7 @@ class Reply:
     created: bool = False
     duplicate: bool = False
     recorded: dict[str, Any] = field(default_factory=dict)
+    from_start: bool = False  # the outputs are the survey's first words (see Surveys.show)
 
     @property
     def done(self) -> bool:
@@ -372,8 +373,12 @@ class Surveys:
 
         return await self.db.run(body)
 
-    async def show(self, *, conversation_id: str, respondent_key: str) -> Reply:
-        """The conversation as it stands (to resume after a reload)."""
+    async def show(
+        self, *, conversation_id: str, respondent_key: str, from_start: bool = False
+    ) -> Reply:
+        """The conversation as it stands (to resume after a reload). ``from_start``: one with
+        nothing answered yet is shown as it began, intro and all (its first words were never
+        delivered)."""
 
         def body(conn: Connection) -> Reply:
             conversation, respondent, flow = self._load(
@@ -386,12 +391,16 @@ class Surveys:
                 state = state.copy()
                 state.status, state.current = "expired", None
             outputs = resume(flow, state)
+            replayed = from_start and state.is_open and not state.answers
+            if replayed:
+                outputs = advance(flow, new_state(flow, state.profile), Start()).outputs
             if respondent.opted_out:  # opting out closed it: say why, not just "stopped"
                 outputs = [
                     End("opted_out", o.text) if isinstance(o, End) and o.reason == "stopped" else o
                     for o in outputs
                 ]
-            return self._reply(conversation, outputs, state, respondent_key)
+            reply = self._reply(conversation, outputs, state, respondent_key)
+            return dataclasses.replace(reply, from_start=True) if replayed else reply
 
         return await self.db.read(body)
 

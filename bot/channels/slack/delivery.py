@@ -99,11 +99,11 @@ def claim_reply(
     stale_after: timedelta = STALE_CLAIM,
 ) -> list[Outgoing]:
     """Render a reply and claim its questions, inside a transaction (the answer's own, when
-    passed to ``Surveys.answer(within=...)``): a question is claimed by one caller only."""
+    passed to ``Surveys.answer(within=...)``): a question is claimed by one caller only, and
+    the messages around it go with it (two callers never both post an intro).
+    ``offer_opt_out``: the reply is a survey's first words (its intro gets the button)."""
     outgoing = []
-    for message in render_reply(
-        reply.outputs, reply.conversation_id, offer_opt_out=offer_opt_out and reply.created
-    ):
+    for message in render_reply(reply.outputs, reply.conversation_id, offer_opt_out=offer_opt_out):
         mine = message.step is None or _claim(
             conn,
             reply.conversation_id,
@@ -114,6 +114,9 @@ def claim_reply(
             stale_after=stale_after,
         )
         outgoing.append(Outgoing(message, mine))
+    if any(o.message.step is not None and not o.mine for o in outgoing):
+        # another caller holds a question of this reply: the words around it are theirs too
+        outgoing = [Outgoing(o.message, o.mine and o.message.step is not None) for o in outgoing]
     return outgoing
 
 

@@ -97,7 +97,9 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
         try:
             client = await runtime.client_for(message.team_id)
             reply = await runtime.surveys.show(
-                conversation_id=message.conversation_id, respondent_key=message.respondent_key
+                conversation_id=message.conversation_id,
+                respondent_key=message.respondent_key,
+                from_start=True,  # a first question never delivered comes with its intro
             )
             if reply.step != message.step or reply.done:
                 await runtime.db.run(
@@ -125,7 +127,12 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 done += 1
                 continue
             await runtime.delivery.send_reply(
-                client, reply, channel=channel, team_id=message.team_id, stale_after=after
+                client,
+                reply,
+                channel=channel,
+                team_id=message.team_id,
+                offer_opt_out=reply.from_start,  # its first words: with the opt-out button
+                stale_after=after,
             )
             done += 1
         except (ParleyError, Undeliverable) as err:  # never will: let go of the claim

@@ -153,7 +153,9 @@ class Respondents:
 
         def within(conn: Connection, reply: Reply) -> None:
             again = not reply.created if repost is None else repost
-            claimed[:] = claim_reply(conn, reply, team_id=team_id, offer_opt_out=True, repost=again)
+            claimed[:] = claim_reply(
+                conn, reply, team_id=team_id, offer_opt_out=reply.created, repost=again
+            )
 
         try:
             reply = await self.rt.surveys.start(
