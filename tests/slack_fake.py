@@ -48,6 +48,7 @@ class Failure:
     status: int = 200
     error: str | None = None
     retry_after: int | None = None
+    after: int = 0  # calls that still succeed before this failure
 
 
 @dataclass
@@ -84,9 +85,11 @@ class FakeSlack:
         status: int = 200,
         retry_after: int | None = None,
         times: int = 1,
+        after: int = 0,
     ) -> None:
+        """Fail the next ``times`` calls of ``method``, once ``after`` more have succeeded."""
         self.failures.setdefault(method, []).extend(
-            Failure(status, error, retry_after) for _ in range(times)
+            Failure(status, error, retry_after, after if n == 0 else 0) for n in range(times)
         )
 
     def calls_to(self, method: str) -> list[Call]:
@@ -136,6 +139,9 @@ class FakeSlack:
             self.calls.append(call)
         self.counts[method] += 1
         queued = self.failures.get(method)
+        if queued and queued[0].after > 0:
+            queued[0].after -= 1
+            queued = None
         if queued:
             failure = queued.pop(0)
             headers = (

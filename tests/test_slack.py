@@ -27,6 +27,7 @@ from slack_fake import (
     sign,
     slash_command,
 )
+from slack_sdk.errors import SlackApiError
 from sqlalchemy import func, select, update
 
 from bot.app import DATABASE, create_app
@@ -83,6 +84,17 @@ outro: Done.
 
 SECRET = "secret"
 
+STEPS = """\
+id: steps
+kind: microsurvey
+title: Steps
+intro: Hello from the steps survey.
+steps:
+  - {id: q1, type: yes_no, text: "First?"}
+  - {id: between, type: message, text: "Thanks - one more."}
+  - {id: q2, type: yes_no, text: "Second?"}
+"""
+
 
 @pytest.fixture
 def flows(tmp_path: Path) -> Path:
@@ -91,6 +103,7 @@ def flows(tmp_path: Path) -> Path:
     shutil.copy(FLOWS / "nps.yml", root / "nps.yml")
     (root / "welcome.yml").write_text(WELCOME)
     (root / "everything.yml").write_text(EVERYTHING)
+    (root / "steps.yml").write_text(STEPS)
     return root
 
 
@@ -459,6 +472,51 @@ async def test_question_copies_of_a_conversation_closed_by_stop_go_at_the_next_s
     assert await count(parley, SlackMessage) > 0
     await recover_once(runtime, after=timedelta(seconds=-1))
     assert await count(parley, SlackMessage) == 0
+
+
+async def start_steps(parley: TestClient) -> Any:
+    runtime = parley.app[SLACK]
+    flow = runtime.catalog.get("steps")
+    return await runtime.respondents.start_flow(
+        runtime.client, flow=flow, team_id=slack_fake.TEAM, user_id="U1"
+    )
+
+
+def said(fake: FakeSlack, text: str) -> int:
+    """How many posts Slack accepted that say ``text``."""
+    return len([c for c in posts(fake) if c.result.get("ok") and text in block_texts(c)])
+
+
+async def test_when_only_the_question_failed_the_sweep_does_not_say_the_intro_twice(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    # the intro goes through, then Slack fails the question (a first try and two retries)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3, after=1)
+    with pytest.raises(SlackApiError):
+        await start_steps(parley)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    assert said(fake, "Hello from the steps survey") == 1 and said(fake, "First?") == 0
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    assert said(fake, "First?") == 1
+    assert said(fake, "Hello from the steps survey") == 1  # not said twice
+
+
+async def test_words_between_questions_that_failed_come_with_the_late_question(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    await start_steps(parley)
+    first = (await fake.wait_calls("chat.postMessage", 2))[1]
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await post_action(parley, click("U1", first.posted, index=0))  # "Yes"
+    await wait_count(parley, fake, Answer, 1)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    assert said(fake, "Thanks - one more") == 0 and said(fake, "Second?") == 0
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    assert said(fake, "Thanks - one more") == 1 and said(fake, "Second?") == 1
+    assert said(fake, "Hello from the steps survey") == 1  # the intro was not the lead-in
+    assert "Don't survey me again" not in json.dumps([c.args for c in posts(fake)[2:]])
 
 
 # --- App Home ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ the fake Slack (its ``@research`` group has the members given below)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -91,16 +92,15 @@ def test_a_bot_token_beside_oauth_is_refused_with_the_fix() -> None:
 
 
 async def test_a_rate_limit_wait_longer_than_a_claim_lives_is_not_waited_out() -> None:
-    """Three waits must end inside STALE_CLAIM, or the sweep would post what this call still
-    meant to: a long Retry-After fails now and the sweep takes over."""
+    """Waits must end inside the claims' life (STALE_CLAIM), or the sweep would post what this
+    task still meant to: a long Retry-After fails now and the sweep takes over."""
     from slack_sdk.http_retry.request import HttpRequest
     from slack_sdk.http_retry.response import HttpResponse
     from slack_sdk.http_retry.state import RetryState
 
-    from bot.channels.slack.app import MAX_RETRY_WAIT, BoundedRateLimitRetry
-    from bot.channels.slack.dedupe import STALE_CLAIM
+    from bot.channels.slack.app import BoundedRateLimitRetry
+    from bot.channels.slack.delivery import _claims_until, hold_claims
 
-    assert 3 * MAX_RETRY_WAIT < STALE_CLAIM
     retry = BoundedRateLimitRetry(max_retry_count=3)
     request = HttpRequest(method="POST", url="https://slack.com/api/chat.postMessage", headers={})
 
@@ -112,3 +112,10 @@ async def test_a_rate_limit_wait_longer_than_a_claim_lives_is_not_waited_out() -
     assert not await can(429, {"retry-after": "120"})
     assert await can(429, {})  # no header: slack_sdk waits a second
     assert not await can(500, {"Retry-After": "1"})
+
+    # a task that holds claims never waits past their life: the sweep would take them over
+    hold_claims()
+    assert await can(429, {"Retry-After": "30"})
+    _claims_until.set(time.monotonic() + 20)  # e.g. after earlier waits in this task
+    assert not await can(429, {"Retry-After": "30"})
+    assert await can(429, {"Retry-After": "5"})

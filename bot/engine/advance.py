@@ -164,6 +164,26 @@ def resume(flow: Flow, state: ConversationState) -> list[Output]:
     return [End(reason, closing_text(flow, state) if reason == "completed" else None)]  # type: ignore[arg-type]
 
 
+def lead_in(flow: Flow, state: ConversationState) -> list[Output]:
+    """The words said just before the open question — the intro (before a first question)
+    or the message steps since the last question — to deliver them late with it. Conditions
+    only name earlier steps, so the answers take the path they took at the time."""
+    if state.status != "active" or state.current is None:
+        return []
+    resolve = cond.truthy_in(state.answers, state.profile)
+    said: list[Output] = [Say(_render(flow, flow.intro, state))] if flow.intro else []
+    for step in flow.steps:
+        if step.id == state.current:
+            return said
+        if step.when is not None and not cond.evaluate(step.when, resolve):
+            continue
+        if step.asks:
+            said = []  # said before an earlier question, with it
+        else:
+            said.append(Say(_render(flow, step.text, state)))
+    return said
+
+
 def closing_text(flow: Flow, state: ConversationState) -> str | None:
     """The words a completed conversation ended with, shown again to someone who comes back:
     the first ``end`` step its answers lead to, else the outro. Conditions only name earlier

@@ -30,6 +30,7 @@ from bot.engine import (
     Timeout,
     accept,
     advance,
+    lead_in,
     new_state,
     resume,
 )
@@ -70,7 +71,7 @@ class Reply:
     created: bool = False
     duplicate: bool = False
     recorded: dict[str, Any] = field(default_factory=dict)
-    from_start: bool = False  # the outputs are the survey's first words (see Surveys.show)
+    from_start: bool = False  # the outputs are the survey's first words (Surveys.show)
 
     @property
     def done(self) -> bool:
@@ -374,11 +375,11 @@ class Surveys:
         return await self.db.run(body)
 
     async def show(
-        self, *, conversation_id: str, respondent_key: str, from_start: bool = False
+        self, *, conversation_id: str, respondent_key: str, with_lead_in: bool = False
     ) -> Reply:
-        """The conversation as it stands (to resume after a reload). ``from_start``: one with
-        nothing answered yet is shown as it began, intro and all (its first words were never
-        delivered)."""
+        """The conversation as it stands (to resume after a reload). ``with_lead_in``: the
+        open question comes with the words said just before it (the intro, message steps), for
+        a question whose delivery failed; ``from_start`` then says it is the first question."""
 
         def body(conn: Connection) -> Reply:
             conversation, respondent, flow = self._load(
@@ -391,16 +392,16 @@ class Surveys:
                 state = state.copy()
                 state.status, state.current = "expired", None
             outputs = resume(flow, state)
-            replayed = from_start and state.is_open and not state.answers
-            if replayed:
-                outputs = advance(flow, new_state(flow, state.profile), Start()).outputs
+            if with_lead_in:
+                outputs = [*lead_in(flow, state), *outputs]
             if respondent.opted_out:  # opting out closed it: say why, not just "stopped"
                 outputs = [
                     End("opted_out", o.text) if isinstance(o, End) and o.reason == "stopped" else o
                     for o in outputs
                 ]
             reply = self._reply(conversation, outputs, state, respondent_key)
-            return dataclasses.replace(reply, from_start=True) if replayed else reply
+            first = with_lead_in and state.is_open and not state.answers
+            return dataclasses.replace(reply, from_start=True) if first else reply
 
         return await self.db.read(body)
 

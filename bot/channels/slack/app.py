@@ -36,7 +36,7 @@ from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStor
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack.dedupe import STALE_CLAIM, Inbox
-from bot.channels.slack.delivery import Delivery
+from bot.channels.slack.delivery import Delivery, seconds_left
 from bot.channels.slack.people import Profiles
 from bot.channels.slack.permissions import Roles
 from bot.config import Settings
@@ -54,7 +54,7 @@ REDIRECT_PATH = "/slack/oauth_redirect"
 MAX_BODY = 1024 * 1024  # a 40,000-character message, JSON-escaped, twice (text and blocks)
 RECOVERY_EVERY = timedelta(seconds=30)
 RECOVER_AFTER = STALE_CLAIM  # what a live handler may still be retrying is not recovered
-MAX_RETRY_WAIT = timedelta(seconds=60)  # per 429; three of them stay inside STALE_CLAIM
+MAX_RETRY_WAIT = timedelta(seconds=60)  # per 429 (and never past the claims held: see delivery)
 
 # The bot scopes Parley uses, and no others (app-manifest.yml lists the same).
 BOT_SCOPES = (
@@ -167,11 +167,11 @@ def check_settings(settings: Settings) -> None:
 
 
 class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
-    """Waits out a 429's ``Retry-After`` as slack_sdk's handler does, unless the wait is
-    longer than ``MAX_RETRY_WAIT``: three such waits must end well inside ``STALE_CLAIM``,
-    or the recovery sweep would take the claim and post while this handler still meant to.
-    A longer wait fails now; the sweep posts once the claim is stale (after checking the
-    DM's history)."""
+    """Waits out a 429's ``Retry-After`` as slack_sdk's handler does, unless the wait is over
+    ``MAX_RETRY_WAIT`` or would outlast the claims this task holds (``delivery.hold_claims``):
+    the recovery sweep would take them over and post while this task still meant to. Such a
+    call fails now; the sweep posts once the claim is stale, after checking the DM's
+    history."""
 
     async def _can_retry_async(
         self,
@@ -188,7 +188,8 @@ class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
             wait = int(waits[0][0]) if waits else 1
         except (TypeError, ValueError, IndexError):
             wait = 1
-        return wait <= MAX_RETRY_WAIT.total_seconds()
+        left = seconds_left()  # the claims this task holds must not go stale meanwhile
+        return wait <= MAX_RETRY_WAIT.total_seconds() and (left is None or wait + 1 < left)
 
 
 def make_client(

@@ -12,6 +12,8 @@ never succeed (the person left, the account is inactive) are recorded and not re
 from __future__ import annotations
 
 import logging
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -62,6 +64,35 @@ def _question_tag(conversation_id: str, step: str) -> dict[str, Any]:
         "event_type": QUESTION_EVENT,
         "event_payload": {"conversation": conversation_id, "step": step},
     }
+
+
+LEAD = "@lead"  # tags the words said just before a question: "<step>@lead"
+CLAIM_MARGIN = timedelta(
+    seconds=30
+)  # a claim's holder stops waiting this long before it goes stale
+
+_claims_until: ContextVar[float | None] = ContextVar("parley_claims_until", default=None)
+
+
+def hold_claims() -> None:
+    """Claims are about to be made in this task: every Slack call it makes from now on must
+    be done before they go stale (``STALE_CLAIM``), or the recovery sweep would take them
+    over and post while this task still meant to. The rate-limit retry reads it."""
+    _claims_until.set(time.monotonic() + (STALE_CLAIM - CLAIM_MARGIN).total_seconds())
+
+
+def seconds_left() -> float | None:
+    """Until this task's claims go stale (None: it holds none)."""
+    until = _claims_until.get()
+    return None if until is None else until - time.monotonic()
+
+
+def _tag_for(conversation_id: str, messages: list[Message], index: int) -> dict[str, Any] | None:
+    """The metadata a message is posted with: its question, or the question it leads into."""
+    step = messages[index].step
+    if step is None and index + 1 < len(messages) and messages[index + 1].step is not None:
+        step = f"{messages[index + 1].step}{LEAD}"
+    return _question_tag(conversation_id, step) if step is not None else None
 
 
 class Undeliverable(Exception):
@@ -191,6 +222,7 @@ class Delivery:
         """Post a service reply; each question once (``repost`` = the person asked to see it
         again). ``claimed``: the reply was already claimed in the answer's transaction."""
         if claimed is None:
+            hold_claims()
             claimed = await self.db.run(
                 partial(
                     claim_reply,
@@ -204,7 +236,7 @@ class Delivery:
         key = reply.respondent_key
         mine = [outgoing.message for outgoing in claimed if outgoing.mine]
         for sent, message in enumerate(mine):
-            tag = _question_tag(reply.conversation_id, message.step) if message.step else None
+            tag = _tag_for(reply.conversation_id, mine, sent)
             try:
                 ts = await self.post(client, key=key, channel=channel, message=message, tag=tag)
             except BaseException as err:
@@ -259,12 +291,13 @@ class Delivery:
         )
         return str(response.get("ts", ""))
 
-    async def find_posted(
-        self, client: AsyncWebClient, *, key: str, channel: str, conversation_id: str, step: str
-    ) -> str | None:
-        """The ts of a question Slack already shows although it was never recorded as posted
-        (a crash, or a lost response, between sending and recording): found by the metadata
-        every question carries, so the sweep does not ask it twice."""
+    async def delivered(
+        self, client: AsyncWebClient, *, key: str, channel: str, conversation_id: str
+    ) -> dict[str, str]:
+        """What of a conversation Slack already shows though it may never have been recorded
+        (a crash, or a lost response, between sending and recording), by the metadata each
+        message carries: ``{step: ts}`` for questions, ``{step + LEAD: ts}`` for the words
+        said before one — so the sweep neither asks twice nor says twice."""
         response = await self._call(
             key,
             "conversations.history",
@@ -272,16 +305,18 @@ class Delivery:
                 channel=channel, include_all_metadata=True, limit=HISTORY_LOOKBACK
             ),
         )
-        wanted = _question_tag(conversation_id, step)
+        found: dict[str, str] = {}
         for message in response.get("messages") or []:
             metadata = message.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
             if (
-                metadata.get("event_type") == wanted["event_type"]
-                and metadata.get("event_payload") == wanted["event_payload"]
+                metadata.get("event_type") == QUESTION_EVENT
+                and payload.get("conversation") == conversation_id
+                and isinstance(payload.get("step"), str)
                 and message.get("ts")
             ):
-                return str(message["ts"])
-        return None
+                found.setdefault(payload["step"], str(message["ts"]))
+        return found
 
     async def mark_answered(
         self,

@@ -17,6 +17,7 @@ Claims are retaken with a conditional UPDATE, so two replicas never both do it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import timedelta
 from functools import partial
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from bot.channels.slack.dedupe import TTL
-from bot.channels.slack.delivery import Undeliverable
+from bot.channels.slack.delivery import LEAD, Undeliverable, hold_claims
+from bot.engine import Ask
 from bot.errors import ParleyError
 from bot.store import slack as store
 from bot.store.models import utcnow
@@ -95,11 +97,12 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
         if len(parts) != 3 or failing >= MAX_FAILURES_PER_PASS:
             continue
         try:
+            hold_claims()  # this pass retakes the claim below: it must finish inside it
             client = await runtime.client_for(message.team_id)
             reply = await runtime.surveys.show(
                 conversation_id=message.conversation_id,
                 respondent_key=message.respondent_key,
-                from_start=True,  # a first question never delivered comes with its intro
+                with_lead_in=True,  # with the words said before it (an intro, messages)
             )
             if reply.step != message.step or reply.done:
                 await runtime.db.run(
@@ -113,25 +116,30 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
             channel = await runtime.delivery.dm_channel(
                 client, key=message.respondent_key, user_id=parts[2]
             )
-            ts = await runtime.delivery.find_posted(
+            shown = await runtime.delivery.delivered(
                 client,
                 key=message.respondent_key,
                 channel=channel,
                 conversation_id=message.conversation_id,
-                step=message.step,
             )
+            ts = shown.get(message.step)
             if ts is not None:  # sent, then a crash before it was recorded: record it now
                 await runtime.delivery.record_posted(
                     message.conversation_id, message.step, channel, ts
                 )
                 done += 1
                 continue
+            lead_shown = f"{message.step}{LEAD}" in shown
+            if lead_shown:  # only the question failed: its lead-in is not said twice
+                reply = dataclasses.replace(
+                    reply, outputs=[o for o in reply.outputs if isinstance(o, Ask)]
+                )
             await runtime.delivery.send_reply(
                 client,
                 reply,
                 channel=channel,
                 team_id=message.team_id,
-                offer_opt_out=reply.from_start,  # its first words: with the opt-out button
+                offer_opt_out=reply.from_start and not lead_shown,  # first words: the button
                 stale_after=after,
             )
             done += 1
