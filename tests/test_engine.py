@@ -21,6 +21,7 @@ from bot.engine import (
     advance,
     ask_for,
     choice_labels,
+    lead_in,
     new_state,
     resume,
 )
@@ -443,3 +444,28 @@ def run_from(
         state = outcome.state
         outputs += outcome.outputs
     return state, outputs
+
+
+def test_lead_in_is_what_was_said_just_before_the_open_question(tmp_path: Path) -> None:
+    (tmp_path / "lead.yml").write_text(
+        textwrap.dedent(
+            """
+            id: lead
+            kind: microsurvey
+            title: Lead
+            intro: Hi {{respondent.first_name or "there"}}.
+            steps:
+              - {id: q1, type: yes_no, text: "First?"}
+              - {id: skipped, type: message, when: q1 == false, text: Never said}
+              - {id: between, type: message, text: "Thanks for {{q1}}."}
+              - {id: q2, type: yes_no, text: "Second?"}
+            """
+        )
+    )
+    flow = load_flow(tmp_path / "lead.yml", root=tmp_path)
+    start = advance(flow, new_state(flow, {"first_name": "Ann"}), Start()).state
+    assert lead_in(flow, start) == [Say("Hi Ann.")]
+    after = advance(flow, start, Answer("q1", "yes")).state
+    assert lead_in(flow, after) == [Say("Thanks for yes.")]
+    done = advance(flow, after, Answer("q2", "no")).state
+    assert lead_in(flow, done) == []
