@@ -500,6 +500,7 @@ async def test_when_only_the_question_failed_the_sweep_does_not_say_the_intro_tw
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
     assert said(fake, "First?") == 1
     assert said(fake, "Hello from the steps survey") == 1  # not said twice
+    assert said(fake, "Don't survey me again") == 1  # nor its button
 
 
 async def test_words_between_questions_that_failed_come_with_the_late_question(
@@ -517,6 +518,47 @@ async def test_words_between_questions_that_failed_come_with_the_late_question(
     assert said(fake, "Thanks - one more") == 1 and said(fake, "Second?") == 1
     assert said(fake, "Hello from the steps survey") == 1  # the intro was not the lead-in
     assert "Don't survey me again" not in json.dumps([c.args for c in posts(fake)[2:]])
+
+
+async def test_claim_deadlines_cover_the_work_that_claims_and_end_with_it(
+    parley: TestClient, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rate-limit wait must never outlive the claims its work holds — and a deadline must not
+    leak into later work (the sweep runs pass after pass in one task)."""
+    from bot.channels.slack.delivery import STALE_CLAIM, Delivery, seconds_left
+
+    seen: list[float | None] = []
+    original = Delivery.post
+
+    async def post(self: Delivery, client: Any, **kwargs: Any) -> str:
+        seen.append(seconds_left())
+        return await original(self, client, **kwargs)
+
+    monkeypatch.setattr(Delivery, "post", post)
+    await dm(parley, "U5", "hi", msg_id="m-deadline")  # a listener: the welcome flow
+    await fake.wait_calls("chat.postMessage", 2)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    assert seen and all(s is not None and 0 < s < STALE_CLAIM.total_seconds() for s in seen)
+
+    reply = await start_nps(parley, fake)
+    assert seconds_left() is None  # called outside any listener: no deadline
+    seen.clear()
+    await runtime.surveys.answer(
+        conversation_id=reply.conversation_id, respondent_key="slack:T1:U1", step="score", value=3
+    )
+    claim = partial(
+        store.claim_message,
+        conversation_id=reply.conversation_id,
+        step="why_low",
+        respondent_key="slack:T1:U1",
+        team_id="T1",
+        question="",
+    )
+    assert await runtime.db.run(claim)
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    assert seen and all(s is not None for s in seen)  # the sweep item held one
+    assert seconds_left() is None  # and it ended with the item
 
 
 # --- App Home ---------------------------------------------------------------------------------------

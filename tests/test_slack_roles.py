@@ -99,7 +99,7 @@ async def test_a_rate_limit_wait_longer_than_a_claim_lives_is_not_waited_out() -
     from slack_sdk.http_retry.state import RetryState
 
     from bot.channels.slack.app import BoundedRateLimitRetry
-    from bot.channels.slack.delivery import _claims_until, hold_claims
+    from bot.channels.slack.delivery import _claims_until, holding_claims
 
     retry = BoundedRateLimitRetry(max_retry_count=3)
     request = HttpRequest(method="POST", url="https://slack.com/api/chat.postMessage", headers={})
@@ -113,9 +113,10 @@ async def test_a_rate_limit_wait_longer_than_a_claim_lives_is_not_waited_out() -
     assert await can(429, {})  # no header: slack_sdk waits a second
     assert not await can(500, {"Retry-After": "1"})
 
-    # a task that holds claims never waits past their life: the sweep would take them over
-    hold_claims()
-    assert await can(429, {"Retry-After": "30"})
-    _claims_until.set(time.monotonic() + 20)  # e.g. after earlier waits in this task
-    assert not await can(429, {"Retry-After": "30"})
-    assert await can(429, {"Retry-After": "5"})
+    # work that holds claims never waits past their life: the sweep would take them over
+    with holding_claims():
+        assert await can(429, {"Retry-After": "30"})
+        token = _claims_until.set(time.monotonic() + 20)  # e.g. after earlier waits
+        assert not await can(429, {"Retry-After": "30"})
+        assert await can(429, {"Retry-After": "5"})
+        _claims_until.reset(token)

@@ -36,7 +36,7 @@ from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStor
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack.dedupe import STALE_CLAIM, Inbox
-from bot.channels.slack.delivery import Delivery, seconds_left
+from bot.channels.slack.delivery import Delivery, holding_claims, seconds_left
 from bot.channels.slack.people import Profiles
 from bot.channels.slack.permissions import Roles
 from bot.config import Settings
@@ -105,7 +105,8 @@ class SlackRuntime:
             if task is not None:
                 self.inflight.add(task)
             try:
-                return await handler(**kwargs)
+                with holding_claims():
+                    return await handler(**kwargs)
             except Exception:
                 log.exception("Slack listener %s failed", handler.__name__)
                 return None
@@ -168,7 +169,7 @@ def check_settings(settings: Settings) -> None:
 
 class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
     """Waits out a 429's ``Retry-After`` as slack_sdk's handler does, unless the wait is over
-    ``MAX_RETRY_WAIT`` or would outlast the claims this task holds (``delivery.hold_claims``):
+    ``MAX_RETRY_WAIT`` or would outlast the claims this task holds (``delivery.holding_claims``):
     the recovery sweep would take them over and post while this task still meant to. Such a
     call fails now; the sweep posts once the claim is stale, after checking the DM's
     history."""

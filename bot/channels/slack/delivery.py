@@ -11,8 +11,10 @@ never succeed (the person left, the account is inactive) are recorded and not re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -74,11 +76,17 @@ CLAIM_MARGIN = timedelta(
 _claims_until: ContextVar[float | None] = ContextVar("parley_claims_until", default=None)
 
 
-def hold_claims() -> None:
-    """Claims are about to be made in this task: every Slack call it makes from now on must
-    be done before they go stale (``STALE_CLAIM``), or the recovery sweep would take them
-    over and post while this task still meant to. The rate-limit retry reads it."""
-    _claims_until.set(time.monotonic() + (STALE_CLAIM - CLAIM_MARGIN).total_seconds())
+@contextlib.contextmanager
+def holding_claims() -> Iterator[None]:
+    """A piece of work that may claim deliveries (a Slack listener, one item of the recovery
+    sweep): every Slack call inside must be done before those claims go stale
+    (``STALE_CLAIM``), or the sweep would take them over and post while this work still meant
+    to. The rate-limit retry reads it; it ends with the work, so nothing after inherits it."""
+    token = _claims_until.set(time.monotonic() + (STALE_CLAIM - CLAIM_MARGIN).total_seconds())
+    try:
+        yield
+    finally:
+        _claims_until.reset(token)
 
 
 def seconds_left() -> float | None:
@@ -222,7 +230,6 @@ class Delivery:
         """Post a service reply; each question once (``repost`` = the person asked to see it
         again). ``claimed``: the reply was already claimed in the answer's transaction."""
         if claimed is None:
-            hold_claims()
             claimed = await self.db.run(
                 partial(
                     claim_reply,

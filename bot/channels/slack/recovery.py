@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from bot.channels.slack.dedupe import TTL
-from bot.channels.slack.delivery import LEAD, Undeliverable, hold_claims
+from bot.channels.slack.delivery import LEAD, Undeliverable, holding_claims
 from bot.engine import Ask
 from bot.errors import ParleyError
 from bot.store import slack as store
@@ -72,19 +72,20 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
         ):
             continue
         try:
-            payload = row.payload or {}
-            client = await runtime.client_for(row.team_id)
-            await runtime.respondents.handle_dm(
-                client,
-                team_id=payload.get("team_id"),
-                user=str(payload.get("user", "")),
-                channel=str(payload.get("channel", "")),
-                text=str(payload.get("text", "")),
-                inbox_key=row.key,
-                late=True,
-                asked=payload.get("asked"),
-            )
-            done += 1
+            with holding_claims():  # the inbox claim retaken above, and any it makes
+                payload = row.payload or {}
+                client = await runtime.client_for(row.team_id)
+                await runtime.respondents.handle_dm(
+                    client,
+                    team_id=payload.get("team_id"),
+                    user=str(payload.get("user", "")),
+                    channel=str(payload.get("channel", "")),
+                    text=str(payload.get("text", "")),
+                    inbox_key=row.key,
+                    late=True,
+                    asked=payload.get("asked"),
+                )
+                done += 1
         except (ParleyError, Undeliverable) as err:
             log.info("recovery: giving up on %s: %s", row.key, err)
         except Exception as err:  # Slack or the database still failing: next pass
@@ -97,52 +98,52 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
         if len(parts) != 3 or failing >= MAX_FAILURES_PER_PASS:
             continue
         try:
-            hold_claims()  # this pass retakes the claim below: it must finish inside it
-            client = await runtime.client_for(message.team_id)
-            reply = await runtime.surveys.show(
-                conversation_id=message.conversation_id,
-                respondent_key=message.respondent_key,
-                with_lead_in=True,  # with the words said before it (an intro, messages)
-            )
-            if reply.step != message.step or reply.done:
-                await runtime.db.run(
-                    partial(
-                        store.release_message,
-                        conversation_id=message.conversation_id,
-                        step=message.step,
-                    )
+            with holding_claims():  # the claim retaken below: done inside its life
+                client = await runtime.client_for(message.team_id)
+                reply = await runtime.surveys.show(
+                    conversation_id=message.conversation_id,
+                    respondent_key=message.respondent_key,
+                    with_lead_in=True,  # with the words said before it (an intro, messages)
                 )
-                continue
-            channel = await runtime.delivery.dm_channel(
-                client, key=message.respondent_key, user_id=parts[2]
-            )
-            shown = await runtime.delivery.delivered(
-                client,
-                key=message.respondent_key,
-                channel=channel,
-                conversation_id=message.conversation_id,
-            )
-            ts = shown.get(message.step)
-            if ts is not None:  # sent, then a crash before it was recorded: record it now
-                await runtime.delivery.record_posted(
-                    message.conversation_id, message.step, channel, ts
+                if reply.step != message.step or reply.done:
+                    await runtime.db.run(
+                        partial(
+                            store.release_message,
+                            conversation_id=message.conversation_id,
+                            step=message.step,
+                        )
+                    )
+                    continue
+                channel = await runtime.delivery.dm_channel(
+                    client, key=message.respondent_key, user_id=parts[2]
+                )
+                shown = await runtime.delivery.delivered(
+                    client,
+                    key=message.respondent_key,
+                    channel=channel,
+                    conversation_id=message.conversation_id,
+                )
+                ts = shown.get(message.step)
+                if ts is not None:  # sent, then a crash before it was recorded: record it now
+                    await runtime.delivery.record_posted(
+                        message.conversation_id, message.step, channel, ts
+                    )
+                    done += 1
+                    continue
+                lead_shown = f"{message.step}{LEAD}" in shown
+                if lead_shown:  # only the question failed: its lead-in is not said twice
+                    reply = dataclasses.replace(
+                        reply, outputs=[o for o in reply.outputs if isinstance(o, Ask)]
+                    )
+                await runtime.delivery.send_reply(
+                    client,
+                    reply,
+                    channel=channel,
+                    team_id=message.team_id,
+                    offer_opt_out=reply.from_start and not lead_shown,  # first words: the button
+                    stale_after=after,
                 )
                 done += 1
-                continue
-            lead_shown = f"{message.step}{LEAD}" in shown
-            if lead_shown:  # only the question failed: its lead-in is not said twice
-                reply = dataclasses.replace(
-                    reply, outputs=[o for o in reply.outputs if isinstance(o, Ask)]
-                )
-            await runtime.delivery.send_reply(
-                client,
-                reply,
-                channel=channel,
-                team_id=message.team_id,
-                offer_opt_out=reply.from_start and not lead_shown,  # first words: the button
-                stale_after=after,
-            )
-            done += 1
         except (ParleyError, Undeliverable) as err:  # never will: let go of the claim
             log.info(
                 "recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from bot.channels.slack import blocks, home
 from bot.channels.slack.dedupe import delivery_key
-from bot.channels.slack.delivery import Outgoing, Undeliverable, claim_reply, hold_claims
+from bot.channels.slack.delivery import Outgoing, Undeliverable, claim_reply
 from bot.channels.slack.people import respondent_key
 from bot.engine.messages import Ask
 from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut, ParleyError
@@ -157,7 +157,6 @@ class Respondents:
                 conn, reply, team_id=team_id, offer_opt_out=reply.created, repost=again
             )
 
-        hold_claims()
         try:
             reply = await self.rt.surveys.start(
                 flow_id=flow.id,
@@ -360,7 +359,6 @@ class Respondents:
             if inbox_key is not None:
                 store.finish_delivery(conn, key=inbox_key)
 
-        hold_claims()
         reply = await self.rt.surveys.answer(
             conversation_id=conversation_id,
             respondent_key=key,
