@@ -544,18 +544,7 @@ async def test_claim_deadlines_cover_the_work_that_claims_and_end_with_it(
     reply = await start_nps(parley, fake)
     assert seconds_left() is None  # called outside any listener: no deadline
     seen.clear()
-    await runtime.surveys.answer(
-        conversation_id=reply.conversation_id, respondent_key="slack:T1:U1", step="score", value=3
-    )
-    claim = partial(
-        store.claim_message,
-        conversation_id=reply.conversation_id,
-        step="why_low",
-        respondent_key="slack:T1:U1",
-        team_id="T1",
-        question="",
-    )
-    assert await runtime.db.run(claim)
+    await crash_after_answering(runtime, reply.conversation_id)
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
     assert seen and all(s is not None for s in seen)  # the sweep item held one
     assert seconds_left() is None  # and it ended with the item
@@ -942,23 +931,8 @@ async def test_crash_between_answer_and_reply_loses_neither(
     await start_nps(parley, fake)
     _, question = await fake.wait_calls("chat.postMessage", 2)
     runtime = parley.app[SLACK]
-    # simulate the crash: claim the follow-up as if a process died right after claiming it
-    reply = await runtime.surveys.answer(
-        conversation_id=json.loads(question.args["blocks"][1]["elements"][0]["value"])["c"],
-        respondent_key="slack:T1:U1",
-        step="score",
-        value=3,
-    )
-    assert await runtime.db.run(
-        partial(
-            store.claim_message,
-            conversation_id=reply.conversation_id,
-            step="why_low",
-            respondent_key="slack:T1:U1",
-            team_id="T1",
-            question="",
-        )
-    )
+    conversation_id = json.loads(question.args["blocks"][1]["elements"][0]["value"])["c"]
+    reply = await crash_after_answering(runtime, conversation_id)
     assert len(posts(fake)) == 2
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
     follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
@@ -1009,6 +983,24 @@ async def test_a_question_sent_just_before_a_crash_is_found_in_the_dm_not_asked_
     await dm(parley, "U1", "Too pricey", msg_id="m-after")  # answers the found message
     (update,) = await fake.wait_calls("chat.update")  # the crash came before the score's
     assert update.args["ts"] == posted_ts
+
+
+async def crash_after_answering(runtime: Any, conversation_id: str) -> Any:
+    """U1's score 3 is recorded and the follow-up claimed, then the process dies before
+    posting it (as the crash leaves the database)."""
+    reply = await runtime.surveys.answer(
+        conversation_id=conversation_id, respondent_key="slack:T1:U1", step="score", value=3
+    )
+    claim = partial(
+        store.claim_message,
+        conversation_id=conversation_id,
+        step="why_low",
+        respondent_key="slack:T1:U1",
+        team_id="T1",
+        question="",
+    )
+    assert await runtime.db.run(claim)
+    return reply
 
 
 async def leave_dm_pending(
