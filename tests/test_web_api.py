@@ -62,6 +62,15 @@ async def start(client: Client, flow: str = "nps", **extra: Any) -> dict[str, An
     return await resp.json()
 
 
+async def finished_nps(client: Client) -> tuple[dict[str, Any], str]:
+    """A new respondent who has answered the whole nps flow: (conversation, token)."""
+    conv = await start(client)
+    token = conv["respondent_token"]
+    await answer(client, conv, token, "score", 10)
+    await answer(client, conv, token, "why_high", "Speed")
+    return conv, token
+
+
 async def answer(
     client: Client, conv: dict[str, Any], token: str, step: str, value: Any
 ) -> aiohttp.ClientResponse:
@@ -348,10 +357,7 @@ async def test_step_that_is_not_current_is_409(client: Client, db_url: str) -> N
 
 
 async def test_finished_conversation_is_409(client: Client, db_url: str) -> None:
-    conv = await start(client)
-    token = conv["respondent_token"]
-    await answer(client, conv, token, "score", 10)
-    await answer(client, conv, token, "why_high", "Speed")
+    conv, token = await finished_nps(client)
     before = await counts(db_url)
     resp = await answer(client, conv, token, "why_high", "Something else")
     assert resp.status == 409
@@ -362,10 +368,7 @@ async def test_finished_conversation_is_409(client: Client, db_url: str) -> None
 
 
 async def test_the_frequency_cap_is_a_409_that_says_until_when(client: Client, db_url: str) -> None:
-    conv = await start(client)
-    token = conv["respondent_token"]
-    await answer(client, conv, token, "score", 10)
-    await answer(client, conv, token, "why_high", "Speed")
+    _conv, token = await finished_nps(client)
     before = await counts(db_url)
     for flow in ("nps", "csat"):  # the same survey again, or another one: not this week
         resp = await client.post("/api/v1/conversations", json={"flow": flow}, headers=auth(token))
