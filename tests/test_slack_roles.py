@@ -6,6 +6,7 @@ the fake Slack (its ``@research`` group has the members given below)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -120,3 +121,23 @@ async def test_a_rate_limit_wait_longer_than_a_claim_lives_is_not_waited_out() -
         assert not await can(429, {"Retry-After": "30"})
         assert await can(429, {"Retry-After": "5"})
         _claims_until.reset(token)
+
+
+async def test_the_client_formats_no_request_bodies_nobody_logs(
+    slack: Slack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """slack_sdk builds a debug line with the whole payload unless the logger's own level
+    says not to; Parley's client logger says so, and a level set on purpose is kept."""
+    fake, client = slack
+    lines: list[str] = []
+    monkeypatch.setattr(client.logger, "debug", lambda msg, *a, **k: lines.append(str(msg)))
+    await client.chat_postMessage(channel="D1", text="secret answer")
+    assert fake.calls_to("chat.postMessage")
+    assert not any("secret answer" in line for line in lines)
+
+    monkeypatch.setattr(client.logger, "level", logging.DEBUG)  # someone wants the bodies
+    settings = load_settings(slack_api_url=fake.base_url + "/api/")
+    again = make_client(settings, client.session, token="xoxb-test")
+    assert again.logger.level == logging.DEBUG
+    await again.chat_postMessage(channel="D1", text="secret answer")
+    assert any("secret answer" in line for line in lines)

@@ -46,6 +46,7 @@ from bot.services.conversations import Surveys
 from bot.store.database import Database
 
 log = logging.getLogger("parley.slack")
+WEB_API_LOG = logging.getLogger("parley.slack.web_api")
 
 EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE = 10.0  # seconds shutdown waits for listeners still running
@@ -193,6 +194,16 @@ class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
         return wait <= MAX_RETRY_WAIT.total_seconds() and (left is None or wait + 1 < left)
 
 
+def quiet(logger: logging.Logger) -> logging.Logger:
+    """slack_sdk decides whether to log each request and response body by the logger's own
+    level, which is 0 (below DEBUG) until someone sets it: it then formats the whole payload
+    for a debug line nobody sees, on every call (an eighth of a Web API call's CPU in
+    ``bench/slack_actions.py``). A level set on purpose (to DEBUG, to see the bodies) is kept."""
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    return logger
+
+
 def make_client(
     settings: Settings, session: aiohttp.ClientSession | None, *, token: str | None = None
 ) -> AsyncWebClient:
@@ -201,7 +212,9 @@ def make_client(
     if settings.slack_api_url:
         base = settings.slack_api_url
         kwargs["base_url"] = base if base.endswith("/") else base + "/"
-    client = AsyncWebClient(token=token, session=session, timeout=15, **kwargs)  # type: ignore[arg-type]
+    client = AsyncWebClient(
+        token=token, session=session, timeout=15, logger=quiet(WEB_API_LOG), **kwargs
+    )  # type: ignore[arg-type]
     client.retry_handlers.extend(
         [
             BoundedRateLimitRetry(max_retry_count=3),
