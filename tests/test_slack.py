@@ -233,6 +233,16 @@ async def test_forged_and_stale_requests_are_refused_and_store_nothing(
         "/slack/events", data=body, headers={"Content-Type": "application/json"}
     )
     assert (forged.status, stale.status, unsigned.status) == (401, 401, 401)
+    good = sign(body)
+    for header, bad in [
+        ("X-Slack-Signature", "v0=é"),
+        ("X-Slack-Request-Timestamp", ""),
+        ("X-Slack-Request-Timestamp", "1e3"),
+        ("X-Slack-Request-Timestamp", "9" * 5000),
+    ]:
+        headers = {**good, header: bad, "Content-Type": "application/json"}
+        response = await parley.post("/slack/events", data=body, headers=headers)
+        assert response.status == 401, (header, bad)  # not a 500 and a traceback
     assert await count(parley, SlackInbox) == 0
     assert await count(parley, Respondent) == 0
     assert posts(fake) == []
@@ -876,6 +886,35 @@ async def test_survey_command_router(parley: TestClient, fake: FakeSlack) -> Non
     missing = await command(parley, fake, "U_RES", "results nope")
     assert "no flow called 'nope'" in missing["text"]
     assert len(fake.calls_to("usergroups.list")) == 1  # membership cached
+
+
+async def test_results_show_answers_as_typed_never_as_formatting(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """A typed answer closing a ``` box early would talk to researchers as Parley, with
+    bold text and links: the report is literal text, whatever the answers hold."""
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=0))
+    await fake.wait_calls("chat.postMessage", 3)
+    sly = "``` *ACTION NEEDED* sign in again: <https://evil.example|Parley> <!channel> ```"
+    await dm(parley, "U1", sly, msg_id="m-sly")
+    await wait_count(parley, fake, Answer, 2)
+    shown = (await fake.wait_calls("chat.update", 2))[1].args["text"]  # notification text too
+    assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown
+
+    results = await command(parley, fake, "U_RES", "results nps")
+    report = [b for b in results["blocks"] if b["type"] == "rich_text"]
+    literal = [
+        text["text"]
+        for block in report
+        for part in block["elements"]
+        if part["type"] == "rich_text_preformatted"
+        for text in part["elements"]
+    ]
+    assert any(sly in text for text in literal)  # shown as typed, in a box
+    mrkdwn = [json.dumps(b) for b in results["blocks"] if b["type"] != "rich_text"]
+    assert not any("evil.example" in text or "ACTION" in text for text in mrkdwn)
 
 
 async def test_router_is_extensible() -> None:

@@ -94,8 +94,29 @@ def escaped_mrkdwn(escaped: str, limit: int = MAX_SECTION_TEXT) -> dict[str, Any
     return {"type": "mrkdwn", "text": escaped or " "}
 
 
+def preformatted(text: str, limit: int = MAX_SECTION_TEXT) -> dict[str, Any]:
+    """Text shown as it is, in a monospaced box. Not mrkdwn between ``` fences: text of its
+    own (a respondent's answer) holding ``` would close those early and what follows would
+    render as formatting and links — in a message to researchers."""
+    literal = {"type": "text", "text": cut(text, limit) or " "}
+    return {
+        "type": "rich_text",
+        "elements": [{"type": "rich_text_preformatted", "elements": [literal]}],
+    }
+
+
 def plain(text: str, limit: int) -> dict[str, Any]:
     return {"type": "plain_text", "text": cut(text, limit) or " ", "emoji": True}
+
+
+def fallback(text: str) -> str:
+    """A message's ``text`` (notifications, screen readers): Slack reads it as mrkdwn too."""
+    return str(mrkdwn(text, MAX_FALLBACK)["text"])
+
+
+def text_message(text: str) -> Message:
+    """A message of plain words."""
+    return Message(fallback(text), [section(text)])
 
 
 def section(text: str) -> dict[str, Any]:
@@ -366,7 +387,7 @@ def render_reply(
         if said:
             text = "\n\n".join(said)
             blocks = [section(chunk) for chunk in _chunks(text)][: MAX_BLOCKS_MESSAGE - 1]
-            messages.append(Message(cut(text, MAX_FALLBACK), blocks))
+            messages.append(Message(fallback(text), blocks))
             said.clear()
 
     for output in outputs:
@@ -377,7 +398,7 @@ def render_reply(
             flush()
             messages.append(
                 Message(
-                    cut(output.text, MAX_FALLBACK),
+                    fallback(output.text),
                     ask_blocks(output, conversation_id),
                     step=output.step,
                     question=output.text,

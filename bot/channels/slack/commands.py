@@ -153,13 +153,7 @@ async def results_command(ctx: CommandContext) -> None:
     results = await flow_results(ctx.runtime.db, flow)
     report = render_text(results)
     body = [blocks.section(f"*{results.title}* — {results.headline}")]
-    body += [
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": "```" + blocks.escape(chunk)[:2900] + "```"},
-        }
-        for chunk in _pieces(report, 2800)
-    ]
+    body += [blocks.preformatted(chunk) for chunk in _pieces(report, 2800)]
     await ctx.reply(f"{results.title}: {results.headline}", body[: blocks.MAX_BLOCKS_MESSAGE])
 
 

@@ -25,7 +25,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Connection
 
-from bot.channels.slack.blocks import Message, answered_blocks, render_reply
+from bot.channels.slack.blocks import Message, answered_blocks, fallback, render_reply
 from bot.channels.slack.dedupe import STALE_CLAIM
 from bot.services.conversations import Reply
 from bot.store import slack as store
@@ -342,7 +342,7 @@ class Delivery:
             client.chat_update(
                 channel=channel,
                 ts=ts,
-                text=f"Your answer: {shown}"[:3000],
+                text=fallback(f"Your answer: {shown}"),
                 blocks=answered_blocks(question_mrkdwn, shown),
             ),
         )
@@ -353,7 +353,7 @@ class Delivery:
         await self._call(
             key,
             "chat.postEphemeral",
-            client.chat_postEphemeral(channel=channel, user=user, text=text[:3000]),
+            client.chat_postEphemeral(channel=channel, user=user, text=fallback(text)),
         )
 
     async def _call(self, key: str, method: str, call: Any) -> Any:

@@ -188,7 +188,7 @@ class Respondents:
             return
         text = OPTED_OUT_TEXT if changed else ALREADY_OPTED_OUT_TEXT
         await self.rt.delivery.post(
-            client, key=key, channel=channel, message=blocks.Message(text, [blocks.section(text)])
+            client, key=key, channel=channel, message=blocks.text_message(text)
         )
 
     # --- typed replies in the DM --------------------------------------------------------------
@@ -397,7 +397,7 @@ class Respondents:
 
     async def _say(self, client: AsyncWebClient, key: str, channel: str, text: str) -> None:
         await self.rt.delivery.post(
-            client, key=key, channel=channel, message=blocks.Message(text, [blocks.section(text)])
+            client, key=key, channel=channel, message=blocks.text_message(text)
         )
 
     # --- clicks -------------------------------------------------------------------------------
