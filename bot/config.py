@@ -20,6 +20,7 @@ from bot.errors import ConfigError
 CSV = Annotated[list[str], NoDecode]
 # A Slack user id or @usergroup handle, optionally after a workspace id: T0123ABCD:@research
 ROLE_ENTRY = re.compile(r"^(?:[A-Z][A-Z0-9_]{1,30}:)?(?:[A-Z][A-Z0-9_]{1,30}|@[\w.-]{1,80})$")
+MIN_KEY_LENGTH = 16  # PARLEY_API_KEYS: the dashboard password, and acts for any user
 
 
 def _csv(value: Any) -> list[str]:
@@ -79,6 +80,18 @@ class Settings(BaseSettings):
     def _split(cls, value: Any) -> list[str]:
         return _csv(value)
 
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for n, key in enumerate(keys, 1):
+            if len(key) < MIN_KEY_LENGTH:
+                raise ValueError(
+                    f"PARLEY_API_KEYS: key {n} is {len(key)} characters; a key opens everyone's "
+                    f"answers, so use at least {MIN_KEY_LENGTH} (e.g. the output of python -c "
+                    "'import secrets; print(secrets.token_urlsafe(24))')"
+                )
+        return keys
+
     @field_validator("researchers", "pms")
     @classmethod
     def _roles(cls, entries: list[str], info: Any) -> list[str]:
@@ -94,17 +107,19 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _roles_per_workspace(self) -> Settings:
         # With OAuth installs, any workspace can install the app and make its own @research
-        # group: a bare handle would let strangers in.
+        # group, and Slack keeps a user id unique only within its workspace: an entry that
+        # does not say whose would let strangers in.
         if self.slack_client_id:
             for name, entries in (
                 ("PARLEY_RESEARCHERS", self.researchers),
                 ("PARLEY_PMS", self.pms),
             ):
                 for entry in entries:
-                    if entry.startswith("@"):
+                    if ":" not in entry:
+                        what = "user groups" if entry.startswith("@") else "user ids"
                         raise ValueError(
                             f"{name}: with OAuth installs (SLACK_CLIENT_ID) every workspace has "
-                            f"its own user groups; say whose: T0123ABCD:{entry}"
+                            f"its own {what}; say whose: T0123ABCD:{entry}"
                         )
         return self
 

@@ -1217,7 +1217,7 @@ async def test_oauth_install_round_trip(
         slack_client_id="111.222",
         slack_client_secret="shh",
         public_url="https://parley.example.com",
-        researchers=f"U_RES,{slack_fake.TEAM}:@research",  # many workspaces: a handle names its own
+        researchers=f"{slack_fake.TEAM}:U_RES,{slack_fake.TEAM}:@research",  # say whose: many workspaces
     )
     client = await aiohttp_client(create_app(settings))
     install = await client.get("/slack/install", allow_redirects=False)

@@ -60,14 +60,18 @@ async def test_a_bare_handle_counts_in_the_one_workspace(slack: Slack) -> None:
     assert not await roles.allows(client, "T1", "U_OTHER")
 
 
-def test_oauth_installs_refuse_a_bare_handle() -> None:
+def test_oauth_installs_refuse_entries_that_do_not_say_whose() -> None:
+    """Any workspace may install the app; Slack keeps ids unique only within a workspace."""
     with pytest.raises(ConfigError, match=r"PARLEY_RESEARCHERS: .*T0123ABCD:@research"):
-        load_settings(slack_client_id="1.2", researchers="U1,@research")
+        load_settings(slack_client_id="1.2", researchers="T1:U1,@research")
+    with pytest.raises(ConfigError, match=r"PARLEY_RESEARCHERS: .*user ids.*T0123ABCD:U1"):
+        load_settings(slack_client_id="1.2", researchers="U1,T0123ABCD:@research")
     with pytest.raises(ConfigError, match=r"PARLEY_PMS: .*T0123ABCD:@pm"):
         load_settings(slack_client_id="1.2", pms="@pm")
-    settings = load_settings(slack_client_id="1.2", researchers="U1,T0123ABCD:@research")
-    assert settings.researchers == ["U1", "T0123ABCD:@research"]
-    assert load_settings(researchers="@research").researchers == ["@research"]  # one workspace
+    settings = load_settings(slack_client_id="1.2", researchers="T1:U1,T0123ABCD:@research")
+    assert settings.researchers == ["T1:U1", "T0123ABCD:@research"]
+    one = load_settings(researchers="U1,@research")  # one workspace: no need to say
+    assert one.researchers == ["U1", "@research"]
 
 
 def test_unreadable_role_entries_are_refused_with_the_entry_named() -> None:

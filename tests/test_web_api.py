@@ -24,7 +24,7 @@ from web_helpers import answers, counts, make_app, make_flows, rows
 from bot.channels.web.identity import sign, token_key
 
 SECRET = "s3cret-for-tests"
-API_KEY = "key-for-tests"
+API_KEY = "key-for-the-api-tests"
 
 Client = TestClient  # type: ignore[type-arg]
 MakeClient = Callable[..., Awaitable[Client]]

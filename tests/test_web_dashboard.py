@@ -35,7 +35,7 @@ async def answer_nps(client: Any, score: int, text: str) -> None:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, tmp_path: Path) -> Any:
-    app = make_app(str(tmp_path / "d.db"), make_flows(tmp_path), api_keys=["k-research"])
+    app = make_app(str(tmp_path / "d.db"), make_flows(tmp_path), api_keys=["k-research-dashboard"])
     return await aiohttp_client(app)
 
 
@@ -46,7 +46,7 @@ async def test_dashboard_needs_a_key(client: Any) -> None:
     assert (await client.get("/dashboard", headers=basic("wrong"))).status == 401
     assert (await client.get("/dashboard", headers={"Authorization": "Basic !!!"})).status == 401
     assert (
-        await client.get("/dashboard", headers={"Authorization": "Bearer k-research"})
+        await client.get("/dashboard", headers={"Authorization": "Bearer k-research-dashboard"})
     ).status == 200
 
 
@@ -62,7 +62,7 @@ async def test_dashboard_is_off_without_configured_keys(
 async def test_overview_and_flow_page_show_numbers_charts_and_escaped_answers(client: Any) -> None:
     await answer_nps(client, 10, "Great <script>alert(1)</script> support")
     await answer_nps(client, 3, "Too slow")
-    overview = await client.get("/dashboard", headers=basic("k-research"))
+    overview = await client.get("/dashboard", headers=basic("k-research-dashboard"))
     assert overview.status == 200
     page = await overview.text()
     assert 'href="/dashboard/nps"' in page
@@ -70,12 +70,14 @@ async def test_overview_and_flow_page_show_numbers_charts_and_escaped_answers(cl
     assert page.count("<svg") >= 1
     assert "no-store" in overview.headers["Cache-Control"]
 
-    detail = await (await client.get("/dashboard/nps", headers=basic("k-research"))).text()
+    detail = await (
+        await client.get("/dashboard/nps", headers=basic("k-research-dashboard"))
+    ).text()
     assert "<script>" not in detail
     assert "Great &lt;script&gt;alert(1)&lt;/script&gt; support" in detail
     assert "Too slow" in detail
     assert "<rect" in detail and "10: 1</title>" in detail and "3: 1</title>" in detail
-    missing = await client.get("/dashboard/nope", headers=basic("k-research"))
+    missing = await client.get("/dashboard/nope", headers=basic("k-research-dashboard"))
     assert missing.status == 404
 
 
@@ -93,7 +95,9 @@ async def test_flows_added_while_serving_show_with_the_chart_their_score_is_abou
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     flows = make_flows(tmp_path)
-    client = await aiohttp_client(make_app(str(tmp_path / "d.db"), flows, api_keys=["k-research"]))
+    client = await aiohttp_client(
+        make_app(str(tmp_path / "d.db"), flows, api_keys=["k-research-dashboard"])
+    )
     (flows / "lead.yml").write_text(LEAD)  # added while the server runs
     client.app[CATALOG].refresh(force=True)  # what the next look at the files would find
     started = await (await client.post("/api/v1/conversations", json={"flow": "lead"})).json()
@@ -104,7 +108,7 @@ async def test_flows_added_while_serving_show_with_the_chart_their_score_is_abou
     (flows / "later.yml").write_text(LEAD.replace("id: lead", "id: later"))
     os.utime(flows / "later.yml", (time.time() + 5, time.time() + 5))
     client.app[CATALOG]._checked_at = 0.0  # as if the 2 s between looks had passed
-    page = await (await client.get("/dashboard", headers=basic("k-research"))).text()
+    page = await (await client.get("/dashboard", headers=basic("k-research-dashboard"))).text()
     assert 'href="/dashboard/later"' in page  # no survey had to start to see it
     card = page.split('href="/dashboard/lead"')[1].split("</div>")[0]
     assert "NPS +100" in card and "Would you recommend us" in card  # not the mood chart
@@ -122,3 +126,15 @@ def test_bar_chart_and_nps_colours() -> None:
     svg = bar_chart([("Price", 3), ("Quality", 1)], title="top")
     assert svg.count("<rect") == 2 and "Price: 3" in svg
     assert nps_colours([0, 6, 7, 8, 9, 10]) == ["#d9534f"] * 2 + ["#f0ad4e"] * 2 + ["#5cb85c"] * 2
+
+
+async def test_guessing_the_key_gets_a_few_tries_a_minute(client: Any) -> None:
+    """The keys also act for any user on the API: wrong passwords are counted per address."""
+    assert (await client.get("/dashboard")).status == 401  # a browser's first, bare request
+    statuses = [
+        (await client.get("/dashboard", headers=basic(f"guess-{n}"))).status for n in range(11)
+    ]
+    assert statuses == [401] * 10 + [429]
+    refused = await client.get("/dashboard", headers=basic("k-research-dashboard"))
+    assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert "Too many wrong passwords" in await refused.text()

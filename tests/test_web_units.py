@@ -120,3 +120,23 @@ def test_trusted_proxies_must_be_addresses() -> None:
     ]
     with pytest.raises(ConfigError, match=r"PARLEY_TRUSTED_PROXIES: 'proxy\.local'"):
         load_settings(trusted_proxies="proxy.local")
+
+
+def test_ipv6_clients_share_the_bucket_of_their_slash_64() -> None:
+    """One host gets a whole /64: a bucket per address would be 2^64 fresh buckets."""
+    limiter = WebRateLimit(1, clock=Clock())  # 1 a minute per token, 5 per address
+    home = [f"2001:db8:1:2::{i:x}" for i in range(6)]
+    taken = [limiter.take(request(address, f"token-{address}")) == 0 for address in home]
+    assert taken == [True] * 5 + [False]
+    assert limiter.take(request("2001:db8:1:3::1", "another")) == 0  # the next /64: someone else
+    assert ratelimit.network_of("::ffff:1.2.3.4") == "::ffff:1.2.3.4"  # IPv4 as itself
+    assert ratelimit.network_of("1.2.3.4") == "1.2.3.4"
+
+
+def test_api_keys_must_be_long_enough_to_be_a_password() -> None:
+    from bot.config import load_settings
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"PARLEY_API_KEYS: key 2 is 6 characters.*at least 16"):
+        load_settings(api_keys="a-long-enough-key-here,secret")
+    assert load_settings(api_keys="a-long-enough-key-here").api_keys == ["a-long-enough-key-here"]

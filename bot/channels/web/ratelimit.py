@@ -87,7 +87,7 @@ class WebRateLimit:
 
     def take(self, request: web.Request) -> float:
         """Spend one request; returns 0 when allowed, else seconds until the next one is."""
-        ip = "ip:" + self.proxies.client_address(request)
+        ip = "ip:" + network_of(self.proxies.client_address(request))
         client = client_of(request) or ip
         wait = max(self.clients.wait(client), self.ips.wait(ip))
         if wait > 0:
@@ -123,6 +123,18 @@ def client_of(request: web.Request) -> str | None:
         raw = token[:2048].encode("utf-8", "surrogateescape")
         return "t:" + hashlib.sha256(raw).hexdigest()[:32]
     return None
+
+
+def network_of(address: str) -> str:
+    """The bucket of an address: IPv6 by its /64, which one host or home gets whole (a bucket
+    per address would give each of them 2^64 fresh buckets to rotate through)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
 
 
 class Proxies:
