@@ -47,9 +47,7 @@ class Settings(BaseSettings):
         populate_by_name=True,
     )
 
-    db: str = Field(
-        default="parley.db", validation_alias=AliasChoices("DATABASE_URL", "PARLEY_DB", "db")
-    )
+    db: str = Field(default="parley.db", validation_alias=AliasChoices("DATABASE_URL", "PARLEY_DB"))
     flows: Path = Path("flows")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)

@@ -377,7 +377,7 @@ async def test_first_dm_starts_welcome_and_stop_opts_out(
 
 async def test_opt_out_button_on_the_intro(parley: TestClient, fake: FakeSlack) -> None:
     await start_nps(parley, fake, user="U8")
-    intro, _ = await fake.wait_calls("chat.postMessage", 2)
+    intro, question = await fake.wait_calls("chat.postMessage", 2)
     opt = next(b for b in intro.args["blocks"] if b.get("block_id", "").endswith(":optout:o"))[
         "elements"
     ][0]
@@ -388,6 +388,9 @@ async def test_opt_out_button_on_the_intro(parley: TestClient, fake: FakeSlack) 
     await parley.app[SLACK].drain()
     texts = [c.args["text"] for c in posts(fake)[2:]]
     assert len(texts) == 1 and texts[0].startswith("Done")
+    (retired,) = fake.calls_to("chat.update")  # the open question takes no more answers
+    assert retired.args["ts"] == question.result["ts"] and "opted out" in retired.args["text"]
+    assert not any(b["type"] == "actions" for b in retired.args["blocks"])
     async with parley.app[DATABASE].reads() as session:
         respondent = (await session.execute(select(Respondent))).scalar_one()
         conversation = (await session.execute(select(Conversation))).scalar_one()
@@ -422,6 +425,32 @@ async def test_answering_one_copy_of_a_question_asked_again_closes_both(
     await parley.app[SLACK].drain()
     updated = {c.args["ts"] for c in fake.calls_to("chat.update")}
     assert updated == {original.result["ts"], copy.result["ts"]}
+
+
+async def test_a_question_asked_again_takes_the_buttons_off_its_older_copies(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """Only the newest copy of a question can be answered: no old message keeps live buttons
+    (Parley remembers one copy a question; the older one is retired as the new one goes out)."""
+    await start_nps(parley, fake)
+    _, first = await fake.wait_calls("chat.postMessage", 2)
+    await dm(parley, "U1", "hi", msg_id="m-again-1")
+    second = (await fake.wait_calls("chat.postMessage", 3))[2]
+    await dm(parley, "U1", "hello", msg_id="m-again-2")
+    third = (await fake.wait_calls("chat.postMessage", 4))[3]
+    await post_action(parley, click("U1", third.posted, index=7))
+    await wait_count(parley, fake, Answer, 1)
+    await parley.app[SLACK].drain()
+
+    last: dict[str, Any] = {}
+    for call in fake.calls_to("chat.update"):
+        last[call.args["ts"]] = call.args
+    copies = [first.result["ts"], second.result["ts"], third.result["ts"]]
+    assert set(last) == set(copies)  # every copy was updated ...
+    for ts in copies:  # ... and none keeps buttons
+        assert not any(b["type"] == "actions" for b in last[ts]["blocks"])
+    assert "Asked again below" in json.dumps(last[first.result["ts"]]["blocks"])
+    assert "Your answer: 7" in json.dumps(last[third.result["ts"]]["blocks"])
 
 
 async def test_a_welcome_slack_could_not_deliver_is_posted_by_the_sweep(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -140,3 +141,21 @@ def test_api_keys_must_be_long_enough_to_be_a_password() -> None:
     with pytest.raises(ConfigError, match=r"PARLEY_API_KEYS: key 2 is 6 characters.*at least 16"):
         load_settings(api_keys="a-long-enough-key-here,secret")
     assert load_settings(api_keys="a-long-enough-key-here").api_keys == ["a-long-enough-key-here"]
+
+
+def test_the_database_comes_from_parley_db_or_database_url_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Other tools set a bare DB (docker-compose files, shells): it must not pick Parley's."""
+    from bot.config import load_settings
+
+    monkeypatch.chdir(tmp_path)  # no .env here
+    for name in ("DATABASE_URL", "PARLEY_DB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DB", "/tmp/someone-elses.db")
+    assert load_settings().db == "parley.db"
+    monkeypatch.setenv("PARLEY_DB", "mine.db")
+    assert load_settings().db == "mine.db"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db.example/parley")
+    assert load_settings().db == "postgresql://db.example/parley"
+    assert load_settings(db="given.db").db == "given.db"

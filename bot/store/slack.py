@@ -421,6 +421,14 @@ def get_message(conn: Connection, *, conversation_id: str, step: str) -> Message
     return MessageRow(*row) if row is not None else None
 
 
+def shown_messages(conn: Connection, *, respondent_key: str) -> list[MessageRow]:
+    """The question messages a person has in Slack that Parley still knows of."""
+    query = select(*_MESSAGE_COLUMNS).where(
+        MESSAGE.c.respondent_key == respondent_key, MESSAGE.c.ts.is_not(None)
+    )
+    return [MessageRow(*row) for row in conn.execute(query)]
+
+
 def unsent_messages(
     conn: Connection, *, older_than: datetime, limit: int = 100
 ) -> list[MessageRow]:

@@ -465,8 +465,13 @@ def answered_blocks(question_mrkdwn: str, shown: str) -> list[dict[str, Any]]:
     ``question_mrkdwn`` is the question as already sent (escaped mrkdwn, e.g. taken from the
     clicked message), so it is not escaped again; ``shown`` is plain text and is.
     """
-    question = {"type": "section", "text": escaped_mrkdwn(question_mrkdwn)}
-    return [question, context(f"✓ Your answer: {shown}")]
+    return closed_blocks(question_mrkdwn, f"✓ Your answer: {shown}")
+
+
+def closed_blocks(question_mrkdwn: str, note: str) -> list[dict[str, Any]]:
+    """A question message that takes no more answers: the question, ``note`` (plain text)
+    where its buttons were."""
+    return [{"type": "section", "text": escaped_mrkdwn(question_mrkdwn)}, context(note)]
 
 
 def display_answer(value: Any, labels: dict[str, str] | None = None) -> str:

@@ -122,7 +122,7 @@ def _changed(source: str) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
-@router.subcommand("flows", "flows", "the flows you can run, with question count and last change")
+@router.subcommand("flows", "flows", "the flows, with question count and last change")
 async def flows_command(ctx: CommandContext) -> None:
     catalog = ctx.runtime.catalog
     catalog.refresh()

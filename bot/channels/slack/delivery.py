@@ -21,11 +21,19 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Connection
 
-from bot.channels.slack.blocks import Message, answered_blocks, fallback, render_reply
+from bot.channels.slack.blocks import (
+    Message,
+    answered_blocks,
+    closed_blocks,
+    escape,
+    fallback,
+    render_reply,
+)
 from bot.channels.slack.dedupe import STALE_CLAIM
 from bot.services.conversations import Reply
 from bot.store import slack as store
@@ -68,6 +76,7 @@ def _question_tag(conversation_id: str, step: str) -> dict[str, Any]:
     }
 
 
+ASKED_AGAIN = "Asked again below ↓"
 LEAD = "@lead"  # tags the words said just before a question: "<step>@lead"
 CLAIM_MARGIN = timedelta(
     seconds=30
@@ -122,10 +131,12 @@ def may_pass(err: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """A message of a reply, and whether this caller is the one to post it."""
+    """A message of a reply, and whether this caller is the one to post it; ``replaces``:
+    the copy of the question it asks again (posted earlier, buttons still live)."""
 
     message: Message
     mine: bool
+    replaces: store.MessageRow | None = None
 
 
 def claim_reply(
@@ -143,16 +154,20 @@ def claim_reply(
     ``offer_opt_out``: the reply is a survey's first words (its intro gets the button)."""
     outgoing = []
     for message in render_reply(reply.outputs, reply.conversation_id, offer_opt_out=offer_opt_out):
-        mine = message.step is None or _claim(
-            conn,
-            reply.conversation_id,
-            message,
-            reply.respondent_key,
-            team_id,
-            repost=repost,
-            stale_after=stale_after,
+        if message.step is None:
+            outgoing.append(Outgoing(message, True))
+            continue
+        outgoing.append(
+            _claim(
+                conn,
+                reply.conversation_id,
+                message,
+                reply.respondent_key,
+                team_id,
+                repost=repost,
+                stale_after=stale_after,
+            )
         )
-        outgoing.append(Outgoing(message, mine))
     if any(o.message.step is not None and not o.mine for o in outgoing):
         # another caller holds a question of this reply: the words around it are theirs too
         outgoing = [Outgoing(o.message, o.mine and o.message.step is not None) for o in outgoing]
@@ -174,7 +189,7 @@ def _claim(
     *,
     repost: bool,
     stale_after: timedelta,
-) -> bool:
+) -> Outgoing:
     step = message.step
     assert step is not None
     claimed = store.claim_message(
@@ -187,11 +202,13 @@ def _claim(
         stale_after=stale_after,
     )
     if not claimed and repost:
+        before = store.get_message(conn, conversation_id=conversation_id, step=step)
         store.repost_message(
             conn, conversation_id=conversation_id, step=step, question=message.question
         )
-        return True
-    return claimed
+        shown = before is not None and before.channel and before.ts
+        return Outgoing(message, True, replaces=before if shown else None)
+    return Outgoing(message, claimed)
 
 
 class Delivery:
@@ -241,7 +258,8 @@ class Delivery:
                 )
             )
         key = reply.respondent_key
-        mine = [outgoing.message for outgoing in claimed if outgoing.mine]
+        ours = [outgoing for outgoing in claimed if outgoing.mine]
+        mine = [outgoing.message for outgoing in ours]
         for sent, message in enumerate(mine):
             tag = _tag_for(reply.conversation_id, mine, sent)
             try:
@@ -256,6 +274,9 @@ class Delivery:
                 raise
             if message.step is not None:
                 await self.record_posted(reply.conversation_id, message.step, channel, ts)
+            old = ours[sent].replaces
+            if old is not None and old.ts != ts:  # one live copy: the older one loses its buttons
+                await self.retire(client, old, note=ASKED_AGAIN)
 
     async def release(self, conversation_id: str, claimed: list[Outgoing]) -> None:
         """Let go of claims that will not be posted (so the sweep does not retry them)."""
@@ -346,6 +367,25 @@ class Delivery:
                 blocks=answered_blocks(question_mrkdwn, shown),
             ),
         )
+
+    async def retire(self, client: AsyncWebClient, copy: store.MessageRow, *, note: str) -> None:
+        """A copy of a question that must not be answered any more shows ``note`` instead of
+        its buttons. Only how the DM looks: a failure is logged, never the caller's."""
+        if not (copy.channel and copy.ts):
+            return
+        try:
+            await self._call(
+                copy.respondent_key,
+                "chat.update",
+                client.chat_update(
+                    channel=copy.channel,
+                    ts=copy.ts,
+                    text=fallback(note),
+                    blocks=closed_blocks(escape(copy.question), note),
+                ),
+            )
+        except (SlackApiError, Undeliverable, aiohttp.ClientError, TimeoutError) as err:
+            log.info("could not take the buttons off an old question message: %r", err)
 
     async def ephemeral(
         self, client: AsyncWebClient, *, key: str, channel: str, user: str, text: str

@@ -77,11 +77,7 @@ async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, A
     out.append({"type": "divider"})
     out.append({"type": "actions", "block_id": "parley:home:optout", "elements": [toggle]})
     if opted_out:
-        out.append(
-            blocks.context(
-                "You opted out: Parley will not survey you. Ask your research team to opt back in."
-            )
-        )
+        out.append(blocks.context("You opted out: Parley will not survey you again."))
     return out
 
 

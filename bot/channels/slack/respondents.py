@@ -39,6 +39,7 @@ CHANNEL = "slack"
 
 OPTED_OUT_TEXT = "Done — you won't get any more surveys from me. Thanks for your time."
 ALREADY_OPTED_OUT_TEXT = "You're already opted out — I won't send you surveys."
+OPTED_OUT_NOTE = "You opted out: nothing to answer here."
 NOTHING_OPEN_TEXT = "Nothing to answer right now — I'll message you when there's a survey. Reply *stop* to never get surveys."
 STALE_TEXT = "That question was already answered or the survey is closed, so nothing changed."
 EMAIL_BY_FORM_TEXT = "To share your email, please use the *Share my email* button above (it asks for your consent too)."
@@ -184,6 +185,9 @@ class Respondents:
         """Opt out for good, confirmed in one message. ``quiet``: say nothing when the person
         had already opted out (a double click must not confirm twice)."""
         changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
+        if changed:  # the questions they had open stop showing buttons
+            for copy in await self.rt.db.read(partial(store.shown_messages, respondent_key=key)):
+                await self.rt.delivery.retire(client, copy, note=OPTED_OUT_NOTE)
         if not changed and quiet:
             return
         text = OPTED_OUT_TEXT if changed else ALREADY_OPTED_OUT_TEXT
@@ -264,7 +268,7 @@ class Respondents:
             reply = open_replies[-1]
             ask = current_ask(reply)
             assert ask is not None
-            if folded in GREETINGS and ask.input.kind != "text":
+            if folded in GREETINGS:  # back to resume, not an answer (not even to a text question)
                 await delivery.send_reply(
                     client, reply, channel=channel, team_id=team_id, repost=True
                 )
