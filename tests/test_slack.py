@@ -427,6 +427,23 @@ async def test_answering_one_copy_of_a_question_asked_again_closes_both(
     assert updated == {original.result["ts"], copy.result["ts"]}
 
 
+async def test_a_greeting_shows_a_waiting_text_question_again_and_is_no_answer(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=4))
+    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    await dm(parley, "U1", "Hi!", msg_id="m-back")  # back after a while
+    again = (await fake.wait_calls("chat.postMessage", 4))[3]
+    assert again.args["text"] == follow_up.args["text"]
+    await dm(parley, "U1", "Too slow", msg_id="m-answer")
+    await wait_count(parley, fake, Answer, 2)
+    async with parley.app[DATABASE].reads() as session:
+        texts = [a.value for a in (await session.execute(select(Answer))).scalars()]
+    assert texts == [4, "Too slow"]
+
+
 async def test_a_question_asked_again_takes_the_buttons_off_its_older_copies(
     parley: TestClient, fake: FakeSlack
 ) -> None:
