@@ -102,7 +102,7 @@ def test_chat_resume_results_export_forget(
         and score["distribution"]["10"] == 1
     )
     text = invoke(runner, ["results", "nps", *env]).output
-    assert "NPS: 0" in text and "completion rate: 100.0%" in text
+    assert "NPS: +0" in text and "completion rate: 100%" in text
 
     exported = invoke(runner, ["export", "--flow", "nps", *env]).output
     rows = list(csv.DictReader(io.StringIO(exported)))

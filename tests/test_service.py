@@ -496,7 +496,7 @@ async def test_results_count_answers_to_steps_an_edit_removed_apart(
     report = await flow_results(database, svc.catalog.get("nps"))
     why = next(s for s in report.steps if s.id == "why")
     assert why.answers == 0 and report.retired == 1  # a text answer is no yes/no answer
-    assert "1 answers to steps no longer in this flow" in render_text(report)
+    assert "1 answer to steps no longer in this flow" in render_text(report)
     assert report.to_dict()["answers_to_retired_steps"] == 1
 
 

@@ -700,7 +700,7 @@ async def test_app_home_for_respondents_and_researchers(
     await post_event(parley, body)
     researcher = (await fake.wait_calls("views.publish", 2))[1]
     view = json.dumps(researcher.args["view"])
-    assert "Research" in view and "`everything`" in view and "1 responses" in view
+    assert "Research" in view and "`everything`" in view and "1 response " in view
 
     # the toggle opts out
     toggle = {
@@ -927,7 +927,7 @@ async def test_survey_command_router(parley: TestClient, fake: FakeSlack) -> Non
     await post_action(parley, click("U1", question.posted, index=10))
     await wait_count(parley, fake, Answer, 1)
     results = await command(parley, fake, "U_RES", "results nps")
-    assert "1 responses" in results["text"] and "NPS +100" in results["text"]
+    assert "1 response ·" in results["text"] and "NPS +100" in results["text"]
     assert "Net Promoter Score (nps)" in json.dumps(results["blocks"])
     missing = await command(parley, fake, "U_RES", "results nope")
     assert "no flow called 'nope'" in missing["text"]
@@ -1367,3 +1367,40 @@ async def test_web_only_without_slack_settings(
     )
     assert (await client.post("/slack/events", data="{}")).status in (404, 405)
     assert sum("running web-only" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_start_up_says_plainly_when_slack_refuses_the_token(
+    aiohttp_client: Any,
+    fake: FakeSlack,
+    flows: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One clear line at start-up, not Bolt's error on every event. The token also set in
+    the environment (Bolt reads it itself) must not add a warning about it."""
+    caplog.set_level("INFO", logger="parley")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    fake.fail("auth.test", error="invalid_auth")
+    settings = parley_settings(fake, str(tmp_path / "t.db"), flows, researchers="")
+    await aiohttp_client(create_app(settings))
+    await fake.wait_calls("auth.test", 1)
+    await fake.wait_for(lambda: any("refused" in r.getMessage() for r in caplog.records))
+    refused = [r for r in caplog.records if "Slack refused SLACK_BOT_TOKEN" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].levelname == "ERROR"
+    assert "invalid_auth" in refused[0].getMessage() and "xoxb-" in refused[0].getMessage()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("will be unused" in m for m in messages)
+    assert any("nobody may use /survey yet" in m for m in messages)
+
+
+async def test_start_up_names_the_bot_and_workspace_signed_in(
+    parley: TestClient, fake: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    await fake.wait_calls("auth.test", 1)
+    runtime = parley.app[SLACK]
+    from bot.channels.slack.app import check_token
+
+    caplog.set_level("INFO", logger="parley")
+    assert await check_token(runtime.client)
+    assert any("signed in as" in r.getMessage() for r in caplog.records)

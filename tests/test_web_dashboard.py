@@ -66,7 +66,7 @@ async def test_overview_and_flow_page_show_numbers_charts_and_escaped_answers(cl
     assert overview.status == 200
     page = await overview.text()
     assert 'href="/dashboard/nps"' in page
-    assert "2 responses · 100.0% completed · NPS +0" in page
+    assert "2 responses · 100% completed · NPS +0" in page
     assert page.count("<svg") >= 1
     assert "no-store" in overview.headers["Cache-Control"]
 

@@ -91,18 +91,26 @@ class FlowResults:
     def headline(self) -> str:
         """One line for Slack and dashboards: responses, completion, the lead score."""
         parts = [
-            f"{self.started} responses",
-            f"{self.completion_rate if self.completion_rate is not None else 0}% completed",
+            counted(self.started, "response"),
+            f"{percent(self.completion_rate or 0)} completed",
         ]
         lead = self.lead_step
         if lead is not None and lead.scale is not None and lead.scale.score is not None:
-            score = lead.scale.score
-            parts.append(
-                f"{lead.scale.score_name} {score:+g}"
-                if lead.type == "nps"
-                else f"{lead.scale.score_name} {score:g}"
-            )
+            parts.append(f"{lead.scale.score_name} {score_text(lead.type, lead.scale.score)}")
         return " · ".join(parts)
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def percent(rate: float) -> str:
+    return f"{rate:g}%"
+
+
+def score_text(step_type: str, score: float) -> str:
+    """NPS runs from -100 to +100, so it always shows its sign; other scores are means."""
+    return f"{score:+g}" if step_type == "nps" else f"{score:g}"
 
 
 async def flow_results(
@@ -173,20 +181,21 @@ async def flow_results(
 
 def render_text(results: FlowResults) -> str:
     """Plain-text report with bar charts, for terminals and Slack code blocks."""
-    rate = f"{results.completion_rate}%" if results.completion_rate is not None else "n/a"
+    rate = percent(results.completion_rate) if results.completion_rate is not None else "n/a"
     lines = [
         f"{results.title} ({results.flow_id})",
         f"responses: {results.started}   completed: {results.completed}   open: {results.open}   completion rate: {rate}",
     ]
     for step in results.steps:
         lines.append("")
-        lines.append(f"[{step.id}] {step.text}  ({step.answers} answers)")
+        lines.append(f"[{step.id}] {step.text}  ({counted(step.answers, 'answer')})")
         if step.scale is not None:
             scale = step.scale
             if scale.score is not None:
                 groups = ", ".join(f"{k} {v}" for k, v in scale.groups.items())
                 lines.append(
-                    f"  {scale.score_name}: {scale.score:g}   mean {scale.mean}   ({groups})"
+                    f"  {scale.score_name}: {score_text(step.type, scale.score)}   "
+                    f"mean {scale.mean}   ({groups})"
                 )
             elif scale.mean is not None:
                 lines.append(f"  mean {scale.mean}")
@@ -206,7 +215,7 @@ def render_text(results: FlowResults) -> str:
     if results.retired:
         lines += [
             "",
-            f"{results.retired} answers to steps no longer in this flow (edited since): "
+            f"{counted(results.retired, 'answer')} to steps no longer in this flow (edited since): "
             "see `parley export`",
         ]
     return "\n".join(lines)

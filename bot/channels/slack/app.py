@@ -22,7 +22,9 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -227,6 +229,18 @@ def make_client(
     return client
 
 
+class _NotAboutTheEnvToken(logging.Filter):
+    """Bolt reads ``SLACK_BOT_TOKEN`` from the environment on its own and then warns that
+    the client Parley gives it (which carries that very token) wins: true, and no news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+BOLT_LOG = logging.getLogger("parley.slack.bolt")
+BOLT_LOG.addFilter(_NotAboutTheEnvToken())
+
+
 def build_bolt(
     settings: Settings, db: Database, client: AsyncWebClient
 ) -> tuple[AsyncApp, AsyncInstallationStore | None]:
@@ -236,7 +250,7 @@ def build_bolt(
         "client": client,
         "signing_secret": settings.slack_signing_secret or None,
         "request_verification_enabled": bool(settings.slack_signing_secret),
-        "logger": logging.getLogger("parley.slack.bolt"),
+        "logger": BOLT_LOG,
     }
     if settings.slack_client_id:
         store = AsyncSQLAlchemyInstallationStore(
@@ -310,6 +324,36 @@ async def oauth(request: web.Request) -> web.Response:
 # --- lifecycle ----------------------------------------------------------------------------------
 
 
+TOKEN_REFUSED = frozenset(
+    {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"}
+)
+
+
+async def check_token(client: AsyncWebClient) -> bool:
+    """Say at start-up, once and plainly, when Slack refuses ``SLACK_BOT_TOKEN`` — else every
+    event logs Bolt's authorization error and people read "reinstall this app". Not fatal:
+    Slack may be out of reach for a moment, and the web chat works without it."""
+    try:
+        response = await client.auth_test()
+    except SlackApiError as err:
+        error = str(err.response.get("error", "")) if err.response is not None else ""
+        if error in TOKEN_REFUSED:
+            log.error(
+                "Slack refused SLACK_BOT_TOKEN (%s): copy the Bot User OAuth Token (xoxb-…) "
+                "from your app's OAuth & Permissions page, or reinstall the app, and restart",
+                error,
+            )
+            return False
+        log.warning("Slack: could not check SLACK_BOT_TOKEN: %s", error or err)
+        return False
+    except (aiohttp.ClientError, TimeoutError) as err:
+        log.warning("Slack: could not reach Slack to check SLACK_BOT_TOKEN: %r", err)
+        return False
+    who = response.get("user") or response.get("user_id")
+    log.info("Slack: signed in as %s in %s", who, response.get("team") or response.get("team_id"))
+    return True
+
+
 async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Create the Slack side at start-up (after the database) and close it at shutdown."""
     from bot.app import CATALOG, DATABASE, SETTINGS, SURVEYS
@@ -338,6 +382,9 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
     sweeper = asyncio.create_task(
         recover_forever(runtime, every=RECOVERY_EVERY, after=RECOVER_AFTER)
     )
+    checked = asyncio.create_task(check_token(client)) if settings.slack_bot_token else None
+    if not settings.researchers:
+        log.info("Slack: nobody may use /survey yet (set PARLEY_RESEARCHERS to Slack user ids)")
     try:
         if settings.slack_app_token:
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -352,9 +399,11 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await runtime.drain()
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, checked):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if socket is not None:
             with contextlib.suppress(Exception):
                 await socket.close_async()

@@ -21,7 +21,7 @@ from analysis.charts import bar_chart, column_chart, nps_colours
 from bot.app import CATALOG, DATABASE, SETTINGS
 from bot.channels.web.ratelimit import Proxies, RateLimiter, network_of
 from bot.errors import FlowNotFound
-from bot.services.results import FlowResults, StepResult, flow_results
+from bot.services.results import FlowResults, StepResult, counted, flow_results, percent
 
 REALM = 'Basic realm="Parley dashboard", charset="UTF-8"'
 MAX_AUTH_HEADER = 1024
@@ -146,13 +146,13 @@ async def flow_page(request: web.Request) -> web.Response:
     except FlowNotFound:
         return _page("Not found", "<div class=card><p>No flow with that id.</p></div>", status=404)
     results = await flow_results(request.app[DATABASE], flow)
-    rate = f"{results.completion_rate}%" if results.completion_rate is not None else "–"
+    rate = percent(results.completion_rate) if results.completion_rate is not None else "–"
     summary = (
         f"<h2>{escape(results.title)}</h2><div class=card><table>"
         f"<tr><th>Responses</th><td>{results.started}</td><th>Completed</th><td>{results.completed}</td>"
         f"<th>Open</th><td>{results.open}</td><th>Completion</th><td>{rate}</td></tr></table>"
         + (
-            f"<p class=muted>{results.retired} answers to questions no longer in this flow "
+            f"<p class=muted>{counted(results.retired, 'answer')} to questions no longer in this flow "
             "(edited since) are not counted here: <code>parley export</code> has them.</p>"
             if results.retired
             else ""
