@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     web_secret: str = ""
     allowed_origins: CSV = Field(default_factory=list)
     api_keys: CSV = Field(default_factory=list)
+    # flows anyone may start in the web chat; the others need a signed user (empty: all)
+    web_flows: CSV = Field(default_factory=list)
     rate_limit: str = "600"
     # the frequency cap: a new conversation at most once per this many days a person (0: off)
     recontact_days: float = Field(default=7, ge=0, le=3650)
@@ -73,7 +75,9 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(default="", validation_alias=_slack("SLACK_API_URL"))
     slack_team_join: bool = False
 
-    @field_validator("allowed_origins", "api_keys", "researchers", "pms", mode="before")
+    @field_validator(
+        "allowed_origins", "api_keys", "web_flows", "researchers", "pms", mode="before"
+    )
     @classmethod
     def _split(cls, value: Any) -> list[str]:
         return _csv(value)

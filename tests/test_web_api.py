@@ -930,3 +930,19 @@ async def test_demo_flow_is_escaped(make_client: MakeClient) -> None:
     client = await make_client(demo_flow='"><script>alert(1)</script>')
     page = await (await client.get("/")).text()
     assert "<script>alert(1)</script>" not in page
+
+
+async def test_flows_left_out_of_parley_web_flows_need_a_signed_user(
+    make_client: MakeClient, db_url: str
+) -> None:
+    """Anyone can mint a respondent, so a script could fill a flow's results; the operator
+    names the flows open to everyone and the rest take only users the host app signs."""
+    client = await make_client(web_flows="welcome", web_secret=SECRET)
+    before = await counts(db_url)
+    refused = await client.post("/api/v1/conversations", json={"flow": "nps"})
+    assert refused.status == 403
+    assert (await refused.json())["code"] == "signed_user_required"
+    assert await counts(db_url) == before  # nothing stored, no respondent minted
+    assert (await client.post("/api/v1/conversations", json={"flow": "welcome"})).status == 201
+    signed = {"flow": "nps", "user": "ann", "signature": sign(SECRET, "ann")}
+    assert (await client.post("/api/v1/conversations", json=signed)).status == 201

@@ -39,6 +39,7 @@ def setup(app: web.Application) -> None:
         widget_js=_static("widget.js"),
         demo_html=demo,
         public_url=settings.public_url,
+        public_flows=frozenset(settings.web_flows),
     )
     app.middlewares.append(json_errors)
     app.middlewares.append(

@@ -42,6 +42,7 @@ class WebChannel:
     widget_js: bytes
     demo_html: str
     public_url: str = ""  # PARLEY_PUBLIC_URL: https there makes the cookie Secure
+    public_flows: frozenset[str] = frozenset()  # PARLEY_WEB_FLOWS (empty: every flow)
 
 
 WEB = web.AppKey("web_channel", WebChannel)
@@ -198,6 +199,16 @@ async def start_conversation(request: web.Request) -> web.Response:
     body = await read_json(request)
     flow_id = _flow_id(body.get("flow"))
     who = _identity(request, body) or ident.mint()
+    public = request.app[WEB].public_flows
+    if public and flow_id not in public and who.kind != "user":
+        # Anyone can mint a respondent: a flow whose numbers matter takes only people the
+        # host app vouches for, or a script could fill its results.
+        raise ApiError(
+            403,
+            "signed_user_required",
+            f"'{flow_id}' is only for the host app's signed-in users: send \"user\" and "
+            '"signature" (see docs/api.md, Identity)',
+        )
     reply = await request.app[SURVEYS].start(
         flow_id=flow_id,
         respondent_key=who.key,
