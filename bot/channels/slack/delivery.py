@@ -12,6 +12,7 @@ never succeed (the person left, the account is inactive) are recorded and not re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from bot.channels.slack.blocks import (
     render_reply,
 )
 from bot.channels.slack.dedupe import STALE_CLAIM
+from bot.engine import Ask
 from bot.services.conversations import Reply
 from bot.store import slack as store
 from bot.store.database import Database
@@ -345,6 +347,24 @@ class Delivery:
             ):
                 found.setdefault(payload["step"], str(message["ts"]))
         return found
+
+    async def unshown_lead_in(
+        self, client: AsyncWebClient, reply: Reply, *, channel: str
+    ) -> tuple[Reply, bool, str | None]:
+        """For a question Parley has no record of posting, with ``reply`` from
+        ``Surveys.show(with_lead_in=True)``: what of it Slack already shows. Returns the reply
+        to post (without its lead-in when that was said), whether it is a survey's first
+        words (its intro gets the opt-out button), and the question's ts when Slack has it."""
+        step = reply.step or ""
+        shown = await self.delivered(
+            client, key=reply.respondent_key, channel=channel, conversation_id=reply.conversation_id
+        )
+        lead_shown = f"{step}{LEAD}" in shown
+        if lead_shown:  # only the question failed: its lead-in is not said twice
+            reply = dataclasses.replace(
+                reply, outputs=[o for o in reply.outputs if isinstance(o, Ask)]
+            )
+        return reply, reply.from_start and not lead_shown, shown.get(step)
 
     async def mark_answered(
         self,

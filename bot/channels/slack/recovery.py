@@ -17,7 +17,6 @@ Claims are retaken with a conditional UPDATE, so two replicas never both do it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from datetime import timedelta
 from functools import partial
@@ -26,8 +25,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from bot.channels.slack.dedupe import TTL
-from bot.channels.slack.delivery import LEAD, Undeliverable, holding_claims
-from bot.engine import Ask
+from bot.channels.slack.delivery import Undeliverable, holding_claims
 from bot.errors import ParleyError
 from bot.store import slack as store
 from bot.store.models import utcnow
@@ -117,30 +115,21 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 channel = await runtime.delivery.dm_channel(
                     client, key=message.respondent_key, user_id=parts[2]
                 )
-                shown = await runtime.delivery.delivered(
-                    client,
-                    key=message.respondent_key,
-                    channel=channel,
-                    conversation_id=message.conversation_id,
+                reply, first_words, ts = await runtime.delivery.unshown_lead_in(
+                    client, reply, channel=channel
                 )
-                ts = shown.get(message.step)
                 if ts is not None:  # sent, then a crash before it was recorded: record it now
                     await runtime.delivery.record_posted(
                         message.conversation_id, message.step, channel, ts
                     )
                     done += 1
                     continue
-                lead_shown = f"{message.step}{LEAD}" in shown
-                if lead_shown:  # only the question failed: its lead-in is not said twice
-                    reply = dataclasses.replace(
-                        reply, outputs=[o for o in reply.outputs if isinstance(o, Ask)]
-                    )
                 await runtime.delivery.send_reply(
                     client,
                     reply,
                     channel=channel,
                     team_id=message.team_id,
-                    offer_opt_out=reply.from_start and not lead_shown,  # first words: the button
+                    offer_opt_out=first_words,
                     stale_after=after,
                 )
                 done += 1

@@ -255,7 +255,6 @@ class Respondents:
         answers nothing now (questions left unposted are posted by the sweep itself)."""
         key = respondent_key(team_id, user)
         folded = _fold(text)
-        delivery = self.rt.delivery
         if folded in OPT_OUT_WORDS:
             await self.opt_out(client, key=key, channel=channel, source="slack:dm")
             return
@@ -269,9 +268,7 @@ class Respondents:
             ask = current_ask(reply)
             assert ask is not None
             if folded in GREETINGS:  # back to resume, not an answer (not even to a text question)
-                await delivery.send_reply(
-                    client, reply, channel=channel, team_id=team_id, repost=True
-                )
+                await self._ask_again(client, reply, channel=channel, team_id=team_id)
                 return
             if ask.input.kind == "email":
                 await self._say(client, key, channel, EMAIL_BY_FORM_TEXT)
@@ -293,6 +290,38 @@ class Respondents:
             await self.start_flow(client, flow=flow, team_id=team_id, user_id=user, channel=channel)
         else:
             await self._say(client, key, channel, NOTHING_OPEN_TEXT)
+
+    async def _ask_again(
+        self, client: AsyncWebClient, reply: Reply, *, channel: str, team_id: str | None
+    ) -> None:
+        """The person asked to see the waiting question again. If Slack never showed it (its
+        first delivery failed and the sweep has not come by yet), it goes out as the sweep
+        would send it: with the words leading into it (a survey's intro and its opt-out
+        button), unless Slack shows those already."""
+        delivery = self.rt.delivery
+        step = reply.step or ""
+        row = await self.rt.db.read(
+            partial(store.get_message, conversation_id=reply.conversation_id, step=step)
+        )
+        if row is not None and row.ts is None:
+            whole = await self.rt.surveys.show(
+                conversation_id=reply.conversation_id,
+                respondent_key=reply.respondent_key,
+                with_lead_in=True,
+            )
+            whole, first_words, ts = await delivery.unshown_lead_in(client, whole, channel=channel)
+            if ts is None:
+                await delivery.send_reply(
+                    client,
+                    whole,
+                    channel=channel,
+                    team_id=team_id,
+                    offer_opt_out=first_words,
+                    repost=True,
+                )
+                return
+            await delivery.record_posted(reply.conversation_id, step, channel, ts)
+        await delivery.send_reply(client, reply, channel=channel, team_id=team_id, repost=True)
 
     async def _open_asks(self, key: str) -> list[Reply]:
         """This person's open conversations that wait for an answer."""
@@ -622,9 +651,7 @@ class Respondents:
             await home.publish(self.rt, client, team_id=context.team_id, user_id=user)
             return
         channel = await self.rt.delivery.dm_channel(client, key=key, user_id=user)
-        await self.rt.delivery.send_reply(
-            client, reply, channel=channel, team_id=context.team_id, repost=True
-        )
+        await self._ask_again(client, reply, channel=channel, team_id=context.team_id)
 
     async def on_start(
         self, ack: Any, body: dict[str, Any], client: AsyncWebClient, context: Any
