@@ -737,3 +737,69 @@ async def test_a_double_opt_out_confirms_once_and_raises_nothing(svc: Surveys) -
             svc.opt_out(respondent_key=key, source="test"),
         )
         assert sorted(changed) == [False, True]
+
+
+TEAM = """
+id: team
+kind: microsurvey
+title: Team
+steps:
+  - id: size
+    type: choice
+    text: How big is your team?
+    save_as: team_size
+    choices: [{value: small, label: Small}, {value: large, label: Large}]
+"""
+
+
+async def test_answers_saving_to_one_profile_at_once_keep_both(
+    database: Database, flows: Path
+) -> None:
+    """Each answer merges into the attributes as stored when it writes, under the row's lock
+    (on PostgreSQL two answers read the same old attributes and the later write won)."""
+    (flows / "team.yml").write_text(textwrap.dedent(TEAM).lstrip())
+    svc = Surveys(database, FlowCatalog(flows))
+    people = [f"web:profile-{n}" for n in range(12)]
+    pairs = []
+    for key in people:
+        nps = await svc.start(flow_id="nps", respondent_key=key, channel="test")
+        for step, value in (("score", 9), ("why", "fine")):
+            await svc.answer(
+                conversation_id=nps.conversation_id, respondent_key=key, step=step, value=value
+            )
+        team = await svc.start(flow_id="team", respondent_key=key, channel="test")
+        pairs.append((key, nps.conversation_id, team.conversation_id))
+    await asyncio.gather(
+        *(
+            svc.answer(conversation_id=c, respondent_key=key, step=step, value=value)
+            for key, nps_id, team_id in pairs
+            for c, step, value in ((nps_id, "role", "pm"), (team_id, "size", "large"))
+        )
+    )
+    async with database.reads() as session:
+        kept = [r.attributes for r in (await session.execute(select(Respondent))).scalars()]
+    assert kept == [{"role": "pm", "team_size": "large"}] * len(people)
+
+
+async def test_a_start_that_rolled_back_does_not_leave_its_flow_version_cached(
+    svc: Surveys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first start of a flow stores its version; if that transaction rolls back, the
+    id must not stay cached, or every later start refers to a row that does not exist."""
+    from bot.store import statements
+
+    original = statements.insert_conversation
+    calls = 0
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("the connection dropped")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(statements, "insert_conversation", failing_once)
+    with pytest.raises(RuntimeError):
+        await svc.start(flow_id="nps", respondent_key="web:first", channel="test")
+    again = await svc.start(flow_id="nps", respondent_key="web:second", channel="test")
+    assert again.created and await count(svc.db, FlowVersion) == 1

@@ -113,6 +113,13 @@ class FlowCatalog:
         self._version_ids[flow.hash] = version_id
         return version_id
 
+    def forget_version(self, flow: Flow) -> None:
+        """The transaction that may have stored ``flow``'s version row rolled back: look
+        it up again next time (a cached id of a row never committed fails every start)."""
+        version_id = self._version_ids.pop(flow.hash, None)
+        if version_id is not None:
+            self._flows_by_version.pop(version_id, None)
+
     def flow_for_version(self, conn: Connection, version_id: int) -> Flow:
         """The flow a stored conversation runs on: cached, else rebuilt from its definition."""
         flow = self._flows_by_version.get(version_id)

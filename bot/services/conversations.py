@@ -151,7 +151,13 @@ class Surveys:
             try:
                 return await self.db.run(body)
             except (IntegrityError, _Conflict):
-                continue  # a parallel request opened it first: go round and resume that one
+                # a parallel request opened it first: go round and resume that one; and a
+                # flow version stored in the transaction that rolled back is stored no more
+                self.catalog.forget_version(flow)
+                continue
+            except Exception:
+                self.catalog.forget_version(flow)
+                raise
         raise ConversationClosed("could not start the conversation; please try again")
 
     @staticmethod
@@ -476,6 +482,8 @@ class Surveys:
                 return await self.db.run(body)
             except _Conflict:
                 continue  # an answer moved a conversation on meanwhile: stop it as it is now
+            except IntegrityError:
+                continue  # a parallel request stored this (new) person first: use theirs
         raise ConversationClosed("could not opt out just now; please try again")
 
     async def is_opted_out(self, *, respondent_key: str) -> bool:
@@ -569,6 +577,8 @@ class Surveys:
         if not state.is_open:
             values["open_key"] = None
             values["completed_at"] = now
+        profile = outcome.profile_updates if not anonymous else {}
+        stored = sql.lock_respondent(conn, id=respondent.id) if profile else {}
         saved = sql.save_state(
             conn, id=conversation.id, expected_version=conversation.version, values=values
         )
@@ -605,12 +615,8 @@ class Surveys:
                         for tag, weight in recorded.tags.items()
                     ],
                 )
-        if outcome.profile_updates and not anonymous:
-            sql.update_respondent(
-                conn,
-                id=respondent.id,
-                attributes={**respondent.attributes, **outcome.profile_updates},
-            )
+        if profile:
+            sql.update_respondent(conn, id=respondent.id, attributes={**stored, **profile})
         if not state.is_open:
             sql.add_event(
                 conn,

@@ -6,6 +6,8 @@ a plain ``postgresql://`` URL is mapped to asyncpg. Schema changes go through Al
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,9 +17,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -29,7 +31,13 @@ from bot.errors import ConfigError, DatabaseError, DatabaseNeedsUpgrade
 from bot.store.sqlite_runner import READONLY, SqliteRunner
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+TRANSIENT_TRIES = 4
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 T = TypeVar("T")
+
+
+def _transient(err: DBAPIError) -> bool:
+    return getattr(err.orig, "sqlstate", None) in TRANSIENT_SQLSTATES
 
 
 def database_url(value: str) -> str:
@@ -136,11 +144,19 @@ class Database:
     async def run(self, body: Callable[[Connection], T]) -> T:
         """Run ``body`` (synchronous Core statements) as one write transaction, committed
         when it returns and rolled back when it raises. SQLite: see SqliteRunner.
-        PostgreSQL: via ``run_sync``."""
+        PostgreSQL: via ``run_sync``; a body PostgreSQL chose as a deadlock's victim (or a
+        serialization failure) rolled back whole, so it simply runs again."""
         if self._sqlite is not None:
             return await self._sqlite.write(body)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(body)
+        for attempt in range(1, TRANSIENT_TRIES + 1):
+            try:
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(body)
+            except DBAPIError as err:
+                if attempt == TRANSIENT_TRIES or not _transient(err):
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.02 * attempt))  # out of step
+        raise AssertionError("unreachable")
 
     async def read(self, body: Callable[[Connection], T]) -> T:
         """Run ``body`` in a read-only transaction (on SQLite it never takes the write lock)."""
@@ -230,7 +246,14 @@ def _revision(conn: Connection) -> tuple[str | None, bool]:
     return current, bool(inspect(conn).get_table_names())
 
 
+MIGRATION_LOCK = 0x5061726C6579  # "Parley": PostgreSQL advisory lock key for migrations
+
+
 def _upgrade(conn: Connection, revision: str) -> None:
+    if conn.dialect.name == "postgresql":
+        # Replicas starting together: one migrates; the others wait here, then find the
+        # schema current and do nothing (without it, the second failed creating the tables).
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, revision)
