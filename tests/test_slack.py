@@ -1214,6 +1214,61 @@ async def test_a_question_still_failing_after_a_day_is_given_up_and_recorded(
     assert len(posts(fake)) == tried
 
 
+async def test_two_sweeps_giving_up_the_same_question_record_it_once(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """Replicas sweep at the same time: the row both read is dropped by one of them."""
+    runtime = parley.app[SLACK]
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await post_action(parley, click("U1", question.posted, index=3))
+    await wait_count(parley, fake, SlackMessage, 1, SlackMessage.ts.is_(None))
+    await runtime.drain()
+    day_ago = store.utcnow() - timedelta(days=1, minutes=1)
+    stuck = update(SlackMessage).values(first_claimed_at=day_ago, claimed_at=day_ago)
+    await runtime.db.run(lambda conn: conn.execute(stuck))
+
+    def both_sweeps(conn: Any) -> int:
+        rows = [store.MessageRow(*row) for row in conn.execute(select(*store._MESSAGE_COLUMNS))]
+        original = conn.execute
+        conn.execute = lambda query, *a, **k: (  # the other replica read the same row
+            _Rows(rows) if "FROM slack_message" in str(query) else original(query, *a, **k)
+        )
+        try:
+            first = store.give_up_messages(
+                conn, older_than=store.utcnow(), stale_before=store.utcnow()
+            )
+            second = store.give_up_messages(
+                conn, older_than=store.utcnow(), stale_before=store.utcnow()
+            )
+        finally:
+            del conn.execute
+        return len(first) + len(second)
+
+    assert await runtime.db.run(both_sweeps) == 1
+    assert await count(parley, Event, Event.kind == "slack.undeliverable") == 1
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    def __init__(self, rows: list[Any]) -> None:
+        super().__init__(tuple(vars(r).values()) for r in rows)
+
+
+async def test_a_team_join_left_pending_by_a_crash_is_not_replayed_as_a_dm(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """Such a delivery keeps no DM payload: the sweep lets it go instead of greeting user
+    "" in channel "" (its payload is stored as JSON null, which is not SQL NULL)."""
+    runtime = parley.app[SLACK]
+    claim = partial(store.claim_delivery, key="ev:join", ttl=timedelta(hours=24), team_id="T1")
+    await runtime.db.run(partial(claim, payload=None, now=store.utcnow() - timedelta(minutes=10)))
+    await recover_once(runtime, after=timedelta(seconds=-1))
+    assert posts(fake) == [] and fake.calls_to("users.info") == []
+    assert await count(parley, Respondent) == 0
+    assert await count(parley, SlackInbox, SlackInbox.status == "pending") == 0
+
+
 async def test_slack_down_after_a_typed_answer_neither_loses_nor_reuses_it(
     parley: TestClient, fake: FakeSlack
 ) -> None:

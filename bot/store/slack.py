@@ -394,9 +394,11 @@ def message_posted(
     _UPDATE_MESSAGE(conn, {**this, "channel": channel[:32], "ts": ts[:32]})
 
 
-def release_message(conn: Connection, *, conversation_id: str, step: str) -> None:
-    """Posting failed: let a later attempt claim it again."""
-    _RELEASE_MESSAGE(conn, {"_conversation_id": conversation_id, "_step": step})
+def release_message(conn: Connection, *, conversation_id: str, step: str) -> bool:
+    """Posting failed: let a later attempt claim it again. False: nothing was left to release
+    (posted meanwhile, or released by someone else)."""
+    released = _RELEASE_MESSAGE(conn, {"_conversation_id": conversation_id, "_step": step})
+    return released.rowcount == 1
 
 
 def drop_messages(conn: Connection, *, conversation_id: str) -> None:
@@ -457,16 +459,18 @@ def give_up_messages(
         func.coalesce(MESSAGE.c.first_claimed_at, MESSAGE.c.claimed_at) < older_than,
         MESSAGE.c.claimed_at < stale_before,
     )
-    rows = [MessageRow(*row) for row in conn.execute(stuck)]
-    for row in rows:
-        release_message(conn, conversation_id=row.conversation_id, step=row.step)
+    given_up = []
+    for row in [MessageRow(*row) for row in conn.execute(stuck)]:
+        if not release_message(conn, conversation_id=row.conversation_id, step=row.step):
+            continue  # another replica's sweep gave it up (and recorded it) first
         record_undeliverable(
             conn,
             respondent_key=row.respondent_key,
             error="still failing after a day",
             method="chat.postMessage",
         )
-    return rows
+        given_up.append(row)
+    return given_up
 
 
 def get_dm(conn: Connection, *, respondent_key: str) -> str | None:

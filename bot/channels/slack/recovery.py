@@ -65,6 +65,11 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
         )
     pending, unsent = await runtime.db.read(scan)
     for row in pending:
+        if not (row.payload or {}).get("user"):
+            # Kept for dedupe only (a team_join, an App Home click): nothing to redo as a
+            # DM — handled as one it would greet user "" in channel "" (JSON null is no NULL)
+            await runtime.inbox.finish(row.key)
+            continue
         if not await runtime.inbox.claim(
             row.key, team_id=row.team_id, payload=row.payload, stale_after=after
         ):
