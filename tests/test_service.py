@@ -803,3 +803,29 @@ async def test_a_start_that_rolled_back_does_not_leave_its_flow_version_cached(
         await svc.start(flow_id="nps", respondent_key="web:first", channel="test")
     again = await svc.start(flow_id="nps", respondent_key="web:second", channel="test")
     assert again.created and await count(svc.db, FlowVersion) == 1
+
+
+async def test_forget_goes_again_when_a_new_row_of_the_person_got_in_its_way(
+    svc: Surveys, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a running server may write a conversation for the person while forget
+    deletes (a foreign-key error): nothing was deleted, and forget simply runs again."""
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.store import repo
+
+    await complete(svc, "t:kim")
+    original = repo.delete_respondent
+    tries = 0
+
+    def delete_raced(*args: Any, **kwargs: Any) -> Any:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise IntegrityError("DELETE", {}, Exception("a new conversation refers to them"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(repo, "delete_respondent", delete_raced)
+    done = await privacy.forget(database, key="t:kim")
+    assert tries == 2 and sum(done.counts.values()) > 0
+    assert await count(database, Respondent) == 0

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from bot.errors import RespondentNotFound
@@ -144,6 +145,9 @@ class Forgotten:
     scrubbed: bool = True  # False: an old copy may stay in SQLite's -wal file a while longer
 
 
+FORGET_TRIES = 3
+
+
 async def forget(
     db: Database, *, key: str, on_progress: Callable[[str], None] | None = None
 ) -> Forgotten:
@@ -156,7 +160,16 @@ async def forget(
             sql.suppress(conn, key=key, now=utcnow())
         return Forgotten(key, counts, respondent.opted_out)
 
-    forgotten = dataclasses.replace(await db.run(body), scrubbed=await db.scrub())
+    for attempt in range(1, FORGET_TRIES + 1):
+        try:
+            deleted = await db.run(body)
+            break
+        except IntegrityError:
+            # a conversation or event of theirs was written while deleting (PostgreSQL, a
+            # server still running): nothing was deleted; go again and take that too
+            if attempt == FORGET_TRIES:
+                raise
+    forgotten = dataclasses.replace(deleted, scrubbed=await db.scrub())
     if on_progress:
         on_progress("deleted")
     return forgotten
