@@ -781,6 +781,23 @@ async def test_answers_saving_to_one_profile_at_once_keep_both(
     assert kept == [{"role": "pm", "team_size": "large"}] * len(people)
 
 
+def fail_once(
+    monkeypatch: pytest.MonkeyPatch, module: Any, name: str, error: Exception
+) -> list[int]:
+    """``module.name`` raises ``error`` on its first call only; returns the calls made."""
+    original = getattr(module, name)
+    calls: list[int] = []
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        calls.append(len(calls) + 1)
+        if len(calls) == 1:
+            raise error
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, patched)
+    return calls
+
+
 async def test_a_start_that_rolled_back_does_not_leave_its_flow_version_cached(
     svc: Surveys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -788,17 +805,7 @@ async def test_a_start_that_rolled_back_does_not_leave_its_flow_version_cached(
     id must not stay cached, or every later start refers to a row that does not exist."""
     from bot.store import statements
 
-    original = statements.insert_conversation
-    calls = 0
-
-    def failing_once(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("the connection dropped")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(statements, "insert_conversation", failing_once)
+    fail_once(monkeypatch, statements, "insert_conversation", RuntimeError("connection lost"))
     with pytest.raises(RuntimeError):
         await svc.start(flow_id="nps", respondent_key="web:first", channel="test")
     again = await svc.start(flow_id="nps", respondent_key="web:second", channel="test")
@@ -815,17 +822,8 @@ async def test_forget_goes_again_when_a_new_row_of_the_person_got_in_its_way(
     from bot.store import repo
 
     await complete(svc, "t:kim")
-    original = repo.delete_respondent
-    tries = 0
-
-    def delete_raced(*args: Any, **kwargs: Any) -> Any:
-        nonlocal tries
-        tries += 1
-        if tries == 1:
-            raise IntegrityError("DELETE", {}, Exception("a new conversation refers to them"))
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(repo, "delete_respondent", delete_raced)
+    raced = IntegrityError("DELETE", {}, Exception("a new conversation refers to them"))
+    tries = fail_once(monkeypatch, repo, "delete_respondent", raced)
     done = await privacy.forget(database, key="t:kim")
-    assert tries == 2 and sum(done.counts.values()) > 0
+    assert tries == [1, 2] and sum(done.counts.values()) > 0
     assert await count(database, Respondent) == 0
