@@ -127,6 +127,37 @@ async def test_a_rate_limit_wait_longer_than_a_claim_lives_is_not_waited_out() -
         _claims_until.reset(token)
 
 
+async def test_server_and_connection_retries_also_end_inside_the_claims_life() -> None:
+    """A retry after a 5xx or a lost connection is a new call of up to the client's timeout:
+    started too close to the claims' end, it could post after the sweep took them over."""
+    from slack_sdk.http_retry.request import HttpRequest
+    from slack_sdk.http_retry.response import HttpResponse
+    from slack_sdk.http_retry.state import RetryState
+
+    from bot.channels.slack.app import BoundedConnectionRetry, BoundedServerErrorRetry
+    from bot.channels.slack.delivery import _claims_until, holding_claims
+
+    request = HttpRequest(method="POST", url="https://slack.com/api/chat.postMessage", headers={})
+
+    async def can() -> list[bool]:
+        down = HttpResponse(status_code=503, headers={})
+        server = BoundedServerErrorRetry(max_retry_count=2)
+        connection = BoundedConnectionRetry(max_retry_count=1)
+        return [
+            await server.can_retry_async(state=RetryState(), request=request, response=down),
+            await connection.can_retry_async(
+                state=RetryState(), request=request, error=aiohttp.ServerDisconnectedError()
+            ),
+        ]
+
+    assert await can() == [True, True]  # outside any listener: slack_sdk's own rules
+    with holding_claims():
+        assert await can() == [True, True]
+        token = _claims_until.set(time.monotonic() + 2)  # the claims are nearly due
+        assert await can() == [False, False]
+        _claims_until.reset(token)
+
+
 async def test_the_client_formats_no_request_bodies_nobody_logs(
     slack: Slack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

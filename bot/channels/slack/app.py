@@ -171,6 +171,9 @@ def check_settings(settings: Settings) -> None:
         )
 
 
+RETRY_BACKOFF_BOUND = 4.0  # seconds: slack_sdk's backoff for the few 5xx/connection retries
+
+
 class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
     """Waits out a 429's ``Retry-After`` as slack_sdk's handler does, unless the wait is over
     ``MAX_RETRY_WAIT`` or would outlast the claims this task holds (``delivery.holding_claims``):
@@ -193,8 +196,29 @@ class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
             wait = int(waits[0][0]) if waits else 1
         except (TypeError, ValueError, IndexError):
             wait = 1
-        left = seconds_left()  # the claims this task holds must not go stale meanwhile
-        return wait <= MAX_RETRY_WAIT.total_seconds() and (left is None or wait + 1 < left)
+        return wait <= MAX_RETRY_WAIT.total_seconds() and in_time(wait)
+
+
+def in_time(wait: float) -> bool:
+    """Whether a retry after ``wait`` seconds still starts before this task's claims are due
+    (``delivery.holding_claims``); a call started by then ends, at the client's timeout,
+    within ``CLAIM_MARGIN`` — before the sweep may take the claims over."""
+    left = seconds_left()
+    return left is None or wait + 1 < left
+
+
+class BoundedServerErrorRetry(AsyncServerErrorRetryHandler):
+    """Backs off on 5xx as slack_sdk does, but only while the claims held last (above)."""
+
+    async def _can_retry_async(self, **kwargs: Any) -> bool:
+        return await super()._can_retry_async(**kwargs) and in_time(RETRY_BACKOFF_BOUND)
+
+
+class BoundedConnectionRetry(AsyncConnectionErrorRetryHandler):
+    """Retries a lost connection as slack_sdk does, but only while the claims held last."""
+
+    async def _can_retry_async(self, **kwargs: Any) -> bool:
+        return await super()._can_retry_async(**kwargs) and in_time(RETRY_BACKOFF_BOUND)
 
 
 def quiet(logger: logging.Logger) -> logging.Logger:
@@ -221,11 +245,17 @@ def make_client(
     client.retry_handlers.extend(
         [
             BoundedRateLimitRetry(max_retry_count=3),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
+            BoundedServerErrorRetry(max_retry_count=2),
         ]
     )
+    client.retry_handlers[:] = [  # slack_sdk's default one, bounded like the others
+        BoundedConnectionRetry(max_retry_count=1)
+        if type(h) is AsyncConnectionErrorRetryHandler
+        else h
+        for h in client.retry_handlers
+    ]
     if not any(isinstance(h, AsyncConnectionErrorRetryHandler) for h in client.retry_handlers):
-        client.retry_handlers.append(AsyncConnectionErrorRetryHandler(max_retry_count=1))
+        client.retry_handlers.append(BoundedConnectionRetry(max_retry_count=1))
     return client
 
 
