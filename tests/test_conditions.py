@@ -33,6 +33,11 @@ def ev(source: str, answers: dict | None = None, respondent: dict | None = None)
         ("score == 7.5", {"score": 7.5}, True),
         ("(score >= 7) and (score <= 8)", {"score": 8}, True),
         ('name == "O\'Brien"', {"name": "O'Brien"}, True),
+        # one value in brackets is a one-item list, not a text to search in
+        ("plan in ('basic_plus')", {"plan": "basic"}, False),
+        ("plan in ('basic_plus')", {"plan": "basic_plus"}, True),
+        ("plan not in ('basic_plus')", {"plan": "basic"}, True),
+        ("'slow' in why", {"why": "too slow"}, True),  # a text step: still "contains"
     ],
 )
 def test_evaluates(source: str, answers: dict, expected: bool) -> None:

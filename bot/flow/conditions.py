@@ -172,11 +172,19 @@ class _Parser:
             return Compare(op, left, self.operand())
         if self.at("in"):
             self.i += 1
-            return Compare("in", left, self.operand())
+            return Compare("in", left, self.collection())
         if self.at("not") and self.toks[self.i + 1].kind == "in":
             self.i += 2
-            return Compare("not in", left, self.operand())
+            return Compare("not in", left, self.collection())
         return left
+
+    def collection(self) -> Node:
+        """After ``in``, brackets always make a list: ``plan in ("basic_plus")`` means the one
+        value, as its author meant — not "contained in the text", where "basic" would match."""
+        node = self.operand()
+        if self.toks[self.i - 1].text == ")" and not isinstance(node, ListOf):
+            return ListOf((node,))
+        return node
 
     def operand(self) -> Node:
         tok = self.tok
