@@ -9,7 +9,7 @@ import pytest
 
 from bot.errors import FlowError
 from bot.flow import load_all, load_flow, validate_tree
-from bot.flow.loader import flow_from_definition
+from bot.flow.loader import flow_from_definition, load_each
 from bot.flow.yamlsource import MAX_FILE_BYTES
 
 
@@ -583,6 +583,8 @@ steps:
     assert "did you mean 'price'?" in problems[0]
     assert "step 'score' tags nps:promotor" in problems[1] and "'promoter'" in problems[1]
     assert "step 'score' tags nsp:detractor" in problems[2] and "did you mean 'nps'?" in problems[2]
+    flows, broken = load_each(tmp_path)  # what validate refuses is not run (nor stored) either
+    assert "pick" not in flows and [str(p) for p in broken[tmp_path / "pick.yml"]] == problems
     write(tmp_path, "pick.yml", (tmp_path / "pick.yml").read_text().replace("prize", "price"))
     fixed = (tmp_path / "pick.yml").read_text()
     write(tmp_path, "pick.yml", fixed.replace("promotor", "promoter").replace("nsp:", "nps:"))

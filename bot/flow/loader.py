@@ -704,14 +704,7 @@ def _undeclared_tags(
 ) -> list[Problem]:
     """Tags whose dimension or segment segments.yml does not declare: a typo (needs:prize)
     would otherwise file people into a segment nobody reports on, without a word."""
-    node = read_yaml(path, display=shown)
-    raw_steps = node.get("steps") if isinstance(node, LineDict) else None
-    where = {
-        item.get("id"): i
-        for i, item in enumerate(raw_steps if isinstance(raw_steps, LineList) else [])
-        if isinstance(item, LineDict)
-    }
-    problems: list[Problem] = []
+    found: list[tuple[str, str, str]] = []  # step, tag, hint
     for step in flow.steps:
         tags = {tag for rule in step.tag_rules for tag in rule.weights}
         tags |= {tag for choice in getattr(step.spec, "choices", []) for tag in choice.weights}
@@ -729,17 +722,29 @@ def _undeclared_tags(
                     did_you_mean(dimension, declared)
                     or f"dimensions are {', '.join(sorted(declared))};"
                 )
-            index = where.get(step.id)
-            at = position(node, ("steps", index, "id") if index is not None else ("steps",))
-            problems.append(
-                Problem(
-                    shown,
-                    at[0],
-                    at[1],
-                    f"step '{step.id}' tags {tag}, which segments.yml does not declare",
-                    f"{hint} or declare it in segments.yml",
-                )
+            found.append((step.id, tag, hint))
+    if not found:
+        return []
+    node = read_yaml(path, display=shown)  # read again only to say where
+    raw_steps = node.get("steps") if isinstance(node, LineDict) else None
+    where = {
+        item.get("id"): i
+        for i, item in enumerate(raw_steps if isinstance(raw_steps, LineList) else [])
+        if isinstance(item, LineDict)
+    }
+    problems: list[Problem] = []
+    for step_id, tag, hint in found:
+        index = where.get(step_id)
+        line, column = position(node, ("steps", index, "id") if index is not None else ("steps",))
+        problems.append(
+            Problem(
+                shown,
+                line,
+                column,
+                f"step '{step_id}' tags {tag}, which segments.yml does not declare",
+                f"{hint} or declare it in segments.yml",
             )
+        )
     return problems
 
 
@@ -788,11 +793,19 @@ def load_each(root: Path) -> tuple[dict[str, Flow], dict[Path, list[Problem]]]:
         )
     flows: dict[str, Flow] = {}
     broken: dict[Path, list[Problem]] = {}
+    declared = _declared_segments(root)
     for path in flow_files(root):  # ids are unique: each must match its file's name
         try:
             flow = load_flow(path, root=root)
         except FlowError as err:
             broken[path] = list(err.problems)
+            continue
+        # what `parley validate` refuses is not run either (its tags would be stored)
+        undeclared = (
+            _undeclared_tags(flow, path, _display(path, root), declared) if declared else []
+        )
+        if undeclared:
+            broken[path] = undeclared
             continue
         flows[flow.id] = flow
     return flows, broken
