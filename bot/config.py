@@ -11,6 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -81,6 +82,19 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> list[str]:
         return _csv(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(
+                    f"PARLEY_PUBLIC_URL: {value!r} is not a web address; give it whole, "
+                    "e.g. https://parley.example.com"
+                )
+        return value
 
     @field_validator("api_keys")
     @classmethod

@@ -83,6 +83,24 @@ def test_render_reply_groups_says_and_offers_opt_out() -> None:
     assert blocks.decode(messages[1].blocks[1]["elements"][0]["value"]) == ("c1", True)
 
 
+def test_long_words_before_a_question_go_out_as_several_messages_slack_accepts() -> None:
+    """Each block within its limit is not enough: Slack refuses a message whose blocks hold
+    much over ~12,000 characters together (msg_blocks_too_long), and the question behind the
+    words would never be posted."""
+    long_intro = "Read this & that. " * 170  # ~3,000 characters, more once escaped
+    outputs: list[Any] = [Say(long_intro) for _ in range(4)]
+    outputs.append(Ask("q", "Yes?", InputSpec("yes_no", True)))
+    messages = blocks.render_reply(outputs, "c1", offer_opt_out=True)
+    said = [m for m in messages if m.step is None]
+    assert len(said) >= 2 and messages[-1].step == "q"
+    for message in said:
+        text = sum(len(b["text"]["text"]) for b in message.blocks if b["type"] == "section")
+        assert text <= blocks.MAX_MESSAGE_TEXT
+    whole = "".join(b["text"]["text"] for m in said for b in m.blocks if b["type"] == "section")
+    assert whole.count("Read this &amp; that.") == 4 * 170  # nothing lost between them
+    assert said[0].blocks[-1]["elements"][0]["action_id"] == blocks.OPT_OUT  # once, first
+
+
 def test_modal_title_and_values_are_bounded() -> None:
     ask = Ask("t", "Tell us" * 1000, InputSpec("text", True, max_length=10000))
     view = blocks.form_modal(

@@ -159,3 +159,14 @@ def test_the_database_comes_from_parley_db_or_database_url_only(
     monkeypatch.setenv("DATABASE_URL", "postgresql://db.example/parley")
     assert load_settings().db == "postgresql://db.example/parley"
     assert load_settings(db="given.db").db == "given.db"
+
+
+def test_the_public_url_must_be_a_whole_web_address() -> None:
+    """It becomes links (the App Home's dashboard button: Slack refuses the whole Home view
+    over a bad one) and the cookie's Secure flag."""
+    from bot.config import load_settings
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"PARLEY_PUBLIC_URL: 'parley.example.com' is not"):
+        load_settings(public_url="parley.example.com")
+    assert load_settings(public_url="https://parley.example.com").public_url.startswith("https")

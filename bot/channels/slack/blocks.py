@@ -35,6 +35,7 @@ MAX_MODAL_TITLE = 24
 MAX_ID = 255
 MAX_LABEL = 2000
 MAX_FALLBACK = 3000
+MAX_MESSAGE_TEXT = 10_000  # all blocks of a message together (Slack: msg_blocks_too_long)
 MAX_PLAIN_INPUT = 3000
 MAX_PRIVATE_METADATA = 3000
 BUTTONS_FOR_CHOICES = 5
@@ -385,9 +386,9 @@ def render_reply(
 
     def flush() -> None:
         if said:
-            text = "\n\n".join(said)
-            blocks = [section(chunk) for chunk in _chunks(text)][: MAX_BLOCKS_MESSAGE - 1]
-            messages.append(Message(fallback(text), blocks))
+            for part in _message_parts(_chunks("\n\n".join(said))):
+                blocks = [section(chunk) for chunk in part][: MAX_BLOCKS_MESSAGE - 1]
+                messages.append(Message(fallback("\n\n".join(part)), blocks))
             said.clear()
 
     for output in outputs:
@@ -424,17 +425,44 @@ END_TEXT = {
 }
 
 
+def _message_parts(chunks: list[str]) -> list[list[str]]:
+    """Chunks grouped into messages of at most ``MAX_MESSAGE_TEXT`` characters as sent:
+    Slack refuses a message whose blocks hold much more (``msg_blocks_too_long``), though no
+    single block is over its limit."""
+    parts: list[list[str]] = [[]]
+    size = 0
+    for chunk in chunks:
+        sent = len(escape(chunk))
+        if parts[-1] and size + sent > MAX_MESSAGE_TEXT:
+            parts.append([])
+            size = 0
+        parts[-1].append(chunk)
+        size += sent
+    return parts
+
+
 def _chunks(text: str) -> list[str]:
-    """Split long text into section-sized pieces on paragraph or line breaks where possible."""
-    limit = MAX_SECTION_TEXT - 100  # room for escaping
+    """Split long text into section-sized pieces on paragraph or line breaks where possible,
+    measured as sent (escaped: ``&`` takes five characters), so no piece is cut short."""
     chunks: list[str] = []
-    while len(text) > limit:
-        at = text.rfind("\n", 0, limit)
-        at = at if at > limit // 2 else limit
+    while len(escape(text)) > MAX_SECTION_TEXT:
+        fits = _fitting(text, MAX_SECTION_TEXT)
+        at = text.rfind("\n", 0, fits)
+        at = at if at > fits // 2 else fits
         chunks.append(text[:at])
         text = text[at:].lstrip("\n")
     chunks.append(text)
     return chunks
+
+
+def _fitting(text: str, limit: int) -> int:
+    """How many characters of ``text`` fit in ``limit`` once escaped."""
+    size = 0
+    for index, char in enumerate(text):
+        size += 5 if char == "&" else 4 if char in "<>" else 1
+        if size > limit:
+            return index
+    return len(text)
 
 
 def opt_out_block(conversation_id: str) -> dict[str, Any]:
