@@ -581,6 +581,25 @@ async def test_hi_before_the_sweep_brings_the_intro_slack_never_showed(
     assert said(fake, "First?") == 1 and said(fake, "Hello from the steps survey") == 1
 
 
+async def test_hi_while_the_first_words_are_still_on_their_way_adds_nothing(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """Slack asked the first post to wait (429); a "hi" meanwhile must not post a second
+    intro and question beside the ones being delivered."""
+    import asyncio
+
+    fake.fail("chat.postMessage", status=429, error="ratelimited", retry_after=1)
+    starting = asyncio.ensure_future(start_steps(parley))
+    await fake.wait_calls("chat.postMessage", 1)  # the intro, told to wait
+    await dm(parley, "U1", "hi", msg_id="m-impatient")
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    await starting
+    await runtime.drain()
+    assert said(fake, "Hello from the steps survey") == 1 and said(fake, "First?") == 1
+    assert said(fake, "Don't survey me again") == 1
+
+
 async def test_words_between_questions_that_failed_come_with_the_late_question(
     parley: TestClient, fake: FakeSlack
 ) -> None:

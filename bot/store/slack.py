@@ -394,6 +394,22 @@ def message_posted(
     _UPDATE_MESSAGE(conn, {**this, "channel": channel[:32], "ts": ts[:32]})
 
 
+def let_go_message(
+    conn: Connection, *, conversation_id: str, step: str, stale_at: datetime
+) -> None:
+    """Posting failed for now and nobody is posting any more: the claim reads as stale
+    (``stale_at``), so the sweep — or the person asking for the question — takes it over."""
+    conn.execute(
+        update(MESSAGE)
+        .where(
+            MESSAGE.c.conversation_id == conversation_id,
+            MESSAGE.c.step == step,
+            MESSAGE.c.ts.is_(None),
+        )
+        .values(claimed_at=stale_at)
+    )
+
+
 def release_message(conn: Connection, *, conversation_id: str, step: str) -> bool:
     """Posting failed: let a later attempt claim it again. False: nothing was left to release
     (posted meanwhile, or released by someone else)."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -182,6 +182,19 @@ def _release(conversation_id: str, steps: list[str], conn: Connection) -> None:
         store.release_message(conn, conversation_id=conversation_id, step=step)
 
 
+def _mark_stale(conversation_id: str, steps: list[str], conn: Connection) -> None:
+    stale_at = store.utcnow() - STALE_CLAIM - timedelta(seconds=1)
+    for step in steps:
+        store.let_go_message(conn, conversation_id=conversation_id, step=step, stale_at=stale_at)
+
+
+def is_stale(claimed_at: datetime) -> bool:
+    """Whether nobody is posting a claimed question now (its claim outlived STALE_CLAIM, or
+    its poster gave up and marked it so)."""
+    claimed = claimed_at if claimed_at.tzinfo else claimed_at.replace(tzinfo=UTC)
+    return claimed < store.utcnow() - STALE_CLAIM
+
+
 def _claim(
     conn: Connection,
     conversation_id: str,
@@ -268,11 +281,13 @@ class Delivery:
                 ts = await self.post(client, key=key, channel=channel, message=message, tag=tag)
             except BaseException as err:
                 # A failure that may pass (Slack down past the retries, a crash) keeps the
-                # claims: the recovery sweep posts the questions once Slack answers again.
+                # claims, marked stale (nobody is posting them now): the recovery sweep — or
+                # the person saying "hi" — posts the questions once Slack answers again.
                 # One that never will lets go of them, or the sweep would retry forever.
-                if not may_pass(err):
-                    unsent = [m.step for m in mine[sent:] if m.step is not None]
-                    await self.db.run(partial(_release, reply.conversation_id, unsent))
+                unsent = [m.step for m in mine[sent:] if m.step is not None]
+                let_go = _release if not may_pass(err) else _mark_stale
+                with contextlib.suppress(Exception):  # the database may be what failed
+                    await self.db.run(partial(let_go, reply.conversation_id, unsent))
                 raise
             if message.step is not None:
                 await self.record_posted(reply.conversation_id, message.step, channel, ts)

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from bot.channels.slack import blocks, home
 from bot.channels.slack.dedupe import delivery_key
-from bot.channels.slack.delivery import Outgoing, Undeliverable, claim_reply
+from bot.channels.slack.delivery import Outgoing, Undeliverable, claim_reply, is_stale
 from bot.channels.slack.people import respondent_key
 from bot.engine.messages import Ask
 from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut, ParleyError
@@ -304,6 +304,8 @@ class Respondents:
             partial(store.get_message, conversation_id=reply.conversation_id, step=step)
         )
         if row is not None and row.ts is None:
+            if not is_stale(row.claimed_at):
+                return  # on its way right now (its first delivery, or the sweep's)
             whole = await self.rt.surveys.show(
                 conversation_id=reply.conversation_id,
                 respondent_key=reply.respondent_key,
