@@ -375,6 +375,24 @@ async def test_first_dm_starts_welcome_and_stop_opts_out(
     assert len(posts(fake)) == 5
 
 
+async def test_stop_takes_the_buttons_off_the_waiting_question_only(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """An answered question keeps showing its answer; the one still waiting says why it
+    takes none."""
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=9))
+    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    await fake.wait_calls("chat.update", 1)
+    await dm(parley, "U1", "stop", msg_id="m-stop-now")
+    await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
+    await parley.app[SLACK].drain()
+    last = {c.args["ts"]: c.args for c in fake.calls_to("chat.update")}
+    assert "Your answer: 9" in json.dumps(last[question.result["ts"]]["blocks"])
+    assert "opted out" in last[follow_up.result["ts"]]["text"]
+
+
 async def test_opt_out_button_on_the_intro(parley: TestClient, fake: FakeSlack) -> None:
     await start_nps(parley, fake, user="U8")
     intro, question = await fake.wait_calls("chat.postMessage", 2)

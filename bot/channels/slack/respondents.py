@@ -184,10 +184,13 @@ class Respondents:
     ) -> None:
         """Opt out for good, confirmed in one message. ``quiet``: say nothing when the person
         had already opted out (a double click must not confirm twice)."""
+        waiting = {(r.conversation_id, r.step) for r in await self._open_asks(key)}
         changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
-        if changed:  # the questions they had open stop showing buttons
+        if changed:  # the questions waiting for an answer stop showing buttons (only those:
+            # an answered one keeps showing its answer)
             for copy in await self.rt.db.read(partial(store.shown_messages, respondent_key=key)):
-                await self.rt.delivery.retire(client, copy, note=OPTED_OUT_NOTE)
+                if (copy.conversation_id, copy.step) in waiting:
+                    await self.rt.delivery.retire(client, copy, note=OPTED_OUT_NOTE)
         if not changed and quiet:
             return
         text = OPTED_OUT_TEXT if changed else ALREADY_OPTED_OUT_TEXT
