@@ -488,6 +488,32 @@ async def test_a_question_asked_again_takes_the_buttons_off_its_older_copies(
     assert "Your answer: 7" in json.dumps(last[third.result["ts"]]["blocks"])
 
 
+async def test_a_copy_asked_again_while_the_question_was_answered_is_the_one_closed(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """The answer came in while the new copy was on its way (Slack asked it to wait): the
+    answered copy keeps its answer, and the new one takes no answer either."""
+    await start_nps(parley, fake)
+    _, first = await fake.wait_calls("chat.postMessage", 2)
+    fake.fail("chat.postMessage", status=429, error="ratelimited", retry_after=1)
+    await dm(parley, "U1", "hi", msg_id="m-again-slow")
+    await fake.wait_calls("chat.postMessage", 3)  # the new copy, told to wait
+    await post_action(parley, click("U1", first.posted, index=8))
+    await wait_count(parley, fake, Answer, 1)
+    await fake.wait_for(lambda: len([c for c in posts(fake) if c.result.get("ok")]) == 4)
+    await parley.app[SLACK].drain()
+
+    last = {c.args["ts"]: c.args for c in fake.calls_to("chat.update")}
+    copies = [
+        c for c in posts(fake) if c.result.get("ok") and c.args.get("text") == first.args["text"]
+    ]
+    assert len(copies) == 2
+    assert "Your answer: 8" in json.dumps(last[first.result["ts"]]["blocks"])
+    again = last[copies[1].result["ts"]]
+    assert "Answered already" in again["text"]
+    assert not any(b["type"] == "actions" for b in again["blocks"])
+
+
 async def test_a_welcome_slack_could_not_deliver_is_posted_by_the_sweep(
     parley: TestClient, fake: FakeSlack
 ) -> None:

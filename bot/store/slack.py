@@ -439,6 +439,14 @@ def get_message(conn: Connection, *, conversation_id: str, step: str) -> Message
     return MessageRow(*row) if row is not None else None
 
 
+def waits_on(conn: Connection, *, conversation_id: str, step: str) -> bool:
+    """Whether the conversation is open and asking ``step`` now."""
+    table = Conversation.__table__  # type: ignore[attr-defined]
+    query = select(table.c.current_step, table.c.open_key).where(table.c.id == conversation_id)
+    row = conn.execute(query).first()
+    return row is not None and row[1] is not None and row[0] == step
+
+
 def shown_messages(conn: Connection, *, respondent_key: str) -> list[MessageRow]:
     """The question messages a person has in Slack that Parley still knows of."""
     query = select(*_MESSAGE_COLUMNS).where(

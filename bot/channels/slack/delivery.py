@@ -79,6 +79,7 @@ def _question_tag(conversation_id: str, step: str) -> dict[str, Any]:
 
 
 ASKED_AGAIN = "Asked again below ↓"
+ALREADY_ANSWERED = "Answered already (above)"
 LEAD = "@lead"  # tags the words said just before a question: "<step>@lead"
 CLAIM_MARGIN = timedelta(
     seconds=30
@@ -293,7 +294,7 @@ class Delivery:
                 await self.record_posted(reply.conversation_id, message.step, channel, ts)
             old = ours[sent].replaces
             if old is not None and old.ts != ts:  # one live copy: the older one loses its buttons
-                await self.retire(client, old, note=ASKED_AGAIN)
+                await self._one_live_copy(client, old, message, channel=channel, ts=ts)
 
     async def release(self, conversation_id: str, claimed: list[Outgoing]) -> None:
         """Let go of claims that will not be posted (so the sweep does not retry them)."""
@@ -402,6 +403,28 @@ class Delivery:
                 blocks=answered_blocks(question_mrkdwn, shown),
             ),
         )
+
+    async def _one_live_copy(
+        self,
+        client: AsyncWebClient,
+        old: store.MessageRow,
+        message: Message,
+        *,
+        channel: str,
+        ts: str,
+    ) -> None:
+        """A question was asked again: the older copy loses its buttons — unless it was
+        answered while the new one went out; then the new copy is the one to close (and the
+        old one keeps showing the answer)."""
+        assert message.step is not None
+        still = await self.db.read(
+            partial(store.waits_on, conversation_id=old.conversation_id, step=message.step)
+        )
+        if still:
+            await self.retire(client, old, note=ASKED_AGAIN)
+            return
+        new = dataclasses.replace(old, channel=channel, ts=ts, question=message.question)
+        await self.retire(client, new, note=ALREADY_ANSWERED)
 
     async def retire(self, client: AsyncWebClient, copy: store.MessageRow, *, note: str) -> None:
         """A copy of a question that must not be answered any more shows ``note`` instead of
