@@ -803,10 +803,13 @@ async def test_a_start_that_rolled_back_does_not_leave_its_flow_version_cached(
 ) -> None:
     """The first start of a flow stores its version; if that transaction rolls back, the
     id must not stay cached, or every later start refers to a row that does not exist."""
+    from sqlalchemy.exc import OperationalError
+
     from bot.store import statements
 
-    fail_once(monkeypatch, statements, "insert_conversation", RuntimeError("connection lost"))
-    with pytest.raises(RuntimeError):
+    lost = OperationalError("INSERT", {}, Exception("the connection was lost"))
+    fail_once(monkeypatch, statements, "insert_conversation", lost)
+    with pytest.raises(OperationalError):
         await svc.start(flow_id="nps", respondent_key="web:first", channel="test")
     again = await svc.start(flow_id="nps", respondent_key="web:second", channel="test")
     assert again.created and await count(svc.db, FlowVersion) == 1

@@ -933,11 +933,12 @@ async def test_demo_flow_is_escaped(make_client: MakeClient) -> None:
 
 
 async def test_flows_left_out_of_parley_web_flows_need_a_signed_user(
-    make_client: MakeClient, db_url: str
+    make_client: MakeClient, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Anyone can mint a respondent, so a script could fill a flow's results; the operator
     names the flows open to everyone and the rest take only users the host app signs."""
-    client = await make_client(web_flows="welcome", web_secret=SECRET)
+    client = await make_client(web_flows="welcome,welcom", web_secret=SECRET)
+    assert any("'welcom', which is not a flow here" in r.getMessage() for r in caplog.records)
     before = await counts(db_url)
     refused = await client.post("/api/v1/conversations", json={"flow": "nps"})
     assert refused.status == 403

@@ -138,3 +138,18 @@ async def test_guessing_the_key_gets_a_few_tries_a_minute(client: Any) -> None:
     refused = await client.get("/dashboard", headers=basic("k-research-dashboard"))
     assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
     assert "Too many wrong passwords" in await refused.text()
+    # the same keys act on the API: guessing there is the same guessing
+    bearer = {"Authorization": "Bearer k-research-dashboard"}
+    api = await client.post("/api/v1/conversations", json={"flow": "nps"}, headers=bearer)
+    assert api.status == 429 and (await api.json())["code"] == "rate_limited"
+
+
+async def test_wrong_api_keys_count_as_guesses_too(client: Any) -> None:
+    statuses = []
+    for n in range(11):
+        wrong = {"Authorization": f"Bearer guess-{n}-0123456789"}
+        response = await client.post("/api/v1/conversations", json={"flow": "nps"}, headers=wrong)
+        statuses.append(response.status)
+    assert statuses == [401] * 10 + [429]
+    page = await client.get("/dashboard", headers=basic("k-research-dashboard"))
+    assert page.status == 429

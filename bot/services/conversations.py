@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.engine import (
     Answer,
@@ -155,7 +155,7 @@ class Surveys:
                 # flow version stored in the transaction that rolled back is stored no more
                 self.catalog.forget_version(flow)
                 continue
-            except Exception:
+            except SQLAlchemyError:  # the transaction rolled back (not a refusal)
                 self.catalog.forget_version(flow)
                 raise
         raise ConversationClosed("could not start the conversation; please try again")
@@ -579,6 +579,8 @@ class Surveys:
             values["completed_at"] = now
         profile = outcome.profile_updates if not anonymous else {}
         stored = sql.lock_respondent(conn, id=respondent.id) if profile else {}
+        if stored is None:
+            return False  # forgotten while this waited for the lock: read again (not found)
         saved = sql.save_state(
             conn, id=conversation.id, expected_version=conversation.version, values=values
         )

@@ -169,13 +169,14 @@ def add_respondent(
     return RespondentRow(new_id, key, attributes, opted_out, timezone, now if minted else None)
 
 
-def lock_respondent(conn: Connection, *, id: int) -> dict[str, Any]:
+def lock_respondent(conn: Connection, *, id: int) -> dict[str, Any] | None:
     """The person's attributes as stored now, their row locked until the commit (PostgreSQL;
     SQLite has one writer). Taken before the conversation row, in the order opting out
     takes them, so an answer that saves to the profile and an opt-out never deadlock, and
     two answers saving different fields both keep theirs."""
     query = select(R.c.attributes).where(R.c.id == id).with_for_update(key_share=True)
-    return dict(conn.execute(query).scalar_one() or {})
+    row = conn.execute(query).first()
+    return None if row is None else dict(row[0] or {})  # None: forgotten meanwhile
 
 
 def update_respondent(conn: Connection, *, id: int, **values: Any) -> None:

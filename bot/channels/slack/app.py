@@ -379,6 +379,9 @@ async def check_token(client: AsyncWebClient) -> bool:
     except (aiohttp.ClientError, TimeoutError) as err:
         log.warning("Slack: could not reach Slack to check SLACK_BOT_TOKEN: %r", err)
         return False
+    except Exception as err:  # e.g. SLACK_API_URL answering something that is not Slack
+        log.warning("Slack: could not check SLACK_BOT_TOKEN (is SLACK_API_URL right?): %r", err)
+        return False
     who = response.get("user") or response.get("user_id")
     log.info("Slack: signed in as %s in %s", who, response.get("team") or response.get("team_id"))
     return True
@@ -432,7 +435,7 @@ async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         for task in (sweeper, checked):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):  # shut down anyway
                     await task
         if socket is not None:
             with contextlib.suppress(Exception):

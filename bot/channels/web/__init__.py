@@ -1,25 +1,28 @@
 """The web chat channel: public JSON API, embeddable widget and demo page.
 
-``setup(app)`` registers the routes and three middlewares, outermost first:
+``setup(app)`` registers the routes and four middlewares, outermost first:
 
 1. ``json_errors`` — every failure leaves as ``{"error", "code"}`` JSON;
 2. CORS — origin checks and headers for ``/api/`` (``PARLEY_ALLOWED_ORIGINS``);
-3. rate limit — per-client and per-IP token buckets for ``/api/`` (``PARLEY_RATE_LIMIT``).
+3. wrong keys — ten wrong API keys a minute per address (also the dashboard's passwords);
+4. rate limit — per-client and per-IP token buckets for ``/api/`` (``PARLEY_RATE_LIMIT``).
 """
 
 from __future__ import annotations
 
 import html
+import logging
 from importlib import resources
 
 from aiohttp import web
 
-from bot.app import SETTINGS
+from bot.app import CATALOG, SETTINGS
 from bot.channels.web import api, dashboard
 from bot.channels.web.cors import Cors
 from bot.channels.web.errors import json_errors
-from bot.channels.web.ratelimit import WebRateLimit
+from bot.channels.web.ratelimit import WRONG_KEYS, WebRateLimit, WrongKeys
 
+log = logging.getLogger("parley.web")
 healthz = api.healthz
 
 __all__ = ["healthz", "setup"]
@@ -41,10 +44,19 @@ def setup(app: web.Application) -> None:
         public_url=settings.public_url,
         public_flows=frozenset(settings.web_flows),
     )
+    known = {flow.id for flow in app[CATALOG].all()}
+    for flow_id in sorted(set(settings.web_flows) - known):
+        log.warning(
+            "PARLEY_WEB_FLOWS names %r, which is not a flow here: it starts for nobody (flows: %s)",
+            flow_id,
+            ", ".join(sorted(known)),
+        )
+    app[WRONG_KEYS] = WrongKeys(settings.trusted_proxies)
     app.middlewares.append(json_errors)
     app.middlewares.append(
         Cors(settings.allowed_origins, public_url=settings.public_url).middleware()
     )
+    app.middlewares.append(app[WRONG_KEYS].middleware())
     per_minute = settings.rate_limit_per_minute
     if per_minute is not None:
         limit = WebRateLimit(per_minute, trusted_proxies=settings.trusted_proxies)

@@ -11,15 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import math
-from dataclasses import dataclass
 from html import escape
 
 from aiohttp import web
 
 from analysis.charts import bar_chart, column_chart, nps_colours
 from bot.app import CATALOG, DATABASE, SETTINGS
-from bot.channels.web.ratelimit import Proxies, RateLimiter, network_of
+from bot.channels.web.ratelimit import WRONG_KEYS, seconds
 from bot.errors import FlowNotFound
 from bot.services.results import FlowResults, StepResult, counted, flow_results, percent
 
@@ -72,19 +70,6 @@ def _page(
     return response
 
 
-@dataclass(frozen=True)
-class SignIns:
-    """Wrong passwords per client address: the keys also act for any user on the API, so
-    guessing them gets ``WRONG_PER_MINUTE`` tries a minute (whatever ``PARLEY_RATE_LIMIT``)."""
-
-    wrong: RateLimiter
-    proxies: Proxies
-
-
-WRONG_PER_MINUTE = 10
-SIGN_INS = web.AppKey("dashboard_sign_ins", SignIns)
-
-
 def _gate(request: web.Request) -> web.Response | None:
     keys = list(request.app[SETTINGS].api_keys)
     if not keys:
@@ -94,20 +79,19 @@ def _gate(request: web.Request) -> web.Response | None:
             "key: set <code>PARLEY_API_KEYS</code> and sign in with one of the keys as the password.</p></div>",
             status=403,
         )
-    sign_ins = request.app[SIGN_INS]
-    client = network_of(sign_ins.proxies.client_address(request))
-    wait = sign_ins.wrong.wait(client)
+    guesses = request.app[WRONG_KEYS]
+    wait = guesses.wait(request)
     if wait > 0:
-        seconds = str(max(1, math.ceil(wait)))
+        after = seconds(wait)
         return _page(
             "Too many tries",
-            f"<div class=card><p>Too many wrong passwords; try again in {seconds} s.</p></div>",
+            f"<div class=card><p>Too many wrong passwords; try again in {after} s.</p></div>",
             status=429,
-            headers={"Retry-After": seconds},
+            headers={"Retry-After": after},
         )
     if not _authorised(request, keys):
         if "Authorization" in request.headers:  # not a browser's first, bare request
-            sign_ins.wrong.take(client)
+            guesses.failed(request)
         return _page(
             "Sign in",
             "<div class=card><p>Sign in with one of <code>PARLEY_API_KEYS</code> as the password.</p></div>",
@@ -201,7 +185,5 @@ def _step_card(step: StepResult) -> str:
 
 
 def setup(app: web.Application) -> None:
-    settings = app[SETTINGS]
-    app[SIGN_INS] = SignIns(RateLimiter(WRONG_PER_MINUTE), Proxies(settings.trusted_proxies))
     app.router.add_get("/dashboard", overview)
     app.router.add_get("/dashboard/{flow}", flow_page)

@@ -102,12 +102,12 @@ class WebRateLimit:
             if is_api(request) and request.method != "OPTIONS":
                 wait = self.take(request)
                 if wait > 0:
-                    seconds = str(max(1, math.ceil(wait)))
+                    after = seconds(wait)
                     raise ApiError(
                         429,
                         "rate_limited",
-                        f"too many requests; try again in {seconds} s",
-                        headers={"Retry-After": seconds},
+                        f"too many requests; try again in {after} s",
+                        headers={"Retry-After": after},
                     )
             return await handler(request)
 
@@ -160,3 +160,62 @@ class Proxies:
             if not self.trusts(hop):
                 return hop[:64]
         return hops[0][:64] if hops else remote
+
+
+class WrongKeys:
+    """Wrong API keys per client address, wherever they are tried (the dashboard's password,
+    ``Authorization: Bearer`` on the API): a key reads everyone's answers and acts for any
+    user, so guessing gets ``WRONG_KEYS_PER_MINUTE`` tries a minute, whatever
+    ``PARLEY_RATE_LIMIT`` says. Behind a proxy not in ``PARLEY_TRUSTED_PROXIES`` every
+    client shares the proxy's address, and so these tries."""
+
+    def __init__(
+        self, trusted_proxies: Sequence[str] = (), *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.wrong = RateLimiter(WRONG_KEYS_PER_MINUTE, clock=clock)
+        self.proxies = Proxies(trusted_proxies)
+
+    def _client(self, request: web.Request) -> str:
+        return network_of(self.proxies.client_address(request))
+
+    def wait(self, request: web.Request) -> float:
+        """Seconds until this client may try a key again (0: now)."""
+        return self.wrong.wait(self._client(request))
+
+    def failed(self, request: web.Request) -> None:
+        self.wrong.take(self._client(request))
+
+    def middleware(self) -> web.middleware:  # type: ignore[valid-type]
+        """API requests that carry a key: refused while this client is guessing, and a
+        refused key (401 ``unauthorized``) counts as a guess."""
+
+        @web.middleware
+        async def wrong_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not (is_api(request) and "Authorization" in request.headers):
+                return await handler(request)
+            wait = self.wait(request)
+            if wait > 0:
+                after = seconds(wait)
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"too many wrong API keys; try again in {after} s",
+                    headers={"Retry-After": after},
+                )
+            try:
+                return await handler(request)
+            except ApiError as err:
+                if err.code == "unauthorized":
+                    self.failed(request)
+                raise
+
+        return wrong_keys
+
+
+WRONG_KEYS_PER_MINUTE = 10
+WRONG_KEYS = web.AppKey("wrong_api_keys", WrongKeys)
+
+
+def seconds(wait: float) -> str:
+    """A Retry-After value: whole seconds, at least one."""
+    return str(max(1, math.ceil(wait)))
