@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -657,3 +658,31 @@ def test_multi_choice_compared_with_equals(tmp_path: Path) -> None:
         out[0]
         == "demo.yml:12:11: 'picks' is a list of picks, so == never matches one value (write \"a\" in picks)"
     )
+
+
+def test_never_true_checks_have_one_budget_per_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every load (chat, results, each reload while serving) checks every condition: many
+    long ones over several scores took minutes. Past the budget a condition is trusted."""
+    from bot.flow import conditions, loader
+
+    scores = "".join(f"  - {{id: s{n}, type: nps, text: 'Score {n}'}}\n" for n in range(4))
+    when = " and ".join(f"s{n} == 10" for n in range(4))  # true only for the last combination
+    asks = "".join(
+        f'  - {{id: t{n}, type: text, text: Why, required: false, when: "{when}"}}\n'
+        for n in range(40)
+    )
+    write(tmp_path, "many.yml", f"id: many\nkind: microsurvey\ntitle: Many\nsteps:\n{scores}{asks}")
+    calls = 0
+    answers_for = conditions.truthy_in  # once per combination of answers tried
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return answers_for(*args, **kwargs)
+
+    monkeypatch.setattr(conditions, "truthy_in", counted)
+    flow = load_flow(tmp_path / "many.yml", root=tmp_path)
+    assert flow.question_count == 44
+    assert calls <= loader.MAX_ENUMERATION_PER_FLOW  # not 40 x 11^4 (585,640)

@@ -49,7 +49,8 @@ _STEP_CLASSES: dict[str, type[BaseModel]] = {
     get_args(cls.model_fields["type"].annotation)[0]: cls
     for cls in get_args(get_args(StepModel)[0])
 }
-MAX_ENUMERATION = 50_000
+MAX_ENUMERATION = 50_000  # answer combinations tried for one condition
+MAX_ENUMERATION_PER_FLOW = 100_000  # and for all of a flow's conditions together
 MAX_INCLUDE_DEPTH = 8
 
 
@@ -437,8 +438,12 @@ def _domain(spec: Any, may_skip: bool) -> list[Any] | None:
     return [*values, None] if may_skip else values
 
 
-def _can_be_true(node: cond.Node, scope: _Scope, may_skip: dict[str, bool]) -> bool:
-    """Brute-force satisfiability over finite answer domains; unknowable → assume True."""
+def _can_be_true(
+    node: cond.Node, scope: _Scope, may_skip: dict[str, bool], budget: list[int]
+) -> bool:
+    """Brute-force satisfiability over finite answer domains; unknowable → assume True.
+    ``budget``: evaluations left for the whole flow — every load (chat, results, each reload
+    while serving) runs this, and 200 long conditions took minutes without a bound."""
     heads = sorted({n.parts[0] for n in cond.names(node)})
     domains: list[list[Any]] = []
     for head in heads:
@@ -450,8 +455,9 @@ def _can_be_true(node: cond.Node, scope: _Scope, may_skip: dict[str, bool]) -> b
     total = 1
     for dom in domains:
         total *= len(dom)
-        if total > MAX_ENUMERATION:
+        if total > MAX_ENUMERATION or total > budget[0]:
             return True
+    budget[0] -= total
     for combo in itertools.product(*domains):
         answers = dict(zip(heads, combo, strict=True))
         if cond.evaluate(node, cond.truthy_in(answers, {})):
@@ -501,6 +507,7 @@ def _build_steps(
     steps: list[Step] = []
     all_ids = [s.id for s, _ in specs]
     may_skip: dict[str, bool] = {}
+    budget = [MAX_ENUMERATION_PER_FLOW]
     ended_at: str | None = None
     for i, (spec, raw) in enumerate(specs):
         earlier = {s.id: s for s, _ in specs[:i]}
@@ -519,7 +526,7 @@ def _build_steps(
         elif (
             when is not None
             and len(out.problems) == known
-            and not _can_be_true(when, scope, may_skip)
+            and not _can_be_true(when, scope, may_skip, budget)
         ):
             out.at(
                 raw.file,
