@@ -686,3 +686,28 @@ def test_never_true_checks_have_one_budget_per_flow(
     flow = load_flow(tmp_path / "many.yml", root=tmp_path)
     assert flow.question_count == 44
     assert calls <= loader.MAX_ENUMERATION_PER_FLOW  # not 40 x 11^4 (585,640)
+
+
+def test_a_misshapen_step_is_not_followed_by_false_errors_about_the_outro(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "cascade.yml",
+        """\
+id: cascade
+kind: microsurvey
+title: Cascade
+outro: Thanks for {{score}} and {{why}}
+steps:
+  - id: score
+    type: nps
+    text: How likely?
+    lables: {min: No, max: Yes}
+  - id: why
+    type: text
+    text: Why?
+""",
+    )
+    with pytest.raises(FlowError) as info:
+        load_flow(tmp_path / "cascade.yml", root=tmp_path)
+    problems = [str(p) for p in info.value.problems]
+    assert len(problems) == 1 and "unknown key 'lables'" in problems[0], problems

@@ -589,6 +589,8 @@ def build_flow(node: Any, *, file: str, root: Path | None, expected_id: str | No
         )
     if not any(s.asks for s in steps) and not out.problems:
         out.at(file, position(node, ("steps",)), "a flow needs at least one question")
+    if raws and not steps:  # a step failed its shape: what intro/outro name is unknowable
+        out.raise_if_any()
     all_specs = {s.id: s.spec for s in steps}
     top = RawStep(node, file)
     intro = _template(meta.intro, top, ("intro",), _Scope({}, set(all_specs)), out)
