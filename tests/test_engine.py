@@ -469,3 +469,32 @@ def test_lead_in_is_what_was_said_just_before_the_open_question(tmp_path: Path) 
     assert lead_in(flow, after) == [Say("Thanks for yes.")]
     done = advance(flow, after, Answer("q2", "no")).state
     assert lead_in(flow, done) == []
+
+
+def test_a_choice_piped_through_or_shows_its_label(tmp_path: Path) -> None:
+    path = tmp_path / "pick.yml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            id: pick
+            kind: microsurvey
+            title: Pick
+            steps:
+              - id: plan
+                type: choice
+                text: Which plan?
+                required: false
+                choices:
+                  - {value: pro, label: Professional}
+                  - {value: basic, label: Basic}
+              - id: why
+                type: text
+                text: Why {{plan or "no plan"}}, {{respondent.first_name or "friend"}}?
+            """
+        )
+    )
+    flow = load_flow(path, root=tmp_path)
+    _, transcript = run(flow, [("plan", "pro")])
+    assert [o.text for o in transcript if isinstance(o, Ask)][-1] == "Why Professional, friend?"
+    _, skipped = run(flow, [("plan", None)])
+    assert [o.text for o in skipped if isinstance(o, Ask)][-1] == "Why no plan, friend?"

@@ -11,7 +11,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bot.flow.conditions import ConditionSyntaxError, Name, Node, Resolver, evaluate, names, parse
+from bot.flow.conditions import (
+    BoolOp,
+    ConditionSyntaxError,
+    Name,
+    Node,
+    Resolver,
+    evaluate,
+    names,
+    parse,
+)
 
 _PIPE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
@@ -39,12 +48,25 @@ class Template:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            value = evaluate(part, resolve)
-            if display is not None and isinstance(part, Name):
-                out.append(display(part, value))
+            picked, value = _picked(part, resolve)
+            if display is not None and isinstance(picked, Name):
+                out.append(display(picked, value))
             else:
                 out.append(_plain(value))
         return "".join(out)
+
+
+def _picked(node: Node, resolve: Resolver) -> tuple[Node, Any]:
+    """The operand whose value an expression shows, and that value: ``a or b`` shows ``a``
+    or ``b`` (shown as that name would be: a choice's label, not its stored value)."""
+    if isinstance(node, BoolOp):
+        picked: tuple[Node, Any] = (node, None)
+        for operand in node.operands:
+            picked = _picked(operand, resolve)
+            if (node.op == "and") != bool(picked[1]):
+                break
+        return picked
+    return node, evaluate(node, resolve)
 
 
 def _plain(value: Any) -> str:
