@@ -274,3 +274,15 @@ def test_export_of_one_person_refuses_options_it_would_ignore(
     for extra in (["--flow", "nps"], ["--format", "jsonl"]):
         result = runner.invoke(main, ["export", "--respondent", "cli:x", *extra, *env])
         assert result.exit_code == 2 and "leave out --flow and --format" in result.stderr
+
+
+def test_chat_checks_an_email_address_before_asking_for_consent(
+    runner: CliRunner, env: list[str]
+) -> None:
+    answers = "yes\n1\n1\n1\n1\n1\nnot-an-email\nann@example.com\nyes\n"
+    result = invoke(runner, ["chat", "interview-recruit", "--as", "ivy", *env], input=answers)
+    out = result.output
+    assert "(press Enter to skip)" in out.split("Which email address")[1]  # always optional
+    typo = out.index("does not look like an email address")
+    assert typo < out.index("I agree that Acme may use this email")  # said first, then asked
+    assert "We will email ann@example.com" in out

@@ -15,6 +15,7 @@ import click
 
 from bot.config import Settings
 from bot.engine import Ask, End, Output, Say
+from bot.engine.answers import email_problem
 from bot.errors import InvalidAnswer, OptedOut
 from bot.services.catalog import FlowCatalog
 from bot.services.conversations import Surveys
@@ -137,7 +138,7 @@ def describe_input(ask: Ask) -> list[str]:
         lines.append("(yes / no)")
     elif spec.kind == "text" and spec.max_length:
         lines.append(f"(up to {spec.max_length} characters)")
-    if not spec.required and spec.kind != "email":
+    if not spec.required:  # an email address is always optional
         lines.append("(press Enter to skip)")
     return lines
 
@@ -151,5 +152,9 @@ def read_answer(ask: Ask, prompt: Prompt, echo: Callable[[str], None]) -> Any:
         return raw
     if not raw.strip():
         return None
+    problem = email_problem(raw)
+    if problem is not None:  # say so now, not after asking for consent to a typo
+        echo(problem)
+        return read_answer(ask, prompt, echo)
     consent = prompt(f"{ask.input.consent} (yes / no) > ").strip().lower()
     return {"email": raw.strip(), "consent": consent in ("y", "yes")}

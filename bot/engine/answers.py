@@ -188,11 +188,21 @@ def _email(step: Step, value: Any) -> str | None:
     if value.get("consent") is not True:
         raise Rejected(f"Please confirm: {consent}")
     email = value.get("email")
+    problem = email_problem(email)
+    if problem is not None:
+        raise Rejected(problem)
+    assert isinstance(email, str)
+    return email.strip()
+
+
+def email_problem(email: Any) -> str | None:
+    """What is wrong with an email address as typed (None: nothing), so a channel can say so
+    before it asks for consent."""
     if (
         not isinstance(email, str)
         or len(email) > 254
         or not email.strip().isprintable()  # no control characters, no lone surrogates
         or not EMAIL.match(email.strip())
     ):
-        raise Rejected("That does not look like an email address (name@example.com).")
-    return email.strip()
+        return "That does not look like an email address (name@example.com)."
+    return None
