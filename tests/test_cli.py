@@ -64,6 +64,9 @@ def test_validate_broken_flow_exits_1_with_located_errors(
     assert result.exit_code == 1
     assert "FAIL" in result.stdout and "broken.yml: 1 problem(s)" in result.stdout
     assert "broken.yml:8:5: unknown key 'wehn' (did you mean 'when'?)" in result.stdout
+    chat = runner.invoke(main, ["chat", "broken", "--as", "ann", *env])
+    assert chat.exit_code != 0 and "the flow 'broken' does not load" in chat.output
+    assert "unknown key 'wehn'" in chat.output  # not "no flow called 'broken'"
 
 
 def test_validate_single_file(runner: CliRunner, env: list[str], tmp_flows: Path) -> None:

@@ -89,6 +89,16 @@ class FlowCatalog:
     def get(self, flow_id: str) -> Flow:
         flow = self._flows.get(flow_id)
         if flow is None:
+            broken = [p for p in self.broken if Path(p.file).stem == flow_id]
+            if broken:
+                raise FlowNotFound(
+                    f"the flow '{flow_id}' does not load: {broken[0]}"
+                    + (
+                        f" (and {len(broken) - 1} more: run `parley validate`)"
+                        if len(broken) > 1
+                        else ""
+                    )
+                )
             known = ", ".join(sorted(self._flows)) or "none"
             raise FlowNotFound(f"no flow called '{flow_id}' (flows: {known})")
         return flow
