@@ -84,6 +84,9 @@ def test_names_in_source_order() -> None:
         ("score > 1 &", 10, "unexpected character"),
         ("", 0, "empty expression"),
         ("__import__('os')", 10, "join conditions"),
+        ("score =< 6", 6, "write '<=' here"),
+        ("score >= 7 && plan == 'pro'", 11, "write 'and' here"),
+        ("!(score > 3)", 0, "write 'not' here"),
     ],
 )
 def test_syntax_errors_have_offsets(source: str, offset: int, fragment: str) -> None:

@@ -98,14 +98,33 @@ class _Tok:
     offset: int
 
 
+_WRITTEN_ELSEWHERE = {  # what people bring from other languages, and what it is here
+    "=<": "<=",
+    "=>": ">=",
+    "&&": "and",
+    "||": "or",
+    "!": "not",
+    "&": "and",
+    "|": "or",
+}
+
+
+def _hint(source: str, pos: int) -> str:
+    for written, here in _WRITTEN_ELSEWHERE.items():
+        if source.startswith(written, pos):
+            return f" (write {here!r} here, not {written!r})"
+    return " (use == to compare)" if source[pos] == "=" else ""
+
+
 def _tokens(source: str) -> list[_Tok]:
     out: list[_Tok] = []
     pos = 0
     while pos < len(source):
         m = _TOKEN.match(source, pos)
         if not m:
-            hint = " (use == to compare)" if source[pos] == "=" else ""
-            raise ConditionSyntaxError(f"unexpected character {source[pos]!r}{hint}", pos)
+            raise ConditionSyntaxError(
+                f"unexpected character {source[pos]!r}{_hint(source, pos)}", pos
+            )
         kind = m.lastgroup or ""
         if kind != "ws":
             text = m.group()
