@@ -711,3 +711,24 @@ steps:
         load_flow(tmp_path / "cascade.yml", root=tmp_path)
     problems = [str(p) for p in info.value.problems]
     assert len(problems) == 1 and "unknown key 'lables'" in problems[0], problems
+
+
+def test_an_unquoted_choice_value_is_named_as_one(tmp_path: Path) -> None:
+    flow = """\
+id: demo
+kind: microsurvey
+title: Demo
+steps:
+  - id: plan
+    type: choice
+    text: Plan?
+    choices: [{value: pro, label: Pro}, {value: basic, label: Basic}]
+  - id: why
+    type: text
+    text: Why?
+    when: plan == pro
+"""
+    out = problems(tmp_path, "demo.yml", flow)
+    assert out == [
+        "demo.yml:12:19: unknown name 'pro' ('pro' is a choice of plan: quote it, plan == \"pro\")"
+    ]

@@ -318,12 +318,17 @@ def _check_expr(
             )
         elif head not in scope.earlier:
             known = [*scope.earlier, "respondent"]
-            out.at(
-                raw.file,
-                pos,
-                f"unknown name '{head}'",
-                did_you_mean(head, known) or "use an earlier step id or respondent.ATTRIBUTE",
+            owners = [
+                step_id
+                for step_id, spec in scope.earlier.items()
+                if head in {str(c.value) for c in getattr(spec, "choices", [])}
+            ]
+            hint = (
+                f"'{head}' is a choice of {owners[0]}: quote it, {owners[0]} == \"{head}\""
+                if owners and len(name.parts) == 1
+                else did_you_mean(head, known) or "use an earlier step id or respondent.ATTRIBUTE"
             )
+            out.at(raw.file, pos, f"unknown name '{head}'", hint)
         elif scope.earlier[head].type == "message":
             out.at(raw.file, pos, f"'{head}' is a message step and has no answer")
         elif len(name.parts) > 1:
