@@ -732,3 +732,14 @@ steps:
     assert out == [
         "demo.yml:12:19: unknown name 'pro' ('pro' is a choice of plan: quote it, plan == \"pro\")"
     ]
+
+
+def test_next_gets_how_branching_works_not_a_key_already_there(tmp_path: Path) -> None:
+    out = problems(
+        tmp_path,
+        "demo.yml",
+        GOOD.replace("    type: text\n", "    type: text\n    next: score\n", 1),
+    )
+    assert len(out) == 1 and "unknown key 'next'" in out[0], out
+    assert "steps run in order" in out[0] and "when:" in out[0]
+    assert "did you mean" not in out[0]

@@ -49,6 +49,7 @@ _STEP_CLASSES: dict[str, type[BaseModel]] = {
     get_args(cls.model_fields["type"].annotation)[0]: cls
     for cls in get_args(get_args(StepModel)[0])
 }
+BRANCHING_HINT = "steps run in order; ask one only sometimes with when: (e.g. when: score <= 6)"
 MAX_ENUMERATION = 50_000  # answer combinations tried for one condition
 MAX_ENUMERATION_PER_FLOW = 100_000  # and for all of a flow's conditions together
 MAX_INCLUDE_DEPTH = 8
@@ -89,6 +90,16 @@ def _model_for(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _at(node: Any, path: Iterable[Any]) -> Any:
+    """The node at ``path`` (keys and indexes), or None."""
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
 def _model_at(cls: type[BaseModel] | None, parts: Iterable[Any]) -> type[BaseModel] | None:
     for part in parts:
         if cls is None:
@@ -118,8 +129,17 @@ def _schema_problems(
         if kind == "extra_forbidden":
             owner = _model_at(here_cls, loc[:-1])
             allowed = sorted(owner.model_fields) if owner else []
-            hint = did_you_mean(str(loc[-1]), allowed) or (
-                f"allowed keys: {', '.join(allowed)}" if allowed else ""
+            parent = _at(node, loc[:-1])
+            written = set(parent) if isinstance(parent, dict) else set()
+            unused = [key for key in allowed if key not in written]  # not one already there
+            hint = (
+                BRANCHING_HINT
+                if loc[-1] in ("next", "goto", "jump", "skip_to")
+                else (
+                    did_you_mean(str(loc[-1]), unused)
+                    or did_you_mean(str(loc[-1]), allowed)
+                    or (f"allowed keys: {', '.join(allowed)}" if allowed else "")
+                )
             )
             out.at(file, key_position(node, loc), f"unknown key '{loc[-1]}'", hint)
         elif kind == "missing":
