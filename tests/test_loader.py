@@ -466,6 +466,32 @@ def test_include_pulls_steps_and_reports_their_own_file(tmp_path: Path) -> None:
     ]
 
 
+def test_a_block_leaning_on_the_including_flows_steps_is_refused_there_too(
+    tmp_path: Path,
+) -> None:
+    """A block stands on its own (validated alone it is refused): included, it must not
+    quietly start working because this flow happens to ask 'score' first."""
+    write(
+        tmp_path,
+        "blocks/sorry.yml",
+        """
+        steps:
+          - id: sorry
+            type: text
+            text: Sorry about that. What went wrong?
+            when: score <= 6
+        """,
+    )
+    text = GOOD.replace(
+        "    text: Why {{score}}?\n", "    text: Why {{score}}?\n  - include: blocks/sorry.yml\n"
+    )
+    with pytest.raises(FlowError) as info:
+        load_flow(write(tmp_path, "demo.yml", text), root=tmp_path)
+    problems = [str(p).removeprefix(f"{tmp_path.name}/") for p in info.value.problems]
+    assert len(problems) == 1 and problems[0].startswith("blocks/sorry.yml:5:11:"), problems
+    assert "unknown name 'score'" in problems[0]
+
+
 def test_editing_a_block_changes_the_flow_version(tmp_path: Path) -> None:
     block = write(
         tmp_path, "blocks/b.yml", "steps:\n  - id: hello\n    type: message\n    text: Hello\n"

@@ -71,8 +71,8 @@ class _Collector:
         self.problems.append(Problem(file, pos[0], pos[1], message, hint))
 
     def raise_if_any(self) -> None:
-        if self.problems:
-            self.problems.sort(key=lambda p: (p.file, p.line, p.col))
+        if self.problems:  # once each: an included block is also checked on its own
+            self.problems = sorted(set(self.problems), key=lambda p: (p.file, p.line, p.col, p.message))
             raise FlowError(self.problems)
 
 
@@ -254,7 +254,13 @@ def _expand(
             continue
         if not _check_schema(BlockFile, block, shown, out):
             continue
-        yield from _expand(block["steps"], shown, root, (*stack, target), out)
+        raws = list(_expand(block["steps"], shown, root, (*stack, target), out))
+        # Valid on its own too (as docs/flows.md promises, and `parley validate` checks a
+        # block): its conditions may not lean on the steps of whichever flow includes it.
+        alone = _Collector()
+        _build_steps(raws, shown, alone)
+        out.problems.extend(alone.problems)
+        yield from raws
 
 
 def _display(path: Path, root: Path) -> str:
