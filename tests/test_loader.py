@@ -713,6 +713,23 @@ def test_never_true_checks_have_one_budget_per_flow(
     assert flow.question_count == 44
     assert calls <= loader.MAX_ENUMERATION_PER_FLOW  # not 40 x 11^4 (585,640)
 
+    # conditions true at once cost one try each: a never-true one after them is still found
+    easy = " and ".join(f"s{n} >= 0" for n in range(4))
+    never = " and ".join(f"s{n} > 10" for n in range(4))
+    quick = "".join(
+        f'  - {{id: e{n}, type: text, text: Why, required: false, when: "{easy}"}}\n'
+        for n in range(20)
+    )
+    bad = f'  - {{id: bad, type: text, text: Why, when: "{never}"}}\n'
+    write(
+        tmp_path,
+        "many.yml",
+        f"id: many\nkind: microsurvey\ntitle: Many\nsteps:\n{scores}{quick}{bad}",
+    )
+    with pytest.raises(FlowError) as info:
+        load_flow(tmp_path / "many.yml", root=tmp_path)
+    assert "step 'bad' can never be asked" in str(info.value)
+
 
 def test_a_misshapen_step_is_not_followed_by_false_errors_about_the_outro(tmp_path: Path) -> None:
     write(

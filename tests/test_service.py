@@ -798,21 +798,40 @@ def fail_once(
     return calls
 
 
+@pytest.mark.parametrize("error", ["database", "channel"])
 async def test_a_start_that_rolled_back_does_not_leave_its_flow_version_cached(
-    svc: Surveys, monkeypatch: pytest.MonkeyPatch
+    svc: Surveys, monkeypatch: pytest.MonkeyPatch, error: str
 ) -> None:
-    """The first start of a flow stores its version; if that transaction rolls back, the
-    id must not stay cached, or every later start refers to a row that does not exist."""
+    """The first start of a flow stores its version; if that transaction rolls back (the
+    database failed, or the channel's own part of it raised), the id must not stay cached:
+    on SQLite the next flow stored reuses it, and this flow's conversations would run on it."""
     from sqlalchemy.exc import OperationalError
 
     from bot.store import statements
 
-    lost = OperationalError("INSERT", {}, Exception("the connection was lost"))
-    fail_once(monkeypatch, statements, "insert_conversation", lost)
-    with pytest.raises(OperationalError):
-        await svc.start(flow_id="nps", respondent_key="web:first", channel="test")
+    def broken_within(conn: Any, reply: Any) -> None:
+        raise ValueError("the channel's part failed")
+
+    within = None
+    if error == "database":
+        lost = OperationalError("INSERT", {}, Exception("the connection was lost"))
+        fail_once(monkeypatch, statements, "insert_conversation", lost)
+    else:
+        within = broken_within
+    with pytest.raises((OperationalError, ValueError)):
+        await svc.start(flow_id="nps", respondent_key="web:first", channel="test", within=within)
+    await svc.start(flow_id="anon", respondent_key="web:other", channel="test")
     again = await svc.start(flow_id="nps", respondent_key="web:second", channel="test")
-    assert again.created and await count(svc.db, FlowVersion) == 1
+    assert again.created and again.flow_id == "nps"
+    async with svc.db.reads() as session:
+        rows = (
+            await session.execute(
+                select(Conversation.flow_id, FlowVersion.flow_id).join(
+                    FlowVersion, FlowVersion.id == Conversation.flow_version_id
+                )
+            )
+        ).all()
+    assert all(conversation == version for conversation, version in rows), rows
 
 
 async def test_forget_goes_again_when_a_new_row_of_the_person_got_in_its_way(

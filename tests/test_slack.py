@@ -625,6 +625,32 @@ async def test_hi_before_the_sweep_brings_the_intro_slack_never_showed(
     assert said(fake, "First?") == 1 and said(fake, "Hello from the steps survey") == 1
 
 
+async def test_two_greetings_after_a_failed_first_delivery_post_it_once(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """Both find the question never shown; retaking its claim decides which one posts the
+    intro and question. (The other one, finding the question shown by then, shows it again
+    as any greeting does: one live copy.)"""
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    with pytest.raises(SlackApiError):
+        await start_steps(parley)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+    fake.fail("conversations.history", status=429, error="ratelimited", retry_after=1)
+    await dm(parley, "U1", "hi", msg_id="m-hi-1")
+    await fake.wait_calls("conversations.history", 1)  # the first one waits on Slack here
+    fake.fail("chat.postMessage", status=429, error="ratelimited", retry_after=2)  # outlasts it
+    await dm(parley, "U1", "hello", msg_id="m-hi-2")
+    await runtime.drain()
+    assert said(fake, "Hello from the steps survey") == 1
+    assert said(fake, "Don't survey me again") == 1
+    copies = [
+        c.result["ts"] for c in posts(fake) if c.result.get("ok") and "First?" in block_texts(c)
+    ]
+    retired = {c.args["ts"] for c in fake.calls_to("chat.update")}
+    assert copies and set(copies[:-1]) <= retired and copies[-1] not in retired  # one live
+
+
 async def test_hi_while_the_first_words_are_still_on_their_way_adds_nothing(
     parley: TestClient, fake: FakeSlack
 ) -> None:

@@ -72,7 +72,9 @@ class _Collector:
 
     def raise_if_any(self) -> None:
         if self.problems:  # once each: an included block is also checked on its own
-            self.problems = sorted(set(self.problems), key=lambda p: (p.file, p.line, p.col, p.message))
+            self.problems = sorted(
+                set(self.problems), key=lambda p: (p.file, p.line, p.col, p.message)
+            )
             raise FlowError(self.problems)
 
 
@@ -486,10 +488,12 @@ def _can_be_true(
     total = 1
     for dom in domains:
         total *= len(dom)
-        if total > MAX_ENUMERATION or total > budget[0]:
+        if total > MAX_ENUMERATION:
             return True
-    budget[0] -= total
     for combo in itertools.product(*domains):
+        if budget[0] <= 0:
+            return True  # the flow's budget is spent: trusted, not proven
+        budget[0] -= 1
         answers = dict(zip(heads, combo, strict=True))
         if cond.evaluate(node, cond.truthy_in(answers, {})):
             return True

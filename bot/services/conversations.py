@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from bot.engine import (
     Answer,
@@ -155,7 +155,7 @@ class Surveys:
                 # flow version stored in the transaction that rolled back is stored no more
                 self.catalog.forget_version(flow)
                 continue
-            except SQLAlchemyError:  # the transaction rolled back (not a refusal)
+            except Exception:  # the transaction rolled back: what it stored is not stored
                 self.catalog.forget_version(flow)
                 raise
         raise ConversationClosed("could not start the conversation; please try again")

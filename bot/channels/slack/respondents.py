@@ -316,13 +316,10 @@ class Respondents:
             )
             whole, first_words, ts = await delivery.unshown_lead_in(client, whole, channel=channel)
             if ts is None:
+                # not repost: retaking the stale claim is what decides who posts (a second
+                # "hello" meanwhile finds it taken and posts nothing)
                 await delivery.send_reply(
-                    client,
-                    whole,
-                    channel=channel,
-                    team_id=team_id,
-                    offer_opt_out=first_words,
-                    repost=True,
+                    client, whole, channel=channel, team_id=team_id, offer_opt_out=first_words
                 )
                 return
             await delivery.record_posted(reply.conversation_id, step, channel, ts)
