@@ -786,3 +786,18 @@ def test_next_gets_how_branching_works_not_a_key_already_there(tmp_path: Path) -
     assert len(out) == 1 and "unknown key 'next'" in out[0], out
     assert "steps run in order" in out[0] and "when:" in out[0]
     assert "did you mean" not in out[0]
+
+
+def test_asking_for_a_flow_broken_by_its_block_says_why(tmp_path: Path) -> None:
+    from bot.errors import FlowNotFound
+    from bot.services.catalog import FlowCatalog
+
+    write(tmp_path, "ok.yml", GOOD.replace("id: demo", "id: ok"))
+    write(tmp_path, "blocks/extra.yml", "steps:\n  - {id: more, type: text, txt: More?}\n")
+    text = GOOD.replace("id: demo", "id: incl").replace(
+        "steps:\n", "steps:\n  - include: blocks/extra.yml\n"
+    )
+    write(tmp_path, "incl.yml", text)
+    catalog = FlowCatalog(tmp_path)
+    with pytest.raises(FlowNotFound, match=r"the flow 'incl' does not load: .*extra.yml:2:"):
+        catalog.get("incl")

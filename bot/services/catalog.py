@@ -29,6 +29,7 @@ class FlowCatalog:
         self.root = root
         self._flows: dict[str, Flow] = {}
         self.broken: list[Problem] = []  # what the flow files that do not load got wrong
+        self._broken_by_id: dict[str, list[Problem]] = {}  # the same, by flow id (file name)
         self._stamp: tuple[tuple[str, float], ...] = ()
         self._by_hash: dict[str, Flow] = {}
         self._version_ids: dict[str, int] = {}
@@ -64,6 +65,7 @@ class FlowCatalog:
         self._flows = flows
         self._stamp = stamp
         self.broken = problems
+        self._broken_by_id = {path.stem: found for path, found in broken.items()}
         for flow in flows.values():
             self._by_hash[flow.hash] = flow
 
@@ -89,7 +91,7 @@ class FlowCatalog:
     def get(self, flow_id: str) -> Flow:
         flow = self._flows.get(flow_id)
         if flow is None:
-            broken = [p for p in self.broken if Path(p.file).stem == flow_id]
+            broken = self._broken_by_id.get(flow_id, [])  # its file, or a block it includes
             if broken:
                 raise FlowNotFound(
                     f"the flow '{flow_id}' does not load: {broken[0]}"
