@@ -144,6 +144,45 @@ async def test_guessing_the_key_gets_a_few_tries_a_minute(client: Any) -> None:
     assert api.status == 429 and (await api.json())["code"] == "rate_limited"
 
 
+async def test_guesses_sent_all_at_once_are_counted_all_the_same(client: Any) -> None:
+    """Each is counted before anything is awaited: 25 guesses whose bodies all arrive late
+    (so none had been refused yet when the next came in) still get 10 tries, not 25."""
+    import asyncio
+
+    body = b'{"flow": "nps"}'
+    streams = []
+    for n in range(25):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(
+            b"POST /api/v1/conversations HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\n"
+            + f"Authorization: Bearer all-at-once-{n}-0123456789\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:-1]  # the last byte held back
+        )
+        await writer.drain()
+        streams.append((reader, writer))
+    await asyncio.sleep(0.2)  # every request is in, waiting for its body
+    statuses = []
+    for reader, writer in streams:
+        writer.write(body[-1:])
+        await writer.drain()
+        statuses.append(int((await reader.readline()).split()[1]))
+        writer.close()
+    assert sorted(statuses) == [401] * 10 + [429] * 15
+
+
+async def test_other_authorization_schemes_are_no_guesses(client: Any) -> None:
+    """A site-wide auth proxy may send Basic to every page: that is nobody guessing keys."""
+    for _ in range(12):
+        response = await client.post(
+            "/api/v1/conversations", json={"flow": "nps"}, headers=basic("proxy-password")
+        )
+        assert response.status == 401
+    page = await client.get("/dashboard", headers=basic("k-research-dashboard"))
+    assert page.status == 200
+
+
 async def test_wrong_api_keys_count_as_guesses_too(client: Any) -> None:
     statuses = []
     for n in range(11):

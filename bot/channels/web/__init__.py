@@ -51,7 +51,7 @@ def setup(app: web.Application) -> None:
             flow_id,
             ", ".join(sorted(known)),
         )
-    app[WRONG_KEYS] = WrongKeys(settings.trusted_proxies)
+    app[WRONG_KEYS] = WrongKeys(settings.api_keys, settings.trusted_proxies)
     app.middlewares.append(json_errors)
     app.middlewares.append(
         Cors(settings.allowed_origins, public_url=settings.public_url).middleware()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from bot.channels.web.errors import ApiError, Handler, is_api
-from bot.channels.web.identity import COOKIE, TOKEN_HEADER
+from bot.channels.web.identity import COOKIE, TOKEN_HEADER, api_client
 
 MAX_BUCKETS = 100_000
 IP_FACTOR = 5  # one IP address may send this many times the per-client limit
@@ -170,8 +170,13 @@ class WrongKeys:
     client shares the proxy's address, and so these tries."""
 
     def __init__(
-        self, trusted_proxies: Sequence[str] = (), *, clock: Callable[[], float] = time.monotonic
+        self,
+        api_keys: Sequence[str],
+        trusted_proxies: Sequence[str] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.api_keys = list(api_keys)
         self.wrong = RateLimiter(WRONG_KEYS_PER_MINUTE, clock=clock)
         self.proxies = Proxies(trusted_proxies)
 
@@ -186,12 +191,15 @@ class WrongKeys:
         self.wrong.take(self._client(request))
 
     def middleware(self) -> web.middleware:  # type: ignore[valid-type]
-        """API requests that carry a key: refused while this client is guessing, and a
-        refused key (401 ``unauthorized``) counts as a guess."""
+        """API requests that carry a Bearer key: refused while this client is guessing; a
+        wrong key counts as a guess. Checked here, before anything is awaited, so many
+        requests at once cannot all pass the check before any is counted. Other schemes are
+        not counted (a site-wide auth proxy's Basic header is nobody guessing)."""
 
         @web.middleware
         async def wrong_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if not (is_api(request) and "Authorization" in request.headers):
+            scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+            if not (is_api(request) and scheme.lower() == "bearer" and key.strip()):
                 return await handler(request)
             wait = self.wait(request)
             if wait > 0:
@@ -203,11 +211,11 @@ class WrongKeys:
                     headers={"Retry-After": after},
                 )
             try:
-                return await handler(request)
-            except ApiError as err:
-                if err.code == "unauthorized":
-                    self.failed(request)
+                api_client(request, self.api_keys)
+            except ApiError:
+                self.failed(request)
                 raise
+            return await handler(request)
 
         return wrong_keys
 
