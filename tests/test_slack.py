@@ -96,6 +96,24 @@ steps:
 """
 
 
+def _long(word: str) -> str:
+    return (f"{word} " * (2990 // (len(word) + 1))).strip()
+
+
+# ~12,000 characters before the first question: more than one Slack message holds
+LONG = f"""\
+id: long
+kind: microsurvey
+title: Long
+intro: {_long("Alpha")}
+steps:
+  - {{id: b, type: message, text: {_long("Bravo")}}}
+  - {{id: c, type: message, text: {_long("Charlie")}}}
+  - {{id: d, type: message, text: {_long("Delta")}}}
+  - {{id: q1, type: yes_no, text: "First?"}}
+"""
+
+
 @pytest.fixture
 def flows(tmp_path: Path) -> Path:
     root = tmp_path / "flows"
@@ -104,6 +122,7 @@ def flows(tmp_path: Path) -> Path:
     (root / "welcome.yml").write_text(WELCOME)
     (root / "everything.yml").write_text(EVERYTHING)
     (root / "steps.yml").write_text(STEPS)
+    (root / "long.yml").write_text(LONG)
     return root
 
 
@@ -668,6 +687,27 @@ async def test_hi_while_the_first_words_are_still_on_their_way_adds_nothing(
     await runtime.drain()
     assert said(fake, "Hello from the steps survey") == 1 and said(fake, "First?") == 1
     assert said(fake, "Don't survey me again") == 1
+
+
+async def test_a_long_lead_in_cut_short_by_slack_is_finished_not_repeated(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """The words before the first question go out as two messages; Slack takes the first
+    and fails the second: the sweep says only the second (and asks), one opt-out button."""
+    runtime = parley.app[SLACK]
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3, after=1)
+    with pytest.raises(SlackApiError):
+        await runtime.respondents.start_flow(
+            runtime.client, flow=runtime.catalog.get("long"), team_id=slack_fake.TEAM, user_id="U1"
+        )
+    await runtime.drain()
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    accepted = [c for c in posts(fake) if c.result.get("ok")]
+    assert len(accepted) == 3  # part one, then part two and the question
+    assert said(fake, "Don't survey me again") == 1
+    for word in ("Alpha", "Bravo", "Charlie", "Delta"):
+        assert sum(block_texts(c).count(word) for c in accepted) == 2990 // (len(word) + 1)
+    assert said(fake, "First?") == 1
 
 
 async def test_words_between_questions_that_failed_come_with_the_late_question(

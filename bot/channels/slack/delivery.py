@@ -36,7 +36,6 @@ from bot.channels.slack.blocks import (
     render_reply,
 )
 from bot.channels.slack.dedupe import STALE_CLAIM
-from bot.engine import Ask
 from bot.services.conversations import Reply
 from bot.store import slack as store
 from bot.store.database import Database
@@ -80,7 +79,7 @@ def _question_tag(conversation_id: str, step: str) -> dict[str, Any]:
 
 ASKED_AGAIN = "Asked again below ↓"
 ALREADY_ANSWERED = "Answered already (above)"
-LEAD = "@lead"  # tags the words said just before a question: "<step>@lead"
+LEAD = "@lead"  # tags the words said just before a question: "<step>@lead#<part>"
 CLAIM_MARGIN = timedelta(
     seconds=30
 )  # a claim's holder stops waiting this long before it goes stale
@@ -108,11 +107,29 @@ def seconds_left() -> float | None:
 
 
 def _tag_for(conversation_id: str, messages: list[Message], index: int) -> dict[str, Any] | None:
-    """The metadata a message is posted with: its question, or the question it leads into."""
+    """The metadata a message is posted with: its question, or the question it leads into —
+    ``<step>@lead#k`` for the k-th message of the words said just before it (long words go
+    out as several messages, and a failure may come between them)."""
     step = messages[index].step
-    if step is None and index + 1 < len(messages) and messages[index + 1].step is not None:
-        step = f"{messages[index + 1].step}{LEAD}"
+    if step is None:
+        ahead = index
+        while ahead < len(messages) and messages[ahead].step is None:
+            ahead += 1
+        if ahead < len(messages):
+            start = index
+            while start > 0 and messages[start - 1].step is None:
+                start -= 1
+            step = f"{messages[ahead].step}{LEAD}#{index - start}"
     return _question_tag(conversation_id, step) if step is not None else None
+
+
+def _said_before(tag: dict[str, Any] | None, said: frozenset[str]) -> bool:
+    """Whether a lead-in message is already in the DM (``said``: the lead tags Slack shows;
+    a bare ``<step>@lead``, as earlier versions tagged, stands for all of them)."""
+    if tag is None:
+        return False
+    label = str(tag["event_payload"]["step"])
+    return LEAD in label and (label in said or label.split("#")[0] in said)
 
 
 class Undeliverable(Exception):
@@ -259,9 +276,11 @@ class Delivery:
         repost: bool = False,
         stale_after: timedelta = STALE_CLAIM,
         claimed: list[Outgoing] | None = None,
+        said: frozenset[str] = frozenset(),
     ) -> None:
         """Post a service reply; each question once (``repost`` = the person asked to see it
-        again). ``claimed``: the reply was already claimed in the answer's transaction."""
+        again). ``claimed``: the reply was already claimed in the answer's transaction.
+        ``said``: lead-in messages the DM already shows (``unshown_lead_in``), left out."""
         if claimed is None:
             claimed = await self.db.run(
                 partial(
@@ -278,6 +297,8 @@ class Delivery:
         mine = [outgoing.message for outgoing in ours]
         for sent, message in enumerate(mine):
             tag = _tag_for(reply.conversation_id, mine, sent)
+            if message.step is None and _said_before(tag, said):
+                continue
             try:
                 ts = await self.post(client, key=key, channel=channel, message=message, tag=tag)
             except BaseException as err:
@@ -342,7 +363,7 @@ class Delivery:
     ) -> dict[str, str]:
         """What of a conversation Slack already shows though it may never have been recorded
         (a crash, or a lost response, between sending and recording), by the metadata each
-        message carries: ``{step: ts}`` for questions, ``{step + LEAD: ts}`` for the words
+        message carries: ``{step: ts}`` for questions, ``{step@lead#k: ts}`` for the words
         said before one — so the sweep neither asks twice nor says twice."""
         response = await self._call(
             key,
@@ -366,21 +387,20 @@ class Delivery:
 
     async def unshown_lead_in(
         self, client: AsyncWebClient, reply: Reply, *, channel: str
-    ) -> tuple[Reply, bool, str | None]:
+    ) -> tuple[bool, str | None, frozenset[str]]:
         """For a question Parley has no record of posting, with ``reply`` from
-        ``Surveys.show(with_lead_in=True)``: what of it Slack already shows. Returns the reply
-        to post (without its lead-in when that was said), whether it is a survey's first
-        words (its intro gets the opt-out button), and the question's ts when Slack has it."""
+        ``Surveys.show(with_lead_in=True)``: what of it Slack already shows. Returns whether
+        it is a survey's first words still to say (its first message gets the opt-out
+        button), the question's ts when Slack has it, and the lead-in messages Slack shows
+        (for ``send_reply(said=...)``: not said twice)."""
         step = reply.step or ""
         shown = await self.delivered(
             client, key=reply.respondent_key, channel=channel, conversation_id=reply.conversation_id
         )
-        lead_shown = f"{step}{LEAD}" in shown
-        if lead_shown:  # only the question failed: its lead-in is not said twice
-            reply = dataclasses.replace(
-                reply, outputs=[o for o in reply.outputs if isinstance(o, Ask)]
-            )
-        return reply, reply.from_start and not lead_shown, shown.get(step)
+        lead = f"{step}{LEAD}"
+        said = frozenset(tag for tag in shown if tag == lead or tag.startswith(f"{lead}#"))
+        first_words = reply.from_start and not ({lead, f"{lead}#0"} & said)
+        return first_words, shown.get(step), said
 
     async def mark_answered(
         self,

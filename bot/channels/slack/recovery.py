@@ -120,7 +120,7 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 channel = await runtime.delivery.dm_channel(
                     client, key=message.respondent_key, user_id=parts[2]
                 )
-                reply, first_words, ts = await runtime.delivery.unshown_lead_in(
+                first_words, ts, said = await runtime.delivery.unshown_lead_in(
                     client, reply, channel=channel
                 )
                 if ts is not None:  # sent, then a crash before it was recorded: record it now
@@ -136,6 +136,7 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                     team_id=message.team_id,
                     offer_opt_out=first_words,
                     stale_after=after,
+                    said=said,
                 )
                 done += 1
         except (ParleyError, Undeliverable) as err:  # never will: let go of the claim

@@ -314,12 +314,17 @@ class Respondents:
                 respondent_key=reply.respondent_key,
                 with_lead_in=True,
             )
-            whole, first_words, ts = await delivery.unshown_lead_in(client, whole, channel=channel)
+            first_words, ts, said = await delivery.unshown_lead_in(client, whole, channel=channel)
             if ts is None:
                 # not repost: retaking the stale claim is what decides who posts (a second
                 # "hello" meanwhile finds it taken and posts nothing)
                 await delivery.send_reply(
-                    client, whole, channel=channel, team_id=team_id, offer_opt_out=first_words
+                    client,
+                    whole,
+                    channel=channel,
+                    team_id=team_id,
+                    offer_opt_out=first_words,
+                    said=said,
                 )
                 return
             await delivery.record_posted(reply.conversation_id, step, channel, ts)
