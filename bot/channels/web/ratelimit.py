@@ -102,13 +102,7 @@ class WebRateLimit:
             if is_api(request) and request.method != "OPTIONS":
                 wait = self.take(request)
                 if wait > 0:
-                    after = seconds(wait)
-                    raise ApiError(
-                        429,
-                        "rate_limited",
-                        f"too many requests; try again in {after} s",
-                        headers={"Retry-After": after},
-                    )
+                    raise too_many("too many requests", wait)
             return await handler(request)
 
         return rate_limit
@@ -203,13 +197,7 @@ class WrongKeys:
                 return await handler(request)
             wait = self.wait(request)
             if wait > 0:
-                after = seconds(wait)
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    f"too many wrong API keys; try again in {after} s",
-                    headers={"Retry-After": after},
-                )
+                raise too_many("too many wrong API keys", wait)
             try:
                 api_client(request, self.api_keys)
             except ApiError:
@@ -227,3 +215,10 @@ WRONG_KEYS = web.AppKey("wrong_api_keys", WrongKeys)
 def seconds(wait: float) -> str:
     """A Retry-After value: whole seconds, at least one."""
     return str(max(1, math.ceil(wait)))
+
+
+def too_many(what: str, wait: float) -> ApiError:
+    after = seconds(wait)
+    return ApiError(
+        429, "rate_limited", f"{what}; try again in {after} s", headers={"Retry-After": after}
+    )
