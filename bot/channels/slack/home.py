@@ -70,7 +70,12 @@ async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, A
     toggle: dict[str, Any] = {
         "type": "checkboxes",
         "action_id": blocks.HOME_OPT_OUT,
-        "options": [{"text": blocks.mrkdwn("*Don't send me surveys*", 150), "value": "opt_out"}],
+        "options": [
+            {
+                "text": blocks.mrkdwn("*Don't send me surveys*", blocks.MAX_OPTION_TEXT),
+                "value": "opt_out",
+            }
+        ],
     }
     if opted_out:
         toggle["initial_options"] = toggle["options"]
