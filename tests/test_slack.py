@@ -1610,3 +1610,25 @@ async def test_start_up_names_the_bot_and_workspace_signed_in(
     caplog.set_level("INFO", logger="parley")
     assert await check_token(runtime.client)
     assert any("signed in as" in r.getMessage() for r in caplog.records)
+
+
+async def test_app_home_with_many_open_surveys_keeps_its_opt_out(
+    parley: TestClient, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Home view holds 100 blocks: a long list of open surveys must not push the opt-out
+    toggle (or the research part) off its end."""
+    from bot.channels.slack import home
+
+    runtime = parley.app[SLACK]
+    reply = await start_nps(parley, fake)
+    many = [reply] * 150
+
+    async def open_conversations(**_: Any) -> list[Any]:
+        return many
+
+    monkeypatch.setattr(runtime.surveys, "open_conversations", open_conversations)
+    view = await home.build(runtime, runtime.client, team_id=slack_fake.TEAM, user_id="U_RES")
+    text = json.dumps(view, ensure_ascii=False)
+    assert len(view["blocks"]) <= 100
+    assert home.blocks.HOME_OPT_OUT in text and "Research" in text
+    assert "…and 130 more waiting" in text

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parley.slack")
 MAX_FLOWS_ON_HOME = 15
+MAX_OPEN_SHOWN = 20  # a Home view holds 100 blocks
 MAX_PAST = 10
 
 
@@ -35,7 +36,7 @@ async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, A
     out: list[dict[str, Any]] = [{"type": "header", "text": blocks.plain("Your surveys", 150)}]
     opted_out = await surveys.is_opted_out(respondent_key=key)
     open_replies = [] if opted_out else await surveys.open_conversations(respondent_key=key)
-    for reply in open_replies:
+    for reply in open_replies[:MAX_OPEN_SHOWN]:  # room left for the opt-out and research parts
         out.append(
             {
                 "type": "section",
@@ -47,6 +48,9 @@ async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, A
                 ),
             }
         )
+    if len(open_replies) > MAX_OPEN_SHOWN:
+        more = len(open_replies) - MAX_OPEN_SHOWN
+        out.append(blocks.context(f"…and {more} more waiting for you."))
     past = await runtime.db.read(
         partial(store.past_conversations, respondent_key=key, limit=MAX_PAST)
     )
