@@ -773,7 +773,7 @@ steps:
 """
     out = problems(tmp_path, "demo.yml", flow)
     assert out == [
-        "demo.yml:12:19: unknown name 'pro' ('pro' is a choice of plan: quote it, plan == \"pro\")"
+        "demo.yml:12:19: unknown name 'pro' ('pro' is a choice of plan: quote it, \"pro\")"
     ]
 
 
@@ -801,3 +801,52 @@ def test_asking_for_a_flow_broken_by_its_block_says_why(tmp_path: Path) -> None:
     catalog = FlowCatalog(tmp_path)
     with pytest.raises(FlowNotFound, match=r"the flow 'incl' does not load: .*extra.yml:2:"):
         catalog.get("incl")
+
+
+def test_a_flow_and_the_blocks_it_includes_share_one_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block is checked on its own and within the flow: on one budget, not one each."""
+    from bot.flow import conditions, loader
+
+    scores = "".join(f"  - {{id: s{n}, type: nps, text: 'Score {n}'}}\n" for n in range(4))
+    when = " and ".join(f"s{n} == 10" for n in range(4))  # true only for the last combination
+    asks = "".join(
+        f'  - {{id: t{n}, type: text, text: Why, required: false, when: "{when}"}}\n'
+        for n in range(12)
+    )
+    write(tmp_path, "blocks/costly.yml", f"steps:\n{scores}{asks}")
+    write(
+        tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/costly.yml\n")
+    )
+    calls = 0
+    answers_for = conditions.truthy_in
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return answers_for(*args, **kwargs)
+
+    monkeypatch.setattr(conditions, "truthy_in", counted)
+    load_flow(tmp_path / "demo.yml", root=tmp_path)
+    assert calls <= loader.MAX_ENUMERATION_PER_FLOW
+
+
+def test_a_block_problem_is_reported_once_with_the_hint_for_a_block(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "blocks/b.yml",
+        'steps:\n  - {id: more, type: text, text: More, when: "scor > 5"}\n',
+    )
+    write(
+        tmp_path,
+        "demo.yml",
+        GOOD.replace(
+            "    text: Why {{score}}?\n", "    text: Why {{score}}?\n  - include: blocks/b.yml\n"
+        ),
+    )
+    with pytest.raises(FlowError) as info:
+        load_flow(tmp_path / "demo.yml", root=tmp_path)
+    problems = [str(p) for p in info.value.problems if "file name" not in p.message]
+    assert len(problems) == 1 and "unknown name 'scor'" in problems[0], problems
+    assert "did you mean 'score'" not in problems[0]  # the flow's step is no help in a block

@@ -66,15 +66,24 @@ class RawStep:
 @dataclass
 class _Collector:
     problems: list[Problem] = field(default_factory=list)
+    # the never-true checks' tries left for everything one load builds (a flow and its blocks)
+    budget: list[int] = field(default_factory=lambda: [MAX_ENUMERATION_PER_FLOW])
+    checked_alone: set[Path] = field(default_factory=set)  # blocks already checked on their own
 
     def at(self, file: str, pos: tuple[int, int], message: str, hint: str = "") -> None:
         self.problems.append(Problem(file, pos[0], pos[1], message, hint))
 
+    def unique(self) -> list[Problem]:
+        """Each problem once, in file order: an included block is also checked on its own,
+        and what it finds comes first (its hint is the one that applies to a block)."""
+        first: dict[tuple[str, int, int, str], Problem] = {}
+        for problem in self.problems:
+            first.setdefault((problem.file, problem.line, problem.col, problem.message), problem)
+        return sorted(first.values(), key=lambda p: (p.file, p.line, p.col, p.message))
+
     def raise_if_any(self) -> None:
-        if self.problems:  # once each: an included block is also checked on its own
-            self.problems = sorted(
-                set(self.problems), key=lambda p: (p.file, p.line, p.col, p.message)
-            )
+        if self.problems:
+            self.problems = self.unique()
             raise FlowError(self.problems)
 
 
@@ -259,9 +268,11 @@ def _expand(
         raws = list(_expand(block["steps"], shown, root, (*stack, target), out))
         # Valid on its own too (as docs/flows.md promises, and `parley validate` checks a
         # block): its conditions may not lean on the steps of whichever flow includes it.
-        alone = _Collector()
-        _build_steps(raws, shown, alone)
-        out.problems.extend(alone.problems)
+        if target not in out.checked_alone:  # once a load, however often it is included
+            out.checked_alone.add(target)
+            alone = _Collector(budget=out.budget, checked_alone=out.checked_alone)
+            _build_steps(raws, shown, alone)
+            out.problems[:0] = alone.problems  # first: its hints are the ones for a block
         yield from raws
 
 
@@ -352,7 +363,7 @@ def _check_expr(
                 if head in {str(c.value) for c in getattr(spec, "choices", [])}
             ]
             hint = (
-                f"'{head}' is a choice of {owners[0]}: quote it, {owners[0]} == \"{head}\""
+                f"'{head}' is a choice of {owners[0]}: quote it, \"{head}\""
                 if owners and len(name.parts) == 1
                 else did_you_mean(head, known) or "use an earlier step id or respondent.ATTRIBUTE"
             )
@@ -542,7 +553,7 @@ def _build_steps(
     steps: list[Step] = []
     all_ids = [s.id for s, _ in specs]
     may_skip: dict[str, bool] = {}
-    budget = [MAX_ENUMERATION_PER_FLOW]
+    budget = out.budget  # one for the flow and the blocks it includes
     ended_at: str | None = None
     for i, (spec, raw) in enumerate(specs):
         earlier = {s.id: s for s, _ in specs[:i]}
@@ -825,7 +836,7 @@ def _validate_block(path: Path, root: Path) -> FileReport:
             return FileReport(
                 shown, "block", f"block: {len(steps)} step{'' if len(steps) == 1 else 's'}"
             )
-    return FileReport(shown, "block", "", tuple(out.problems))
+    return FileReport(shown, "block", "", tuple(out.unique()))
 
 
 def load_each(root: Path) -> tuple[dict[str, Flow], dict[Path, list[Problem]]]:
