@@ -849,3 +849,18 @@ async def test_forget_goes_again_when_a_new_row_of_the_person_got_in_its_way(
     done = await privacy.forget(database, key="t:kim")
     assert tries == [1, 2] and sum(done.counts.values()) > 0
     assert await count(database, Respondent) == 0
+
+
+async def test_results_say_which_channel_the_responses_came_from(svc: Surveys) -> None:
+    """A flow open to anyone on the web can be filled by a script: researchers see where its
+    numbers come from."""
+    await complete(svc, "t:one")
+    await complete(svc, "t:two")
+    web = await svc.start(flow_id="nps", respondent_key="web:three", channel="web")
+    await svc.answer(
+        conversation_id=web.conversation_id, respondent_key="web:three", step="score", value=3
+    )
+    report = await flow_results(svc.db, svc.catalog.get("nps"))
+    assert report.channels == {"test": 2, "web": 1}
+    assert report.to_dict()["responses_by_channel"] == {"test": 2, "web": 1}
+    assert "by channel: test 2   web 1" in render_text(report)

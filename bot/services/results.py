@@ -62,6 +62,9 @@ class FlowResults:
     open: int
     steps: list[StepResult]
     retired: int = 0  # answers to steps an edit removed or retyped since (export has them)
+    # responses by channel: a flow open to anyone on the web can be filled by a script, and
+    # researchers should see where its numbers come from
+    channels: dict[str, int] = field(default_factory=dict)
 
     @property
     def completion_rate(self) -> float | None:
@@ -77,6 +80,7 @@ class FlowResults:
             "completion_rate": self.completion_rate,
             "steps": [s.to_dict() for s in self.steps],
             "answers_to_retired_steps": self.retired,
+            "responses_by_channel": dict(self.channels),
         }
 
     @property
@@ -127,6 +131,7 @@ async def flow_results(
     retired = 0
     async with db.reads() as session:
         counts = await repo.conversation_counts(session, flow_id=flow.id)
+        channels = await repo.channel_counts(session, flow_id=flow.id)
         async for answer, key, _version in repo.flow_answers(session, flow_id=flow.id):
             if on_answer is not None:
                 on_answer()  # progress, for a long count in a terminal
@@ -176,6 +181,7 @@ async def flow_results(
         open=counts.get("active", 0) + counts.get("new", 0),
         steps=list(steps.values()),
         retired=retired,
+        channels=dict(sorted(channels.items(), key=lambda item: -item[1])),
     )
 
 
@@ -186,6 +192,8 @@ def render_text(results: FlowResults) -> str:
         f"{results.title} ({results.flow_id})",
         f"responses: {results.started}   completed: {results.completed}   open: {results.open}   completion rate: {rate}",
     ]
+    if results.channels:
+        lines.append("by channel: " + "   ".join(f"{c} {n}" for c, n in results.channels.items()))
     for step in results.steps:
         lines.append("")
         lines.append(f"[{step.id}] {step.text}  ({counted(step.answers, 'answer')})")

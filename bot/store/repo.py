@@ -77,6 +77,16 @@ async def conversation_counts(session: AsyncSession, *, flow_id: str) -> dict[st
     return {status: int(n) for status, n in rows}
 
 
+async def channel_counts(session: AsyncSession, *, flow_id: str) -> dict[str, int]:
+    """Conversations of a flow by the channel they ran in (web, slack, terminal)."""
+    rows = await session.execute(
+        select(Conversation.channel, func.count())
+        .where(Conversation.flow_id == flow_id)
+        .group_by(Conversation.channel)
+    )
+    return {str(channel): int(n) for channel, n in rows}
+
+
 async def rows_of(session: AsyncSession, *, respondent_id: int) -> dict[str, list[Any]]:
     """Everything stored about one person (for export)."""
     out: dict[str, list[Any]] = {}

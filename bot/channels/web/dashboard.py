@@ -136,6 +136,13 @@ async def flow_page(request: web.Request) -> web.Response:
         f"<tr><th>Responses</th><td>{results.started}</td><th>Completed</th><td>{results.completed}</td>"
         f"<th>Open</th><td>{results.open}</td><th>Completion</th><td>{rate}</td></tr></table>"
         + (
+            "<p class=muted>By channel: "
+            + ", ".join(f"{escape(c)} {n}" for c, n in results.channels.items())
+            + "</p>"
+            if results.channels
+            else ""
+        )
+        + (
             f"<p class=muted>{counted(results.retired, 'answer')} to questions no longer in this flow "
             "(edited since) are not counted here: <code>parley export</code> has them.</p>"
             if results.retired
