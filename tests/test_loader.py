@@ -686,32 +686,46 @@ def test_multi_choice_compared_with_equals(tmp_path: Path) -> None:
     )
 
 
+def costly_steps(count: int) -> tuple[str, str]:
+    """Four scores, then ``count`` questions whose condition only the last of the 11^4
+    combinations of answers makes true (the never-true check tries them all)."""
+    scores = "".join(f"  - {{id: s{n}, type: nps, text: 'Score {n}'}}\n" for n in range(4))
+    when = " and ".join(f"s{n} == 10" for n in range(4))
+    asks = "".join(
+        f'  - {{id: t{n}, type: text, text: Why, required: false, when: "{when}"}}\n'
+        for n in range(count)
+    )
+    return scores, asks
+
+
+def count_tries(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the answer combinations the never-true check tries (``[0]``)."""
+    from bot.flow import conditions
+
+    tries = [0]
+    answers_for = conditions.truthy_in  # called once per combination tried
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tries[0] += 1
+        return answers_for(*args, **kwargs)
+
+    monkeypatch.setattr(conditions, "truthy_in", counted)
+    return tries
+
+
 def test_never_true_checks_have_one_budget_per_flow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every load (chat, results, each reload while serving) checks every condition: many
     long ones over several scores took minutes. Past the budget a condition is trusted."""
-    from bot.flow import conditions, loader
+    from bot.flow import loader
 
-    scores = "".join(f"  - {{id: s{n}, type: nps, text: 'Score {n}'}}\n" for n in range(4))
-    when = " and ".join(f"s{n} == 10" for n in range(4))  # true only for the last combination
-    asks = "".join(
-        f'  - {{id: t{n}, type: text, text: Why, required: false, when: "{when}"}}\n'
-        for n in range(40)
-    )
+    scores, asks = costly_steps(40)
     write(tmp_path, "many.yml", f"id: many\nkind: microsurvey\ntitle: Many\nsteps:\n{scores}{asks}")
-    calls = 0
-    answers_for = conditions.truthy_in  # once per combination of answers tried
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return answers_for(*args, **kwargs)
-
-    monkeypatch.setattr(conditions, "truthy_in", counted)
+    tries = count_tries(monkeypatch)
     flow = load_flow(tmp_path / "many.yml", root=tmp_path)
     assert flow.question_count == 44
-    assert calls <= loader.MAX_ENUMERATION_PER_FLOW  # not 40 x 11^4 (585,640)
+    assert tries[0] <= loader.MAX_ENUMERATION_PER_FLOW  # not 40 x 11^4 (585,640)
 
     # conditions true at once cost one try each: a never-true one after them is still found
     easy = " and ".join(f"s{n} >= 0" for n in range(4))
@@ -807,29 +821,16 @@ def test_a_flow_and_the_blocks_it_includes_share_one_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A block is checked on its own and within the flow: on one budget, not one each."""
-    from bot.flow import conditions, loader
+    from bot.flow import loader
 
-    scores = "".join(f"  - {{id: s{n}, type: nps, text: 'Score {n}'}}\n" for n in range(4))
-    when = " and ".join(f"s{n} == 10" for n in range(4))  # true only for the last combination
-    asks = "".join(
-        f'  - {{id: t{n}, type: text, text: Why, required: false, when: "{when}"}}\n'
-        for n in range(12)
-    )
+    scores, asks = costly_steps(12)
     write(tmp_path, "blocks/costly.yml", f"steps:\n{scores}{asks}")
     write(
         tmp_path, "demo.yml", GOOD.replace("steps:\n", "steps:\n  - include: blocks/costly.yml\n")
     )
-    calls = 0
-    answers_for = conditions.truthy_in
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return answers_for(*args, **kwargs)
-
-    monkeypatch.setattr(conditions, "truthy_in", counted)
+    tries = count_tries(monkeypatch)
     load_flow(tmp_path / "demo.yml", root=tmp_path)
-    assert calls <= loader.MAX_ENUMERATION_PER_FLOW
+    assert tries[0] <= loader.MAX_ENUMERATION_PER_FLOW
 
 
 def test_a_block_problem_is_reported_once_with_the_hint_for_a_block(tmp_path: Path) -> None:
