@@ -91,11 +91,16 @@ outro: Thanks {{respondent.first_name or "there"}} — {{tools}}.
 """
 
 
+def flow_of(tmp_path: Path, name: str, text: str) -> Flow:
+    """A flow written (dedented) to ``<name>.yml`` under ``tmp_path`` and loaded."""
+    path = tmp_path / f"{name}.yml"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return load_flow(path, root=tmp_path)
+
+
 @pytest.fixture
 def flow(tmp_path: Path) -> Flow:
-    path = tmp_path / "all.yml"
-    path.write_text(textwrap.dedent(ALL_TYPES).lstrip())
-    return load_flow(path, root=tmp_path)
+    return flow_of(tmp_path, "all", ALL_TYPES)
 
 
 def run(
@@ -323,9 +328,10 @@ def test_state_round_trips_through_json(flow: Flow) -> None:
 
 
 def test_message_with_end_finishes_early(tmp_path: Path) -> None:
-    (tmp_path / "early.yml").write_text(
-        textwrap.dedent(
-            """
+    flow = flow_of(
+        tmp_path,
+        "early",
+        """
             id: early
             kind: interview
             title: Early
@@ -342,10 +348,8 @@ def test_message_with_end_finishes_early(tmp_path: Path) -> None:
               - id: when
                 type: text
                 text: When suits you?
-            """
-        )
+            """,
     )
-    flow = load_flow(tmp_path / "early.yml", root=tmp_path)
     state = advance(flow, new_state(flow), Start()).state
     no = advance(flow, state, Answer("willing", "no"))
     assert no.state.status == "completed"
@@ -382,8 +386,7 @@ steps:
 
 
 def test_piped_choice_labels_read_the_same_everywhere(tmp_path: Path) -> None:
-    (tmp_path / "piped.yml").write_text(textwrap.dedent(PIPED_LABELS).lstrip())
-    flow = load_flow(tmp_path / "piped.yml", root=tmp_path)
+    flow = flow_of(tmp_path, "piped", PIPED_LABELS)
     state = advance(flow, new_state(flow, {"first_name": "Ann"}), Start()).state
     ask = ask_for(flow, flow.step("pick"), state)
     assert [c.label for c in ask.input.choices or ()] == ["Option for Ann", "Other"]
@@ -396,9 +399,10 @@ def test_piped_choice_labels_read_the_same_everywhere(tmp_path: Path) -> None:
 
 
 def test_an_optional_multi_choice_tells_skipped_from_none_picked(tmp_path: Path) -> None:
-    (tmp_path / "m.yml").write_text(
-        textwrap.dedent(
-            """
+    flow = flow_of(
+        tmp_path,
+        "m",
+        """
             id: m
             kind: microsurvey
             title: M
@@ -409,10 +413,8 @@ def test_an_optional_multi_choice_tells_skipped_from_none_picked(tmp_path: Path)
                 min_picks: 0
                 text: Which of these do you use?
                 choices: [{value: slack, label: Slack}, {value: figma, label: Figma}]
-            """
-        )
+            """,
     )
-    flow = load_flow(tmp_path / "m.yml", root=tmp_path)
     start = advance(flow, new_state(flow), Start()).state
     none_picked = advance(flow, start, Answer("used", []))
     assert none_picked.recorded is not None and none_picked.recorded.value == []
@@ -447,9 +449,10 @@ def run_from(
 
 
 def test_lead_in_is_what_was_said_just_before_the_open_question(tmp_path: Path) -> None:
-    (tmp_path / "lead.yml").write_text(
-        textwrap.dedent(
-            """
+    flow = flow_of(
+        tmp_path,
+        "lead",
+        """
             id: lead
             kind: microsurvey
             title: Lead
@@ -459,10 +462,8 @@ def test_lead_in_is_what_was_said_just_before_the_open_question(tmp_path: Path) 
               - {id: skipped, type: message, when: q1 == false, text: Never said}
               - {id: between, type: message, text: "Thanks for {{q1}}."}
               - {id: q2, type: yes_no, text: "Second?"}
-            """
-        )
+            """,
     )
-    flow = load_flow(tmp_path / "lead.yml", root=tmp_path)
     start = advance(flow, new_state(flow, {"first_name": "Ann"}), Start()).state
     assert lead_in(flow, start) == [Say("Hi Ann.")]
     after = advance(flow, start, Answer("q1", "yes")).state
@@ -472,10 +473,10 @@ def test_lead_in_is_what_was_said_just_before_the_open_question(tmp_path: Path) 
 
 
 def test_a_choice_piped_through_or_shows_its_label(tmp_path: Path) -> None:
-    path = tmp_path / "pick.yml"
-    path.write_text(
-        textwrap.dedent(
-            """\
+    flow = flow_of(
+        tmp_path,
+        "pick",
+        """
             id: pick
             kind: microsurvey
             title: Pick
@@ -490,10 +491,8 @@ def test_a_choice_piped_through_or_shows_its_label(tmp_path: Path) -> None:
               - id: why
                 type: text
                 text: Why {{plan or "no plan"}}, {{respondent.first_name or "friend"}}?
-            """
-        )
+            """,
     )
-    flow = load_flow(path, root=tmp_path)
     _, transcript = run(flow, [("plan", "pro")])
     assert [o.text for o in transcript if isinstance(o, Ask)][-1] == "Why Professional, friend?"
     _, skipped = run(flow, [("plan", None)])
