@@ -130,8 +130,7 @@ async def flow_results(
     recent: dict[str, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=RECENT_TEXTS))
     retired = 0
     async with db.reads() as session:
-        counts = await repo.conversation_counts(session, flow_id=flow.id)
-        channels = await repo.channel_counts(session, flow_id=flow.id)
+        counts, channels = await repo.conversation_counts(session, flow_id=flow.id)
         async for answer, key, _version in repo.flow_answers(session, flow_id=flow.id):
             if on_answer is not None:
                 on_answer()  # progress, for a long count in a terminal

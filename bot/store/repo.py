@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -68,23 +69,21 @@ async def count_answers(session: AsyncSession, *, flow_id: str | None = None) ->
     return int((await session.execute(query)).scalar_one())
 
 
-async def conversation_counts(session: AsyncSession, *, flow_id: str) -> dict[str, int]:
+async def conversation_counts(
+    session: AsyncSession, *, flow_id: str
+) -> tuple[dict[str, int], dict[str, int]]:
+    """A flow's conversations by status and by the channel they ran in, in one query."""
     rows = await session.execute(
-        select(Conversation.status, func.count())
+        select(Conversation.status, Conversation.channel, func.count())
         .where(Conversation.flow_id == flow_id)
-        .group_by(Conversation.status)
+        .group_by(Conversation.status, Conversation.channel)
     )
-    return {status: int(n) for status, n in rows}
-
-
-async def channel_counts(session: AsyncSession, *, flow_id: str) -> dict[str, int]:
-    """Conversations of a flow by the channel they ran in (web, slack, terminal)."""
-    rows = await session.execute(
-        select(Conversation.channel, func.count())
-        .where(Conversation.flow_id == flow_id)
-        .group_by(Conversation.channel)
-    )
-    return {str(channel): int(n) for channel, n in rows}
+    statuses: Counter[str] = Counter()
+    channels: Counter[str] = Counter()
+    for status, channel, n in rows:
+        statuses[str(status)] += int(n)
+        channels[str(channel)] += int(n)
+    return dict(statuses), dict(channels)
 
 
 async def rows_of(session: AsyncSession, *, respondent_id: int) -> dict[str, list[Any]]:
