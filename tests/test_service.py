@@ -386,13 +386,19 @@ async def test_expired_conversation_is_closed_and_a_new_one_starts(
         assert sorted(statuses) == ["expired", "expired"]
 
 
+async def start_and_rate_mood(svc: Surveys, flow_id: str, key: str, mood: int) -> Any:
+    """Start an anonymous test flow and answer its first question."""
+    reply = await svc.start(flow_id=flow_id, respondent_key=key, channel="test")
+    await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key=key, step="mood", value=mood
+    )
+    return reply
+
+
 async def test_anonymous_flow_keeps_nothing_that_links_answers_to_the_person(
     svc: Surveys, database: Database
 ) -> None:
-    reply = await svc.start(flow_id="anon", respondent_key="t:lee", channel="test")
-    await svc.answer(
-        conversation_id=reply.conversation_id, respondent_key="t:lee", step="mood", value=4
-    )
+    reply = await start_and_rate_mood(svc, "anon", "t:lee", 4)
     async with database.reads() as session:
         answer = (await session.execute(select(Answer))).scalar_one()
         assert answer.value == 4
@@ -422,10 +428,7 @@ async def test_anonymous_flow_keeps_nothing_that_links_answers_to_the_person(
 async def test_opting_out_mid_way_through_an_anonymous_flow_unlinks_its_answers(
     svc: Surveys, database: Database
 ) -> None:
-    reply = await svc.start(flow_id="anon_two", respondent_key="t:mo", channel="test")
-    await svc.answer(
-        conversation_id=reply.conversation_id, respondent_key="t:mo", step="mood", value=2
-    )
+    reply = await start_and_rate_mood(svc, "anon_two", "t:mo", 2)
     assert await svc.opt_out(respondent_key="t:mo", source="test")
     async with database.reads() as session:
         conversation = await session.get(Conversation, reply.conversation_id)
