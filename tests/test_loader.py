@@ -606,16 +606,57 @@ steps:
     reports = {r.path.rsplit("/", 1)[-1]: r for r in validate_tree(tmp_path)}
     problems = [str(p) for p in reports["pick.yml"].problems]
     assert len(problems) == 3
-    assert "pick.yml:5:9: step 'value' tags needs:prize" in problems[0]
+    # each at the tag as written: a mapping key, a plain value
+    assert "pick.yml:9:45: step 'value' tags needs:prize" in problems[0]
     assert "did you mean 'price'?" in problems[0]
-    assert "step 'score' tags nps:promotor" in problems[1] and "'promoter'" in problems[1]
-    assert "step 'score' tags nsp:detractor" in problems[2] and "did you mean 'nps'?" in problems[2]
+    assert "pick.yml:15:33: step 'score' tags nps:promotor" in problems[1]
+    assert "'promoter'" in problems[1]
+    assert "pick.yml:16:33: step 'score' tags nsp:detractor" in problems[2]
+    assert "did you mean 'nps'?" in problems[2]
     flows, broken = load_each(tmp_path)  # what validate refuses is not run (nor stored) either
     assert "pick" not in flows and [str(p) for p in broken[tmp_path / "pick.yml"]] == problems
     write(tmp_path, "pick.yml", (tmp_path / "pick.yml").read_text().replace("prize", "price"))
     fixed = (tmp_path / "pick.yml").read_text()
     write(tmp_path, "pick.yml", fixed.replace("promotor", "promoter").replace("nsp:", "nps:"))
     assert all(r.ok for r in validate_tree(tmp_path))
+
+
+def test_undeclared_tags_in_a_block_are_found_in_the_block(tmp_path: Path) -> None:
+    """A block is checked against segments.yml on its own (`parley validate blocks/x.yml`)
+    and where a flow includes it, each time at the tag's own line in the block."""
+    write(tmp_path, "segments.yml", "dimensions:\n  needs:\n    segments: [price, quality]\n")
+    write(
+        tmp_path,
+        "blocks/why.yml",
+        """\
+steps:
+  - id: reasons
+    type: multi_choice
+    text: Reasons?
+    choices:
+      - value: cost
+        label: Cost
+        tags: [needs:price, needs:prise]
+      - {value: make, label: Make, tags: needs:quality}
+""",
+    )
+    write(
+        tmp_path,
+        "uses.yml",
+        GOOD.replace("id: demo", "id: uses").replace(
+            "steps:\n", "steps:\n  - include: blocks/why.yml\n", 1
+        ),
+    )
+    expected = (
+        "blocks/why.yml:8:29: step 'reasons' tags needs:prise, which segments.yml does not declare"
+    )
+    block = validate_tree(tmp_path / "blocks" / "why.yml")
+    assert [expected in str(p) for report in block for p in report.problems] == [True]
+    reports = {r.path.rsplit("/", 1)[-1]: r for r in validate_tree(tmp_path)}
+    assert [expected in str(p) for p in reports["uses.yml"].problems] == [True]
+    assert [expected in str(p) for p in reports["why.yml"].problems] == [True]
+    flows, broken = load_each(tmp_path)
+    assert "uses" not in flows and len(broken[tmp_path / "uses.yml"]) == 1
 
 
 def test_load_all_collects_problems_from_every_file(tmp_path: Path) -> None:

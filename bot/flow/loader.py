@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -69,6 +69,8 @@ class _Collector:
     # the never-true checks' tries left for everything one load builds (a flow and its blocks)
     budget: list[int] = field(default_factory=lambda: [MAX_ENUMERATION_PER_FLOW])
     checked_alone: set[Path] = field(default_factory=set)  # blocks already checked on their own
+    # segments.yml's dimensions and segments (None: no usable segments.yml, tags unchecked)
+    declared: dict[str, set[str]] | None = None
 
     def at(self, file: str, pos: tuple[int, int], message: str, hint: str = "") -> None:
         self.problems.append(Problem(file, pos[0], pos[1], message, hint))
@@ -88,6 +90,47 @@ class _Collector:
 
 
 # --- stage 2: schema -------------------------------------------------------------------
+
+
+def _tag_position(node: Any, path: tuple[Any, ...], tag: str) -> tuple[int, int]:
+    """Where a tag is written: a mapping's key, a list's item, or the value itself."""
+    written = _at(node, path)
+    if isinstance(written, LineDict) and tag in written:
+        return key_position(node, (*path, tag))
+    if isinstance(written, LineList) and tag in written:
+        return position(node, (*path, written.index(tag)))
+    return position(node, path)
+
+
+def _check_tags(spec: Any, raw: RawStep, declared: dict[str, set[str]], out: _Collector) -> None:
+    """Tags whose dimension or segment segments.yml does not declare: a typo (needs:prize)
+    would otherwise file people into a segment nobody reports on, without a word."""
+    written = [(("tags", j, "add"), rule.weights) for j, rule in enumerate(spec.tags)]
+    written += [
+        (("choices", k, "tags"), choice.weights)
+        for k, choice in enumerate(getattr(spec, "choices", []))
+    ]
+    for path, weights in written:
+        for tag in weights:
+            dimension, segment = tag.split(":", 1)
+            if segment in declared.get(dimension, ()):
+                continue
+            if dimension in declared:
+                known = declared[dimension]
+                hint = (
+                    did_you_mean(segment, known) or f"{dimension} has {', '.join(sorted(known))};"
+                )
+            else:
+                hint = (
+                    did_you_mean(dimension, declared)
+                    or f"dimensions are {', '.join(sorted(declared))};"
+                )
+            out.at(
+                raw.file,
+                _tag_position(raw.node, path, tag),
+                f"step '{spec.id}' tags {tag}, which segments.yml does not declare",
+                f"{hint} or declare it in segments.yml",
+            )
 
 
 def _model_for(annotation: Any) -> type[BaseModel] | None:
@@ -592,6 +635,8 @@ def _build_steps(
                 if rule_when is not None:
                     _check_expr(rule_when, raw, ("tags", j, "when"), own, out)
             rules.append(TagRule(rule_when, rule.weights))
+        if out.declared is not None:
+            _check_tags(spec, raw, out.declared, out)
         if spec.save_as and spec.type == "message":
             out.at(
                 raw.file,
@@ -611,9 +656,17 @@ def _build_steps(
     return steps, specs
 
 
-def build_flow(node: Any, *, file: str, root: Path | None, expected_id: str | None) -> Flow:
-    """Stages 2 and 3 over parsed YAML (from a file, or a stored definition when root is None)."""
-    out = _Collector()
+def build_flow(
+    node: Any,
+    *,
+    file: str,
+    root: Path | None,
+    expected_id: str | None,
+    declared: dict[str, set[str]] | None = None,
+) -> Flow:
+    """Stages 2 and 3 over parsed YAML (from a file, or a stored definition when root is None).
+    ``declared``: segments.yml's segments, which every tag must name."""
+    out = _Collector(declared=declared)
     meta_ok = _check_schema(FlowMeta, node, file, out)
     items = node.get("steps") if isinstance(node, dict) else None
     if isinstance(items, list):  # check the steps even when the header is wrong: report everything
@@ -663,11 +716,16 @@ def build_flow(node: Any, *, file: str, root: Path | None, expected_id: str | No
     )
 
 
-def load_flow(path: Path, *, root: Path) -> Flow:
-    """Load one flow file; raises FlowError listing every problem."""
+def load_flow(
+    path: Path, *, root: Path, declared: dict[str, set[str]] | Literal["read"] | None = "read"
+) -> Flow:
+    """Load one flow file; raises FlowError listing every problem. Its tags are checked
+    against ``root``'s segments.yml (``declared``: already read)."""
     shown = _display(path, root)
     node = read_yaml(path, display=shown)
-    flow = build_flow(node, file=shown, root=root, expected_id=path.stem)
+    if declared == "read":
+        declared = _declared_segments(root)
+    flow = build_flow(node, file=shown, root=root, expected_id=path.stem, declared=declared)
     return dataclasses.replace(flow, path=str(path.resolve()))
 
 
@@ -710,7 +768,8 @@ def validate_tree(root: Path) -> list[FileReport]:
     if blocks_dir is not None:
         flows_root = blocks_dir.parent
         files = sorted(root.rglob("*.y*ml")) if root.is_dir() else [root]
-        return [_validate_block(path, flows_root) for path in files]
+        declared = _declared_segments(flows_root)
+        return [_validate_block(path, flows_root, declared) for path in files]
     files = sorted(root.glob("*.y*ml")) if root.is_dir() else [root]
     flows_root = root if root.is_dir() else root.parent
     declared = _declared_segments(flows_root)
@@ -720,13 +779,9 @@ def validate_tree(root: Path) -> list[FileReport]:
             reports.append(_validate_config(path, shown))
             continue
         try:
-            flow = load_flow(path, root=flows_root)
+            flow = load_flow(path, root=flows_root, declared=declared)
         except FlowError as err:
             reports.append(FileReport(shown, "flow", "", tuple(err.problems)))
-            continue
-        undeclared = _undeclared_tags(flow, path, shown, declared) if declared else []
-        if undeclared:
-            reports.append(FileReport(shown, "flow", "", tuple(undeclared)))
             continue
         reports.append(
             FileReport(
@@ -738,7 +793,7 @@ def validate_tree(root: Path) -> list[FileReport]:
     blocks = flows_root / "blocks"
     if root.is_dir() and blocks.is_dir():
         for path in sorted(blocks.rglob("*.y*ml")):
-            reports.append(_validate_block(path, flows_root))
+            reports.append(_validate_block(path, flows_root, declared))
     return reports
 
 
@@ -752,55 +807,6 @@ def _declared_segments(flows_root: Path) -> dict[str, set[str]] | None:
     except (FlowError, ValidationError):
         return None  # its own report says what is wrong with it
     return {name: set(dimension.segments) for name, dimension in parsed.dimensions.items()}
-
-
-def _undeclared_tags(
-    flow: Flow, path: Path, shown: str, declared: dict[str, set[str]]
-) -> list[Problem]:
-    """Tags whose dimension or segment segments.yml does not declare: a typo (needs:prize)
-    would otherwise file people into a segment nobody reports on, without a word."""
-    found: list[tuple[str, str, str]] = []  # step, tag, hint
-    for step in flow.steps:
-        tags = {tag for rule in step.tag_rules for tag in rule.weights}
-        tags |= {tag for choice in getattr(step.spec, "choices", []) for tag in choice.weights}
-        for tag in sorted(tags):
-            dimension, segment = tag.split(":", 1)
-            if segment in declared.get(dimension, ()):
-                continue
-            if dimension in declared:
-                known = declared[dimension]
-                hint = (
-                    did_you_mean(segment, known) or f"{dimension} has {', '.join(sorted(known))};"
-                )
-            else:
-                hint = (
-                    did_you_mean(dimension, declared)
-                    or f"dimensions are {', '.join(sorted(declared))};"
-                )
-            found.append((step.id, tag, hint))
-    if not found:
-        return []
-    node = read_yaml(path, display=shown)  # read again only to say where
-    raw_steps = node.get("steps") if isinstance(node, LineDict) else None
-    where = {
-        item.get("id"): i
-        for i, item in enumerate(raw_steps if isinstance(raw_steps, LineList) else [])
-        if isinstance(item, LineDict)
-    }
-    problems: list[Problem] = []
-    for step_id, tag, hint in found:
-        index = where.get(step_id)
-        line, column = position(node, ("steps", index, "id") if index is not None else ("steps",))
-        problems.append(
-            Problem(
-                shown,
-                line,
-                column,
-                f"step '{step_id}' tags {tag}, which segments.yml does not declare",
-                f"{hint} or declare it in segments.yml",
-            )
-        )
-    return problems
 
 
 def _validate_config(path: Path, shown: str) -> FileReport:
@@ -822,9 +828,9 @@ def _validate_config(path: Path, shown: str) -> FileReport:
     return FileReport(shown, "config", "", tuple(out.problems))
 
 
-def _validate_block(path: Path, root: Path) -> FileReport:
+def _validate_block(path: Path, root: Path, declared: dict[str, set[str]] | None) -> FileReport:
     shown = _display(path, root)
-    out = _Collector()
+    out = _Collector(declared=declared)
     try:
         node = read_yaml(path, display=shown)
     except FlowError as err:
@@ -850,17 +856,10 @@ def load_each(root: Path) -> tuple[dict[str, Flow], dict[Path, list[Problem]]]:
     broken: dict[Path, list[Problem]] = {}
     declared = _declared_segments(root)
     for path in flow_files(root):  # ids are unique: each must match its file's name
-        try:
-            flow = load_flow(path, root=root)
+        try:  # undeclared tags too: what `parley validate` refuses is not run (nor stored)
+            flow = load_flow(path, root=root, declared=declared)
         except FlowError as err:
             broken[path] = list(err.problems)
-            continue
-        # what `parley validate` refuses is not run either (its tags would be stored)
-        undeclared = (
-            _undeclared_tags(flow, path, _display(path, root), declared) if declared else []
-        )
-        if undeclared:
-            broken[path] = undeclared
             continue
         flows[flow.id] = flow
     return flows, broken
