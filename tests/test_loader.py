@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bot.errors import FlowError
-from bot.flow import load_all, load_flow, validate_tree
-from bot.flow.loader import flow_from_definition, load_each
+from bot.flow import flow_from_definition, load_all, load_flow, validate_tree
+from bot.flow.loader import load_each
 from bot.flow.yamlsource import MAX_FILE_BYTES
 
 
@@ -892,3 +892,47 @@ def test_a_block_problem_is_reported_once_with_the_hint_for_a_block(tmp_path: Pa
     problems = [str(p) for p in info.value.problems if "file name" not in p.message]
     assert len(problems) == 1 and "unknown name 'scor'" in problems[0], problems
     assert "did you mean 'score'" not in problems[0]  # the flow's step is no help in a block
+
+
+def test_what_would_silently_do_nothing_is_refused_at_its_line(tmp_path: Path) -> None:
+    """An anonymous flow keeps no tags and no profile, and an email step is always optional:
+    writing otherwise is a mistake the author should hear about, not discover in results."""
+    text = """\
+id: demo
+kind: microsurvey
+title: Demo
+anonymous: true
+steps:
+  - id: plan
+    type: choice
+    text: Plan?
+    save_as: plan
+    choices:
+      - {value: free, label: Free, tags: needs:price}
+      - {value: pro, label: Pro}
+  - id: score
+    type: nps
+    text: How likely?
+    tags: [{when: score >= 9, add: nps:promoter}]
+  - id: email
+    type: email
+    text: Email?
+    consent: I agree.
+    required: true
+"""
+    assert problems(tmp_path, "demo.yml", text) == [
+        "demo.yml:9:5: step 'plan' has save_as:, but an anonymous flow keeps nothing about "
+        "the person (no tags, no profile) (remove save_as:, or anonymous: true)",
+        "demo.yml:11:36: step 'plan' has tags:, but an anonymous flow keeps nothing about "
+        "the person (no tags, no profile) (remove tags:, or anonymous: true)",
+        "demo.yml:16:5: step 'score' has tags:, but an anonymous flow keeps nothing about "
+        "the person (no tags, no profile) (remove tags:, or anonymous: true)",
+        "demo.yml:21:15: step 'email' cannot be required: an email step is always optional "
+        "(the person may decline the consent; remove required: true)",
+    ]
+    named = text.replace("anonymous: true\n", "").replace("    required: true\n", "")
+    flow = load_flow(write(tmp_path, "demo.yml", named), root=tmp_path)
+    assert flow.step("plan").spec.save_as == "plan" and not flow.anonymous
+    # a version stored before these checks existed still loads (its conversations go on)
+    stored = dict(flow.definition, anonymous=True)
+    assert flow_from_definition(stored).anonymous

@@ -91,7 +91,6 @@ steps:
   - id: mood
     type: csat
     text: How are you?
-    tags: [{add: mood:any}]
 """
 
 

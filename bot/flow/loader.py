@@ -656,6 +656,35 @@ def _build_steps(
     return steps, specs
 
 
+def _check_no_effect(specs: list[tuple[Any, RawStep]], anonymous: bool, out: _Collector) -> None:
+    """What an author wrote that would silently do nothing: an anonymous flow keeps nothing
+    about the person (its author would wait for segments that never fill), and an email step
+    is always optional. Only for files: a stored version stays loadable as it was stored."""
+    for spec, raw in specs:
+        if spec.type == "email" and raw.node.get("required") is True:
+            out.at(
+                raw.file,
+                position(raw.node, ("required",)),
+                f"step '{spec.id}' cannot be required: an email step is always optional",
+                "the person may decline the consent; remove required: true",
+            )
+        if not anonymous:
+            continue
+        written = [("save_as",)] if spec.save_as else []
+        written += [("tags",)] if spec.tags else []
+        written += [
+            ("choices", k, "tags") for k, c in enumerate(getattr(spec, "choices", [])) if c.tags
+        ]
+        for path in written:
+            out.at(
+                raw.file,
+                key_position(raw.node, path),
+                f"step '{spec.id}' has {path[-1]}:, but an anonymous flow keeps nothing "
+                "about the person (no tags, no profile)",
+                f"remove {path[-1]}:, or anonymous: true",
+            )
+
+
 def build_flow(
     node: Any,
     *,
@@ -669,16 +698,19 @@ def build_flow(
     out = _Collector(declared=declared)
     meta_ok = _check_schema(FlowMeta, node, file, out)
     items = node.get("steps") if isinstance(node, dict) else None
+    specs: list[tuple[Any, RawStep]] = []
     if isinstance(items, list):  # check the steps even when the header is wrong: report everything
         raws = (
             list(_expand(items, file, root, (), out))
             if root is not None
             else [RawStep(s, file) for s in items]
         )
-        steps, _ = _build_steps(raws, file, out)
+        steps, specs = _build_steps(raws, file, out)
     if not meta_ok:
         out.raise_if_any()
     meta = FlowMeta.model_validate(node)
+    if root is not None:
+        _check_no_effect(specs, meta.anonymous, out)
     if expected_id is not None and meta.id != expected_id:
         out.at(
             file,
