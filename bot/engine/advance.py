@@ -134,23 +134,23 @@ def _run_from(flow: Flow, state: ConversationState, start: int) -> Outcome:
             state.skipped.append(step.id)
             continue
         if not step.asks:
-            outputs.append(Say(_render(flow, step.text, state)))
+            text = _render(flow, step.text, state)
             if step.spec.end:  # type: ignore[union-attr]
-                return _finish(flow, state, outputs, with_outro=False)
+                return _finish(state, outputs, text)  # its words are the closing ones
+            outputs.append(Say(text))
             continue
         state.current = step.id
         outputs.append(ask_for(flow, step, state))
         return Outcome(outputs, state)
-    return _finish(flow, state, outputs, with_outro=True)
+    return _finish(state, outputs, _render(flow, flow.outro, state) if flow.outro else None)
 
 
-def _finish(
-    flow: Flow, state: ConversationState, outputs: list[Output], *, with_outro: bool
-) -> Outcome:
+def _finish(state: ConversationState, outputs: list[Output], closing: str | None) -> Outcome:
+    """Closing words ride on the End, so a channel says them once, or its own thanks when
+    there are none."""
     state.status = "completed"
     state.current = None
-    text = _render(flow, flow.outro, state) if with_outro and flow.outro else None
-    outputs.append(End("completed", text))
+    outputs.append(End("completed", closing))
     return Outcome(outputs, state)
 
 
