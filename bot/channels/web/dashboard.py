@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from html import escape
 
 from aiohttp import web
 
 from analysis.charts import bar_chart, column_chart, nps_colours
 from bot.app import CATALOG, DATABASE, SETTINGS
+from bot.channels.web.identity import key_matches
 from bot.channels.web.ratelimit import WRONG_KEYS, seconds
 from bot.errors import FlowNotFound
 from bot.services.results import FlowResults, StepResult, counted, flow_results, percent
@@ -49,7 +49,7 @@ def _authorised(request: web.Request, keys: list[str]) -> bool:
         except (binascii.Error, UnicodeDecodeError):
             return False
         secret = decoded.partition(":")[2]
-    return any(hmac.compare_digest(secret.encode(), key.encode()) for key in keys)
+    return key_matches(secret, keys)
 
 
 def _page(

@@ -121,21 +121,29 @@ def _signed_user(secret: str, user: Any, signature: Any, *, trusted: bool) -> Id
     return Identity(key=f"user:{user_id}", token=token, kind="user")
 
 
+def bearer_key(request: web.Request) -> str | None:
+    """The key of an ``Authorization: Bearer KEY`` header ("" when empty); None for no header
+    or another scheme: a dashboard login or a site-wide auth proxy sends Basic to every page
+    of the origin, the widget's requests included, and that is no API client."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" else None
+
+
+def key_matches(given: str, keys: list[str]) -> bool:
+    """Compared with every key, no early exit: timing says nothing about which one matched."""
+    matched = False
+    for candidate in keys:
+        matched |= hmac.compare_digest(given.encode(), candidate.encode())
+    return matched and bool(given)
+
+
 def api_client(request: web.Request, api_keys: list[str]) -> bool:
     """True for a valid ``Authorization: Bearer KEY``; a wrong key is refused (401)."""
-    header = request.headers.get("Authorization", "")
-    if not header:
+    key = bearer_key(request)
+    if key is None:
         return False
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise ApiError(401, "unauthorized", "Authorization must be 'Bearer <API key>'")
-    key = key.strip()
-    # Compare against every key (no early exit) so timing says nothing about which matched.
-    matched = False
-    for candidate in api_keys:
-        matched |= hmac.compare_digest(key.encode(), candidate.encode())
-    if not matched:
-        raise ApiError(401, "unauthorized", "unknown API key")
+    if not key_matches(key, api_keys):
+        raise ApiError(401, "unauthorized", "unknown API key (send Authorization: Bearer <key>)")
     return True
 
 

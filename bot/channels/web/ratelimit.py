@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from bot.channels.web.errors import ApiError, Handler, is_api
-from bot.channels.web.identity import COOKIE, TOKEN_HEADER, api_client
+from bot.channels.web.identity import COOKIE, TOKEN_HEADER, api_client, bearer_key
 
 MAX_BUCKETS = 100_000
 IP_FACTOR = 5  # one IP address may send this many times the per-client limit
@@ -192,8 +192,7 @@ class WrongKeys:
 
         @web.middleware
         async def wrong_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
-            scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-            if not (is_api(request) and scheme.lower() == "bearer" and key.strip()):
+            if not (is_api(request) and bearer_key(request)):
                 return await handler(request)
             wait = self.wait(request)
             if wait > 0:
