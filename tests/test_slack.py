@@ -1496,6 +1496,18 @@ async def test_oauth_install_round_trip(
     assert (await post_event(client, body)).status == 200
     posted = await fake.wait_calls("chat.postMessage", 2)
     assert {c.token for c in posted} == {"xoxb-installed"}
+    # work outside a request (the sweep, campaigns) gets that token and the same client set-up
+    runtime = client.app[SLACK]
+    team = await runtime.client_for("T2")
+    assert team.token == "xoxb-installed"
+    assert (team.timeout, team.logger, team.base_url) == (
+        runtime.client.timeout,
+        runtime.client.logger,
+        runtime.client.base_url,
+    )
+    assert [type(h) for h in team.retry_handlers] == [
+        type(h) for h in runtime.client.retry_handlers
+    ]
 
 
 async def test_socket_mode(

@@ -132,11 +132,14 @@ class SlackRuntime:
         bot = await self.installation_store.async_find_bot(enterprise_id=None, team_id=team_id)
         if bot is None:
             return self.client
+        base = self.client  # everything but the token, as make_client set it up
         return AsyncWebClient(
             token=bot.bot_token,
-            base_url=self.client.base_url,
-            session=self.client.session,
-            retry_handlers=list(self.client.retry_handlers),
+            base_url=base.base_url,
+            session=base.session,
+            timeout=base.timeout,
+            logger=base.logger,
+            retry_handlers=list(base.retry_handlers),
         )
 
 
