@@ -307,9 +307,15 @@ def event_body(event: dict[str, Any], *, event_id: str = "Ev1", team: str = TEAM
 
 
 def dm_event(
-    user: str, text: str, *, client_msg_id: str, channel: str | None = None
+    user: str,
+    text: str,
+    *,
+    client_msg_id: str,
+    channel: str | None = None,
+    ts: str | None = None,
+    thread_ts: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    event = {
         "type": "message",
         "channel": channel or f"D{user}",
         "user": user,
@@ -324,11 +330,15 @@ def dm_event(
                 ],
             }
         ],
-        "ts": f"{time.time():.6f}",
+        "ts": ts or f"{time.time():.6f}",
         "client_msg_id": client_msg_id,
         "channel_type": "im",
         "event_ts": f"{time.time():.6f}",
     }
+    if thread_ts:  # a reply in a message's thread
+        event["thread_ts"] = thread_ts
+        event["parent_user_id"] = BOT_USER
+    return event
 
 
 def interactive_body(payload: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ from sqlalchemy import func, select, update
 
 from bot.app import DATABASE, create_app
 from bot.channels.slack.app import SLACK
+from bot.channels.slack.blocks import escape
 from bot.channels.slack.recovery import recover_once
 from bot.config import load_settings
 from bot.store import slack as store
@@ -186,13 +187,14 @@ async def dm(
     msg_id: str,
     event_id: str | None = None,
     retry: int | None = None,
+    ts: str | None = None,
+    thread_ts: str | None = None,
 ) -> Any:
     headers = (
         {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"} if retry else None
     )
-    body = event_body(
-        dm_event(user, text, client_msg_id=msg_id), event_id=event_id or f"Ev{msg_id}"
-    )
+    event = dm_event(user, text, client_msg_id=msg_id, ts=ts, thread_ts=thread_ts)
+    body = event_body(event, event_id=event_id or f"Ev{msg_id}")
     response = await post_event(client, body, headers=headers)
     assert response.status == 200, await response.text()
     return response
@@ -364,6 +366,52 @@ async def test_typed_answer_that_does_not_fit_is_explained(
     assert "whole number from 0 to 10" in reply.args["text"]
     await dm(parley, "U1", "10", msg_id="m-good")
     await wait_count(parley, fake, Answer, 1)
+
+
+async def test_typed_text_is_stored_as_the_person_wrote_it(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """Slack sends &, <, > escaped and links, addresses and mentions as markup: the answer
+    is what the person typed, in results, exports and the answered question alike."""
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=4))
+    await fake.wait_calls("chat.postMessage", 3)
+    sent = (
+        "Q&amp;A is &lt;slow&gt; see <https://ex.com/a?b=1&amp;c=2|ex.com/a?b=1&amp;c=2> "
+        "cc <@U999> <mailto:a@b.co|a@b.co>"
+    )
+    await dm(parley, "U1", sent, msg_id="m-markup")
+    await wait_count(parley, fake, Answer, 2)
+    async with parley.app[DATABASE].reads() as session:
+        texts = [a.value for a in (await session.execute(select(Answer))).scalars()]
+    typed = "Q&A is <slow> see ex.com/a?b=1&c=2 cc @U999 a@b.co"
+    assert texts == [4, typed]
+    update = (await fake.wait_calls("chat.update", 2))[1]
+    assert escape(typed) in json.dumps(update.args["blocks"])  # escaped once, as sent
+
+
+async def test_a_dm_not_written_to_the_open_question_is_not_its_answer(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """A second message about the last question, sent before the next one showed, or a
+    reply in an earlier message's thread, would be filed as the answer to the wrong question."""
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=4))
+    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    shown = float(follow_up.posted["ts"])
+    await dm(parley, "U1", "and it crashes", msg_id="m-early", ts=f"{shown - 0.5:.6f}")
+    early = (await fake.wait_calls("chat.postMessage", 4))[3]
+    assert "sent before I asked it" in early.args["text"]
+    old_thread = question.posted["ts"]
+    await dm(parley, "U1", "I meant 6", msg_id="m-thread", thread_ts=old_thread)
+    threaded = (await fake.wait_calls("chat.postMessage", 5))[4]
+    assert "thread of an earlier message" in threaded.args["text"]
+    assert await count(parley, Answer) == 1
+    # in the question's own thread, after it was asked: that is its answer
+    await dm(parley, "U1", "Search is slow", msg_id="m-ok", thread_ts=follow_up.posted["ts"])
+    await wait_count(parley, fake, Answer, 2)
 
 
 # --- respondents start, stop -----------------------------------------------------------------------
@@ -1095,7 +1143,8 @@ async def test_results_show_answers_as_typed_never_as_formatting(
     await post_action(parley, click("U1", question.posted, index=0))
     await fake.wait_calls("chat.postMessage", 3)
     sly = "``` *ACTION NEEDED* sign in again: <https://evil.example|Parley> <!channel> ```"
-    await dm(parley, "U1", sly, msg_id="m-sly")
+    as_slack_sends_it = sly.replace("<", "&lt;").replace(">", "&gt;")  # typed, not markup
+    await dm(parley, "U1", as_slack_sends_it, msg_id="m-sly")
     await wait_count(parley, fake, Answer, 2)
     shown = (await fake.wait_calls("chat.update", 2))[1].args["text"]  # notification text too
     assert "<!channel>" not in shown and "&lt;!channel&gt;" in shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from slack_fake import id_problems
 from slack_sdk.errors import SlackObjectFormationError
@@ -14,6 +15,7 @@ from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallation
 from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
 
 from bot.channels.slack import blocks
+from bot.channels.slack.typed import typed
 from bot.engine.messages import Ask, ChoiceOption, End, InputSpec, Say
 from bot.store import slack as store
 
@@ -245,3 +247,20 @@ def test_the_pick_hint_agrees_with_pick_all_that_apply() -> None:
     assert blocks.pick_hint(1, 3, 8) == "Pick 1 to 3"
     assert blocks.pick_hint(0, 3, 8) == "Pick up to 3"
     assert blocks.pick_hint(2, 2, 8) == "Pick 2"
+
+
+@pytest.mark.parametrize(
+    ("sent", "written"),
+    [
+        ("R&amp;D", "R&D"),
+        ("a &lt;b&gt; &amp;lt;", "a <b> &lt;"),  # unescaped once: a typed "&lt;" stays
+        ("<https://x.io>", "https://x.io"),
+        ("<https://x.io/a?b=1&amp;c=2|x.io/a?b=1&amp;c=2>", "x.io/a?b=1&c=2"),
+        ("<mailto:a@b.co>", "a@b.co"),
+        ("<@U1> and <#C1|general>", "@U1 and #general"),
+        ("<!here> <!subteam^S1|@research> <!date^1|Monday>", "@here @research Monday"),
+        ("no markup at all", "no markup at all"),
+    ],
+)
+def test_typed_text_is_what_the_person_wrote(sent: str, written: str) -> None:
+    assert typed(sent) == written

@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 
 from bot.channels.slack.dedupe import TTL
 from bot.channels.slack.delivery import Undeliverable, holding_claims
+from bot.channels.slack.typed import DirectMessage
 from bot.errors import ParleyError
 from bot.store import slack as store
 from bot.store.models import utcnow
@@ -80,10 +81,7 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                 client = await runtime.client_for(row.team_id)
                 await runtime.respondents.handle_dm(
                     client,
-                    team_id=payload.get("team_id"),
-                    user=str(payload.get("user", "")),
-                    channel=str(payload.get("channel", "")),
-                    text=str(payload.get("text", "")),
+                    DirectMessage.from_stored(payload),
                     inbox_key=row.key,
                     late=True,
                     asked=payload.get("asked"),

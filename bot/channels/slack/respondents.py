@@ -21,6 +21,7 @@ from bot.channels.slack import blocks, home
 from bot.channels.slack.dedupe import delivery_key
 from bot.channels.slack.delivery import Outgoing, Undeliverable, claim_reply, is_stale
 from bot.channels.slack.people import respondent_key
+from bot.channels.slack.typed import DirectMessage, written_before
 from bot.engine.messages import Ask
 from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut, ParleyError
 from bot.flow import Flow
@@ -34,7 +35,6 @@ log = logging.getLogger("parley.slack")
 
 OPT_OUT_WORDS = frozenset({"stop", "unsubscribe", "opt out", "opt-out", "optout"})
 GREETINGS = frozenset({"hi", "hello", "hey", "hej", "hallo", "survey", "start", "help"})
-MAX_TEXT = 40_000  # Slack's own limit for a message: nothing real is cut (so counts are right)
 CHANNEL = "slack"
 
 OPTED_OUT_TEXT = "Done — you won't get any more surveys from me. Thanks for your time."
@@ -42,6 +42,10 @@ ALREADY_OPTED_OUT_TEXT = "You're already opted out — I won't send you surveys.
 OPTED_OUT_NOTE = "You opted out: nothing to answer here."
 NOTHING_OPEN_TEXT = "Nothing to answer right now — I'll message you when there's a survey. Reply *stop* to never get surveys."
 STALE_TEXT = "That question was already answered or the survey is closed, so nothing changed."
+NOT_AN_ANSWER_TEXT = (
+    "I have not taken that message as your answer to my last question ({why}). "
+    "Please answer the question itself."
+)
 EMAIL_BY_FORM_TEXT = "To share your email, please use the *Share my email* button above (it asks for your consent too)."
 
 
@@ -212,24 +216,19 @@ class Respondents:
             return
         team_id = context.team_id or body.get("team_id")
         key = delivery_key(body)
-        payload = {
-            "team_id": team_id,
-            "user": str(event["user"])[:32],
-            "channel": str(event.get("channel", ""))[:32],
-            "text": str(event.get("text") or "")[:MAX_TEXT],
-        }
-        who = respondent_key(team_id, payload["user"])
+        dm = DirectMessage.from_event(event, team_id)
+        who = respondent_key(team_id, dm.user)
         open_now = await self._open_asks(who)
         if key is None:
-            await self.handle_dm(client, **payload, open_now=open_now)
+            await self.handle_dm(client, dm, open_now=open_now)
             return
         # What the text was written to (the question open now), so that the recovery sweep,
         # if it must handle it later, never takes it as the answer to another question.
-        stored = {**payload, "asked": _asked(open_now)}
+        stored = {**dm.stored(), "asked": _asked(open_now)}
         if not await self.rt.inbox.claim(key, team_id=team_id, payload=stored, respondent_key=who):
             return  # a retried event, or another replica has it
         try:
-            await self.handle_dm(client, **payload, inbox_key=key, open_now=open_now)
+            await self.handle_dm(client, dm, inbox_key=key, open_now=open_now)
         except (ParleyError, Undeliverable):
             await self.rt.inbox.finish(key)  # it will never work: not worth another try
             raise
@@ -241,11 +240,8 @@ class Respondents:
     async def handle_dm(
         self,
         client: AsyncWebClient,
+        dm: DirectMessage,
         *,
-        team_id: str | None,
-        user: str,
-        channel: str,
-        text: str,
         inbox_key: str | None = None,
         open_now: list[Reply] | None = None,
         late: bool = False,
@@ -256,6 +252,7 @@ class Respondents:
         ``late``: the recovery sweep handles it after a failure; ``asked`` is the question
         that was open when it arrived. If the conversation has moved on since, the text
         answers nothing now (questions left unposted are posted by the sweep itself)."""
+        team_id, user, channel, text = dm.team_id, dm.user, dm.channel, dm.text
         key = respondent_key(team_id, user)
         folded = _fold(text)
         if folded in OPT_OUT_WORDS:
@@ -275,6 +272,10 @@ class Respondents:
                 return
             if ask.input.kind == "email":
                 await self._say(client, key, channel, EMAIL_BY_FORM_TEXT)
+                return
+            why_not = await self._not_written_to(reply, dm)
+            if why_not:
+                await self._say(client, key, channel, NOT_AN_ANSWER_TEXT.format(why=why_not))
                 return
             await self._answer_typed(
                 client,
@@ -329,6 +330,24 @@ class Respondents:
                 return
             await delivery.record_posted(reply.conversation_id, step, channel, ts)
         await delivery.send_reply(client, reply, channel=channel, team_id=team_id, repost=True)
+
+    async def _not_written_to(self, reply: Reply, dm: DirectMessage) -> str:
+        """Why a DM was not written to the question open now ("" when it was): it was sent
+        before Slack showed that question (a second message about the last one), or in the
+        thread of another message. Taking it as the answer would misfile what was meant."""
+        if dm.ts is None and dm.thread_ts is None:
+            return ""
+        row = await self.rt.db.read(
+            partial(store.get_message, conversation_id=reply.conversation_id, step=reply.step)
+        )
+        shown = row.ts if row is not None else None
+        if shown is None:
+            return ""
+        if dm.thread_ts is not None and dm.thread_ts != shown:
+            return "it was written in the thread of an earlier message"
+        if written_before(dm.ts, shown):
+            return "it was sent before I asked it"
+        return ""
 
     async def _open_asks(self, key: str) -> list[Reply]:
         """This person's open conversations that wait for an answer."""
