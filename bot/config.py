@@ -37,6 +37,19 @@ def _slack(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
 
+DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def web_origin(scheme: str, netloc: str) -> str:
+    """``scheme://host[:port]`` in lower case, without the scheme's default port: two
+    spellings of one origin compare equal."""
+    scheme, netloc = scheme.lower(), netloc.lower()
+    default = DEFAULT_PORTS.get(scheme)
+    if default and netloc.endswith(default):
+        netloc = netloc[: -len(default)]
+    return f"{scheme}://{netloc}"
+
+
 class Settings(BaseSettings):
     # Plain fields read PARLEY_<NAME> (PARLEY_HOST, PARLEY_RATE_LIMIT, ...); the others name
     # their variables because they are shared conventions (DATABASE_URL, Slack's own names).
@@ -95,6 +108,28 @@ class Settings(BaseSettings):
                     "e.g. https://parley.example.com"
                 )
         return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        # A browser's Origin is exactly scheme://host[:port]: anything else would load and
+        # never match, and the widget on that page would only say it cannot reach Parley.
+        normal = []
+        for entry in origins:
+            parts = urlsplit(entry)
+            if entry != "*" and (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or parts.path not in ("", "/")
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    f"PARLEY_ALLOWED_ORIGINS: {entry!r} is not an origin; write "
+                    "scheme://host[:port] and nothing after it, e.g. https://www.example.com"
+                )
+            normal.append(entry if entry == "*" else web_origin(parts.scheme, parts.netloc))
+        return normal
 
     @field_validator("api_keys")
     @classmethod

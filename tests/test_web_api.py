@@ -21,7 +21,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from web_helpers import answers, counts, make_app, make_flows, rows
 
+from bot.channels.web.cors import Cors
 from bot.channels.web.identity import sign, token_key
+from bot.config import load_settings
+from bot.errors import ConfigError
 
 SECRET = "s3cret-for-tests"
 API_KEY = "key-for-the-api-tests"
@@ -876,6 +879,7 @@ async def test_same_host_with_another_scheme_is_not_same_origin(
         "/api/v1/conversations", json={"flow": "nps"}, headers={"Origin": other}
     )
     assert resp.status == 403 and (await resp.json())["code"] == "origin_not_allowed"
+    assert "set PARLEY_PUBLIC_URL" in (await resp.json())["error"]  # a TLS proxy, likely
     assert await counts(db_url) == before
 
 
@@ -907,6 +911,32 @@ async def test_wildcard_allows_any_origin(make_client: MakeClient) -> None:
     )
     assert resp.status == 201
     assert resp.headers["Access-Control-Allow-Origin"] == "https://anywhere.example"
+
+
+async def test_the_cookie_speaks_only_for_parleys_own_pages(make_client: MakeClient) -> None:
+    """Browsers send the cookie to Parley from any page of the same site: a sibling page,
+    even an allowed one, must not opt the visitor out or start surveys in their name."""
+    client = await make_client(allowed_origins=[SITE], cookie_jar=aiohttp.CookieJar(unsafe=True))
+    mine = await start(client)
+    elsewhere = {"Origin": SITE, "Content-Type": "text/plain"}
+    resp = await client.post("/api/v1/respondents/me/opt-out", data=b"{}", headers=elsewhere)
+    assert resp.status == 200  # someone new opted out: not the visitor
+    resp = await client.post("/api/v1/conversations", data=b'{"flow": "nps"}', headers=elsewhere)
+    assert resp.status == 201 and (await resp.json())["id"] != mine["id"]
+    resp = await client.post("/api/v1/conversations", json={"flow": "nps"})  # Parley's page
+    assert resp.status == 200 and (await resp.json())["id"] == mine["id"]
+
+
+def test_allowed_origins_are_origins() -> None:
+    """An entry that can never equal a browser's Origin would fail silently in the widget."""
+    for wrong in ("localhost:8000", "https://shop.example.com/embed", "shop.example.com"):
+        with pytest.raises(ConfigError, match=r"PARLEY_ALLOWED_ORIGINS: .* is not an origin"):
+            load_settings(allowed_origins=wrong)
+    settings = load_settings(allowed_origins="HTTPS://Shop.Example.com:443/, http://x.test:8080")
+    assert settings.allowed_origins == ["https://shop.example.com", "http://x.test:8080"]
+    cors = Cors(settings.allowed_origins)
+    assert cors.allows("https://shop.example.com") and cors.allows("https://shop.example.com:443")
+    assert not cors.allows("https://shop.example.com:8443") and not cors.allows("null")
 
 
 # --- static -------------------------------------------------------------------------------------

@@ -11,16 +11,20 @@ TLS-terminating proxy the request itself says ``http``), else the request's own.
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from bot.channels.web.errors import ApiError, Handler, guarded, is_api
+from bot.channels.web.identity import CROSS_ORIGIN
+from bot.config import web_origin
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
 ALLOW_HEADERS = "Content-Type, X-Parley-Token, X-Parley-User, X-Parley-Signature, Authorization"
 EXPOSE_HEADERS = "Retry-After"
 MAX_AGE = "600"
+log = logging.getLogger(__name__)
 
 
 class Cors:
@@ -28,21 +32,34 @@ class Cors:
 
     def __init__(self, origins: list[str], *, public_url: str = "") -> None:
         self.any = "*" in origins
-        self.origins = frozenset(o.rstrip("/").lower() for o in origins if o != "*")
+        self.origins = frozenset(o for o in origins if o != "*")  # normalised by Settings
         public = urlsplit(public_url.strip())
         self.own = (
-            _origin(public.scheme, public.netloc) if public.scheme and public.netloc else None
+            web_origin(public.scheme, public.netloc) if public.scheme and public.netloc else None
         )
 
     def same_origin(self, request: web.Request, origin: str) -> bool:
         parts = urlsplit(origin)
         if not parts.scheme or not parts.netloc:
             return False  # "null" and other opaque origins are never our own
-        own = self.own or _origin(request.scheme, request.host or "")
-        return _origin(parts.scheme, parts.netloc) == own
+        own = self.own or web_origin(request.scheme, request.host or "")
+        return web_origin(parts.scheme, parts.netloc) == own
 
     def allows(self, origin: str) -> bool:
-        return self.any or origin.rstrip("/").lower() in self.origins
+        if self.any:
+            return True
+        parts = urlsplit(origin)
+        return bool(parts.scheme and parts.netloc) and (
+            web_origin(parts.scheme, parts.netloc) in self.origins
+        )
+
+    def _refusal(self, request: web.Request, origin: str) -> str:
+        message = f"origin {origin} is not in PARLEY_ALLOWED_ORIGINS"
+        if urlsplit(origin).netloc.lower() == (request.host or "").lower():
+            # Parley's own page seen through a TLS proxy: the request came in as http
+            message += " (behind an HTTPS proxy? set PARLEY_PUBLIC_URL to Parley's address)"
+        log.info("refused a request from %s: not in PARLEY_ALLOWED_ORIGINS", origin[:200])
+        return message
 
     def middleware(self) -> web.middleware:  # type: ignore[valid-type]
         @web.middleware
@@ -53,13 +70,10 @@ class Cors:
             if origin is None:
                 return await handler(request)  # not a browser cross-origin call (curl, server)
             same = self.same_origin(request, origin)
+            request[CROSS_ORIGIN] = not same
             cross_ok = not same and self.allows(origin)
             if not same and not cross_ok:
-                raise ApiError(
-                    403,
-                    "origin_not_allowed",
-                    f"origin {origin} is not in PARLEY_ALLOWED_ORIGINS",
-                )
+                raise ApiError(403, "origin_not_allowed", self._refusal(request, origin))
             if request.method == "OPTIONS":
                 response: web.StreamResponse = web.Response(status=204)
                 response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
@@ -73,18 +87,6 @@ class Cors:
             return response
 
         return cors
-
-
-DEFAULT_PORTS = {"http": ":80", "https": ":443"}
-
-
-def _origin(scheme: str, netloc: str) -> str:
-    """``scheme://host[:port]`` in lower case, without the scheme's default port."""
-    scheme, netloc = scheme.lower(), netloc.lower()
-    default = DEFAULT_PORTS.get(scheme)
-    if default and netloc.endswith(default):
-        netloc = netloc[: -len(default)]
-    return f"{scheme}://{netloc}"
 
 
 def _cors_headers(origin: str) -> dict[str, str]:

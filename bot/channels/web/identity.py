@@ -35,6 +35,7 @@ TOKEN_HEADER = "X-Parley-Token"
 USER_HEADER = "X-Parley-User"
 SIGNATURE_HEADER = "X-Parley-Signature"
 COOKIE = "parley_token"
+CROSS_ORIGIN = "parley.cross_origin"  # request key: set by the CORS middleware
 COOKIE_MAX_AGE = 365 * 24 * 3600
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}\Z")  # \Z: "$" would allow a trailing newline
@@ -167,7 +168,9 @@ def resolve(
         return _signed_user(secret, user, signature, trusted=trusted)
     via_cookie = False
     token = request.headers.get(TOKEN_HEADER)
-    if not token:
+    if not token and not request.get(CROSS_ORIGIN):
+        # Only for Parley's own pages: another origin's page (even an allowed one, even on
+        # the same site, where browsers send cookies) must not act as the visitor here.
         token = request.cookies.get(COOKIE)
         via_cookie = bool(token)
     if not token:
@@ -197,6 +200,8 @@ def set_cookie(
     It is ``Secure`` on HTTPS, and also when ``PARLEY_PUBLIC_URL`` is https: behind a
     TLS-terminating proxy the request itself arrives over plain HTTP.
     """
+    if request.get(CROSS_ORIGIN):
+        return  # the cookie is for Parley's own pages (resolve reads it only from them)
     if identity.kind != "token" or identity.token is None or identity.via_cookie:
         return
     response.set_cookie(
