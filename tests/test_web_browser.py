@@ -267,6 +267,11 @@ async def test_widget_embedded_on_another_origin_renders_every_step_type(
         await page.get_by_text("we won't survey you again").wait_for()
         flags = await rows(db, "SELECT opted_out FROM respondent")
         assert flags in ([(1,)], [(True,)])
+        # and on the next page the chat bubble is gone (it would offer nothing)
+        await page.reload()
+        await page.get_by_role("heading", name="A shop").wait_for()
+        assert await page.evaluate("typeof window.localStorage") == "object"
+        assert await page.locator("button.launcher").count() == 0
     finally:
         await site.cleanup()
         await parley.cleanup()

@@ -748,6 +748,9 @@
   }
 
   function mount() {
+    if (load("opted_out") && !autoOpen) {
+      return; // they asked not to be surveyed: no bubble that would only say so
+    }
     document.body.appendChild(host);
     if (autoOpen) {
       toggle(true);
