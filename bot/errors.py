@@ -116,6 +116,13 @@ class RecentlySurveyed(ParleyError):
         self.until = until
 
 
+class Busy(ParleyError):
+    """Other requests kept changing the same person or conversation while this one tried,
+    several times over: nothing was stored, and trying again shortly will work."""
+
+    code = "busy"
+
+
 class RespondentNotFound(ParleyError):
     code = "respondent_not_found"
 

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Connection, func, insert, select
 
 from bot.errors import (
+    Busy,
     ConversationClosed,
     ConversationNotFound,
     FlowError,
@@ -28,7 +29,7 @@ from bot.errors import (
     RecentlySurveyed,
     RespondentNotFound,
 )
-from bot.services import privacy
+from bot.services import conversations, privacy
 from bot.services.catalog import FlowCatalog
 from bot.services.conversations import Surveys
 from bot.services.results import flow_results, render_text
@@ -866,3 +867,22 @@ async def test_results_say_which_channel_the_responses_came_from(svc: Surveys) -
     assert report.channels == {"test": 2, "web": 1}
     assert report.to_dict()["responses_by_channel"] == {"test": 2, "web": 1}
     assert "by channel: test 2   web 1" in render_text(report)
+
+
+async def test_endless_collisions_end_in_busy_and_store_nothing(
+    svc: Surveys, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that keeps colliding with others gives up with an error that says to try
+    again (HTTP 503), not one that says the conversation is closed."""
+
+    async def collides(_body: Any) -> Any:
+        raise conversations._Conflict
+
+    monkeypatch.setattr(database, "run", collides)
+    with pytest.raises(Busy, match="please try again"):
+        await svc.opt_out(respondent_key="t:busy", source="test")
+    with pytest.raises(Busy, match="please try again"):
+        await svc.start(flow_id="nps", respondent_key="t:busy", channel="test")
+    monkeypatch.undo()
+    assert not await svc.is_opted_out(respondent_key="t:busy")
+    assert await count(database, Conversation) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from typing import Any
 
 import pytest
@@ -11,8 +12,10 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from bot.channels.web import ratelimit
+from bot.channels.web.errors import parley_error_response
 from bot.channels.web.identity import session_token, sign, token_key
 from bot.channels.web.ratelimit import IP_FACTOR, RateLimiter, WebRateLimit
+from bot.errors import Busy
 
 
 class Clock:
@@ -170,3 +173,12 @@ def test_the_public_url_must_be_a_whole_web_address() -> None:
     with pytest.raises(ConfigError, match=r"PARLEY_PUBLIC_URL: 'parley.example.com' is not"):
         load_settings(public_url="parley.example.com")
     assert load_settings(public_url="https://parley.example.com").public_url.startswith("https")
+
+
+def test_busy_is_a_503_to_retry_shortly() -> None:
+    response = parley_error_response(Busy("could not opt out just now; please try again"))
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert json.loads(response.text or "") == {
+        "error": "could not opt out just now; please try again",
+        "code": "busy",
+    }

@@ -36,6 +36,7 @@ from bot.engine import (
 )
 from bot.engine.answers import Rejected
 from bot.errors import (
+    Busy,
     ConversationClosed,
     ConversationNotFound,
     InvalidAnswer,
@@ -158,7 +159,7 @@ class Surveys:
             except Exception:  # the transaction rolled back: what it stored is not stored
                 self.catalog.forget_version(flow)
                 raise
-        raise ConversationClosed("could not start the conversation; please try again")
+        raise Busy("could not start the conversation just now; please try again")
 
     @staticmethod
     def _then(
@@ -484,7 +485,7 @@ class Surveys:
                 continue  # an answer moved a conversation on meanwhile: stop it as it is now
             except IntegrityError:
                 continue  # a parallel request stored this (new) person first: use theirs
-        raise ConversationClosed("could not opt out just now; please try again")
+        raise Busy("could not opt out just now; please try again")
 
     async def is_opted_out(self, *, respondent_key: str) -> bool:
         def body(conn: Connection) -> bool:

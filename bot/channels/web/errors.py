@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.errors import (
+    Busy,
     ConversationClosed,
     ConversationNotFound,
     FlowNotFound,
@@ -43,7 +44,9 @@ STATUS: tuple[tuple[type[ParleyError], int], ...] = (
     (NotCurrentStep, 409),
     (ConversationClosed, 409),
     (RecentlySurveyed, 409),
+    (Busy, 503),
 )
+RETRY_BUSY_AFTER = "1"  # seconds: the requests it collided with take milliseconds
 
 HTTP_CODES = {
     400: "bad_request",
@@ -97,6 +100,10 @@ def parley_error_response(err: ParleyError) -> web.Response:
     if isinstance(err, RecentlySurveyed):
         until = err.until.isoformat(timespec="seconds")
         return error_response(status, err.code, err.message, retry_after=until)
+    if isinstance(err, Busy):
+        return error_response(
+            status, err.code, err.message, headers={"Retry-After": RETRY_BUSY_AFTER}
+        )
     if isinstance(err, FlowNotFound):
         # Its message lists every flow id (handy in the CLI and Slack); the public API must
         # not hand that list to anyone who asks for a made-up flow.
