@@ -1128,6 +1128,8 @@ async def test_survey_command_router(parley: TestClient, fake: FakeSlack) -> Non
     results = await command(parley, fake, "U_RES", "results nps")
     assert "1 response ·" in results["text"] and "NPS +100" in results["text"]
     assert "Net Promoter Score (nps)" in json.dumps(results["blocks"])
+    shouted = await command(parley, fake, "U_RES", "RESULTS NPS")  # flow ids are lower case
+    assert "NPS +100" in shouted["text"]
     missing = await command(parley, fake, "U_RES", "results nope")
     assert "no flow called 'nope'" in missing["text"]
     assert len(fake.calls_to("usergroups.list")) == 1  # membership cached

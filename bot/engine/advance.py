@@ -32,12 +32,7 @@ from bot.flow import conditions as cond
 from bot.flow.model import Flow, Step
 from bot.flow.template import Template, plain_text
 
-MAX_STEPS_PER_EVENT = 500
 STOPPED_TEXT = "Okay, I've closed this survey. Thanks for your time."
-
-
-class FlowLoopError(RuntimeError):
-    """The step breaker tripped: a flow ran more steps in one event than it has."""
 
 
 @dataclass
@@ -124,11 +119,7 @@ def _tags(step: Step, value: Any, state: ConversationState) -> dict[str, float]:
 def _run_from(flow: Flow, state: ConversationState, start: int) -> Outcome:
     outputs: list[Output] = []
     resolve = cond.truthy_in(state.answers, state.profile)
-    for taken, step in enumerate(flow.steps[start:]):
-        if taken >= MAX_STEPS_PER_EVENT:
-            raise FlowLoopError(
-                f"flow {flow.id} ran more than {MAX_STEPS_PER_EVENT} steps in one event"
-            )
+    for step in flow.steps[start:]:  # forward only: every event ends within the flow
         state.steps_taken += 1
         if step.when is not None and not cond.evaluate(step.when, resolve):
             state.skipped.append(step.id)

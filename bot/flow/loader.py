@@ -314,7 +314,7 @@ def _expand(
         if target not in out.checked_alone:  # once a load, however often it is included
             out.checked_alone.add(target)
             alone = _Collector(budget=out.budget, checked_alone=out.checked_alone)
-            _build_steps(raws, shown, alone)
+            _build_steps(raws, alone)
             out.problems[:0] = alone.problems  # first: its hints are the ones for a block
         yield from raws
 
@@ -555,7 +555,7 @@ def _can_be_true(
 
 
 def _build_steps(
-    raws: list[RawStep], flow_file: str, out: _Collector
+    raws: list[RawStep], out: _Collector
 ) -> tuple[list[Step], list[tuple[Any, RawStep]]]:
     specs: list[tuple[Any, RawStep]] = []
     for raw in raws:
@@ -652,7 +652,6 @@ def _build_steps(
         )
         if text is not None:
             steps.append(Step(spec, when, text, help_, tuple(rules), labels))
-    del flow_file
     return steps, specs
 
 
@@ -705,7 +704,7 @@ def build_flow(
             if root is not None
             else [RawStep(s, file) for s in items]
         )
-        steps, specs = _build_steps(raws, file, out)
+        steps, specs = _build_steps(raws, out)
     if not meta_ok:
         out.raise_if_any()
     meta = FlowMeta.model_validate(node)
@@ -869,7 +868,7 @@ def _validate_block(path: Path, root: Path, declared: dict[str, set[str]] | None
         return FileReport(shown, "block", "", tuple(err.problems))
     if _check_schema(BlockFile, node, shown, out):
         raws = list(_expand(node["steps"], shown, root, (path.resolve(),), out))
-        steps, _ = _build_steps(raws, shown, out)
+        steps, _ = _build_steps(raws, out)
         if not out.problems:
             return FileReport(
                 shown, "block", f"block: {len(steps)} step{'' if len(steps) == 1 else 's'}"

@@ -7,7 +7,6 @@ progress: old versions are rebuilt from the definition stored in ``flow_version`
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -72,8 +71,6 @@ class FlowCatalog:
     def refresh(self, *, force: bool = False) -> None:
         """Pick up edited files (looked at most once per RELOAD_EVERY seconds, not on every
         request); a broken edit keeps the last good flows running."""
-        if os.environ.get("PARLEY_NO_RELOAD"):
-            return
         now = time.monotonic()
         if now - self._checked_at < RELOAD_EVERY and not force:
             return

@@ -159,13 +159,6 @@ def block_id(conversation_id: str, step: str, part: str = "q") -> str:
     return cut(f"{PREFIX}:{conversation_id}:{step}:{part}", MAX_ID)
 
 
-def parse_block_id(value: str) -> tuple[str, str] | None:
-    parts = value.split(":")
-    if len(parts) != 4 or parts[0] != PREFIX:
-        return None
-    return parts[1], parts[2]
-
-
 def button(text: str, action: str, value: str, *, style: str | None = None) -> dict[str, Any]:
     element: dict[str, Any] = {
         "type": "button",

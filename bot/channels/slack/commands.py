@@ -26,7 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack import blocks
 from bot.errors import ParleyError
-from bot.services.results import flow_results, render_text
+from bot.services.results import counted, flow_results, render_text
 
 if TYPE_CHECKING:
     from bot.channels.slack.app import SlackRuntime
@@ -133,7 +133,7 @@ async def flows_command(ctx: CommandContext) -> None:
         )
         return
     lines = [
-        f"• `{f.id}` — {f.title} · {f.question_count} question{'s' if f.question_count != 1 else ''} · changed {_changed(f.path)}"
+        f"• `{f.id}` — {f.title} · {counted(f.question_count, 'question')} · changed {_changed(f.path)}"
         for f in flows
     ]
     text = "*Flows*\n" + "\n".join(lines)
@@ -149,7 +149,7 @@ async def results_command(ctx: CommandContext) -> None:
     if len(ctx.args) < 2:
         await ctx.reply(f"Which flow? `{COMMAND} results FLOW` — see `{COMMAND} flows`.")
         return
-    flow = ctx.runtime.catalog.get(ctx.args[1][:64])
+    flow = ctx.runtime.catalog.get(ctx.args[1][:64].lower())  # flow ids are lower case
     results = await flow_results(ctx.runtime.db, flow)
     report = render_text(results)
     body = [blocks.section(f"*{results.title}* — {results.headline}")]

@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.channels.slack import blocks
 from bot.channels.slack.people import respondent_key
 from bot.errors import FlowNotFound, ParleyError
-from bot.services.results import flow_results
+from bot.services.results import counted, flow_results
 from bot.store import slack as store
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ async def researcher_blocks(runtime: SlackRuntime) -> list[dict[str, Any]]:
             headline = f"results unavailable: {err.message}"
         out.append(
             blocks.section(
-                f"*{flow.title}* (`{flow.id}`) · {flow.question_count} questions\n{headline}"
+                f"*{flow.title}* (`{flow.id}`) · {counted(flow.question_count, 'question')}\n{headline}"
             )
         )
     if len(flows) > MAX_FLOWS_ON_HOME:

@@ -730,8 +730,8 @@ class Respondents:
                 await self.start_flow(
                     client, flow=flow, team_id=context.team_id, user_id=str(user_id)
                 )
-        except Undeliverable:
-            pass
+        except Undeliverable as err:  # a guest or an account Slack will not DM: nobody to ask
+            log.info("team_join: not surveying %s: %s", user_id, err)
         finally:
             if key is not None:
                 await self.rt.inbox.finish(key)
