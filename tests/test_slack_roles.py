@@ -44,6 +44,31 @@ async def test_a_handle_scoped_to_a_workspace_counts_only_there(slack: Slack) ->
     assert len(fake.calls_to("usergroups.list")) == 1  # T2 was not even asked
 
 
+async def test_a_failed_group_lookup_is_no_and_is_not_repeated_at_once(
+    slack: Slack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every App Home asks: on a free workspace (no user groups) or while Slack rate-limits,
+    each respondent's Home must not wait on the lookup or repeat it."""
+    fake, client = slack
+    fake.fail("usergroups.list", error="plan_upgrade_required", times=3)
+    roles = Roles(["@research"])
+    for _ in range(3):
+        assert not await roles.allows(client, "T1", "U_GROUP")
+    assert len(fake.calls_to("usergroups.list")) == 1
+    monkeypatch.setattr(time, "monotonic", lambda: 10**9)  # the failure is forgotten
+    fake.failures.clear()
+    assert await roles.allows(client, "T1", "U_GROUP")
+
+    waited = Roles(["@research"])
+    monkeypatch.undo()
+    monkeypatch.setattr("bot.channels.slack.permissions.LOOKUP_TIMEOUT", 0.2)
+    fake.fail("usergroups.list", status=429, retry_after=20)  # the client would wait 20 s
+    calls = len(fake.calls_to("usergroups.list"))
+    # given up before the wait was over: no second try (which would have said yes)
+    assert not await waited.allows(client, "T1", "U_GROUP")
+    assert len(fake.calls_to("usergroups.list")) == calls + 1
+
+
 async def test_user_ids_bare_or_scoped(slack: Slack) -> None:
     _fake, client = slack
     roles = Roles(["U_ANY", "T1:U_ONE"])

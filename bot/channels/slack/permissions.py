@@ -3,7 +3,10 @@
 Usergroup membership comes from ``usergroups.list`` (handle → id) and
 ``usergroups.users.list`` (members), cached per team for a few minutes so a burst of
 commands costs no API calls. Empty settings mean nobody (the safe default). When Slack cannot
-be asked, the answer is "no": a researcher retries, a stranger never gets in by accident.
+be asked, the answer is "no": a researcher retries, a stranger never gets in by accident. A
+failure is remembered for a short while and a lookup waits only a few seconds, because every
+App Home asks (a free workspace has no user groups: ``usergroups.list`` always fails there,
+and respondents' Homes must not wait on it).
 
 An entry may name its workspace (``T0123ABCD:@research``, ``T0123ABCD:U0123ABCD``): then it
 counts only there. With OAuth installs a bare handle is refused at start-up (see config), since
@@ -12,14 +15,18 @@ every workspace that installs the app has its own groups and could create ``@res
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger("parley.slack")
 MEMBERSHIP_TTL = 300.0
+FAILURE_TTL = 30.0  # a failed lookup is not repeated for each Home and command meanwhile
+LOOKUP_TIMEOUT = 5.0  # seconds, 429 waits included
 
 
 class Roles:
@@ -56,14 +63,22 @@ class Roles:
             return hit[1]
         members: set[str] = set()
         try:
-            groups = await client.usergroups_list()
-            for group in groups.get("usergroups") or []:
-                if str(group.get("handle", "")).lower() in handles:
-                    users = await client.usergroups_users_list(usergroup=group["id"])
-                    members.update(users.get("users") or [])
-        except SlackApiError as err:
-            log.warning("cannot read usergroups for %s: %s", team_id, err.response.get("error"))
-            return frozenset()  # not cached: the next command asks again
+            async with asyncio.timeout(LOOKUP_TIMEOUT):
+                groups = await client.usergroups_list()
+                for group in groups.get("usergroups") or []:
+                    if str(group.get("handle", "")).lower() in handles:
+                        users = await client.usergroups_users_list(usergroup=group["id"])
+                        members.update(users.get("users") or [])
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as err:
+            why = err.response.get("error") if isinstance(err, SlackApiError) else repr(err)
+            log.warning(
+                "cannot read usergroups for %s (%s); @handles count for nobody there for %ds",
+                team_id,
+                why,
+                FAILURE_TTL,
+            )
+            self._members[team_id] = (now + FAILURE_TTL, frozenset())
+            return frozenset()
         frozen = frozenset(members)
         self._members[team_id] = (now + self.ttl, frozen)
         return frozen
