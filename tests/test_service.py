@@ -368,9 +368,13 @@ async def test_expired_conversation_is_closed_and_a_new_one_starts(
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     svc = Surveys(database, FlowCatalog(flows), clock=lambda: now[0])
     reply = await svc.start(flow_id="nps", respondent_key="t:kim", channel="test")
+    assert [r.conversation_id for r in await svc.open_conversations(respondent_key="t:kim")] == [
+        reply.conversation_id
+    ]
     now[0] += timedelta(days=8)
     # a reload before the sweep ran already shows it expired, not a question that cannot
-    # be answered any more
+    # be answered any more (nor is it offered as open: Slack's Home, a DM)
+    assert await svc.open_conversations(respondent_key="t:kim") == []
     shown = await svc.show(conversation_id=reply.conversation_id, respondent_key="t:kim")
     assert shown.done and shown.status == "expired" and shown.step is None
     with pytest.raises(ConversationClosed, match="expired"):

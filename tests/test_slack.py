@@ -414,6 +414,53 @@ async def test_a_dm_not_written_to_the_open_question_is_not_its_answer(
     await wait_count(parley, fake, Answer, 2)
 
 
+async def test_a_form_sent_after_the_question_was_answered_says_so(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """The form was opened, then the question was answered by a DM: the form's text is not
+    recorded, and the person hears why instead of a form that closes as if it took it."""
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=4))
+    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    form = next(
+        e
+        for e in follow_up.args["blocks"][-1]["elements"]
+        if e["action_id"].startswith("parley:form:")
+    )
+    await post_action(
+        parley,
+        block_actions(
+            "U1",
+            form | {"block_id": follow_up.args["blocks"][-1]["block_id"]},
+            message=follow_up.posted,
+            channel=follow_up.posted["channel"],
+        ),
+    )
+    view = (await fake.wait_calls("views.open", 1))[0].args["view"]
+    await dm(parley, "U1", "Search is slow", msg_id="m-first")
+    await wait_count(parley, fake, Answer, 2)
+    typed = {"type": "plain_text_input", "value": "Something else"}
+    submission = {
+        "type": "view_submission",
+        "team": {"id": "T1"},
+        "user": {"id": "U1", "team_id": "T1"},
+        "api_app_id": "A1",
+        "trigger_id": "1.3",
+        "view": view
+        | {"id": "V8", "state": {"values": {"parley:text": {"parley:text_input": typed}}}},
+    }
+    response = await post_action(parley, submission)
+    assert response.status == 200
+    note = await fake.wait_for(
+        lambda: [c for c in posts(fake) if "already answered" in str(c.args.get("text"))]
+    )
+    assert note[0].args["channel"] == follow_up.posted["channel"]
+    async with parley.app[DATABASE].reads() as session:
+        texts = [a.value for a in (await session.execute(select(Answer))).scalars()]
+    assert texts == [4, "Search is slow"]
+
+
 # --- respondents start, stop -----------------------------------------------------------------------
 
 

@@ -497,15 +497,20 @@ class Surveys:
         return await self.db.read(body)
 
     async def open_conversations(self, *, respondent_key: str) -> list[Reply]:
+        """The conversations still waiting for this person (open and not past their time)."""
+
         def body(conn: Connection) -> list[Reply]:
             respondent = sql.find_respondent(conn, key=respondent_key)
             if respondent is None:
                 return []
             replies = []
+            now = self.clock()
             for conversation in sql.conversations_of(conn, respondent_id=respondent.id):
                 if conversation.open_key is None:
                     continue
                 flow = self.catalog.flow_for_version(conn, conversation.flow_version_id)
+                if self._expired(flow, conversation, now):
+                    continue  # past its time, though the sweep has not closed it yet
                 state = self._state(conversation)
                 replies.append(
                     self._reply(conversation, resume(flow, state), state, respondent_key)

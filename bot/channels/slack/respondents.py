@@ -378,7 +378,10 @@ class Respondents:
         except InvalidAnswer as err:
             await self._say(client, key, channel, err.message)
             return
-        except (ConversationError, OptedOut):
+        except ConversationError:  # answered meanwhile (another DM, a click), or closed
+            await self._say(client, key, channel, STALE_TEXT)
+            return
+        except OptedOut:
             return
         if answered.duplicate:
             return
@@ -617,7 +620,12 @@ class Respondents:
             field = blocks.EMAIL_BLOCK if isinstance(value, dict) else blocks.TEXT_BLOCK
             await ack(response_action="errors", errors={field: err.message[:150]})
             return
-        except (ConversationError, OptedOut):
+        except ConversationError:  # answered meanwhile (by a DM, a click), or closed
+            await ack()
+            if channel:
+                await self._say(client, key, channel, STALE_TEXT)
+            return
+        except OptedOut:
             await ack()
             return
         await ack()
