@@ -1373,6 +1373,9 @@ async def test_slack_down_after_a_click_keeps_the_next_question_for_the_sweep(
     assert not delivered(fake, "parley:form:why_low")
     runtime = parley.app[SLACK]
     await runtime.drain()  # the click's handler has given up (after the client's retries)
+    # the answered question lost its buttons all the same (nothing would update it later)
+    closed = [c for c in fake.calls_to("chat.update") if c.args["ts"] == question.posted["ts"]]
+    assert closed and "Your answer: 3" in json.dumps(closed[0].args["blocks"])
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1  # Slack is back
     assert len(delivered(fake, "parley:form:why_low")) == 1
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0  # once

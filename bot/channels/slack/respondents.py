@@ -8,6 +8,7 @@ acks first and works after, so Slack always gets its answer within 3 seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import unicodedata
@@ -445,16 +446,27 @@ class Respondents:
     ) -> None:
         """The next question first (what the person waits for), then the old one updated:
         the message clicked and the latest copy of the question (asked again after a "hi"),
-        so no copy keeps live buttons."""
-        await self.rt.delivery.send_reply(
-            client, reply, channel=channel, team_id=team_id, claimed=claimed
-        )
+        so no copy keeps live buttons — also when posting the next question failed (the
+        recovery sweep posts it later, and nothing would update the old one then)."""
         answered = [clicked] if clicked is not None else []
         if live and live.channel and live.ts and (clicked is None or live.ts != clicked[1]):
             answered.append((live.channel, live.ts, blocks.escape(live.question)))
-        for where, ts, question in answered:
+        try:
+            await self.rt.delivery.send_reply(
+                client, reply, channel=channel, team_id=team_id, claimed=claimed
+            )
+        except Exception:
+            with contextlib.suppress(Exception):  # the post's failure is the one to report
+                await self._close_answered(client, answered, key=key, shown=shown)
+            raise
+        await self._close_answered(client, answered, key=key, shown=shown)
+
+    async def _close_answered(
+        self, client: AsyncWebClient, copies: list[tuple[str, str, str]], *, key: str, shown: str
+    ) -> None:
+        for channel, ts, question in copies:
             await self.rt.delivery.mark_answered(
-                client, key=key, channel=where, ts=ts, question_mrkdwn=question, shown=shown
+                client, key=key, channel=channel, ts=ts, question_mrkdwn=question, shown=shown
             )
 
     async def _say(self, client: AsyncWebClient, key: str, channel: str, text: str) -> None:
