@@ -368,6 +368,27 @@ async def test_typed_answer_that_does_not_fit_is_explained(
     await wait_count(parley, fake, Answer, 1)
 
 
+async def test_words_sent_with_a_file_are_an_answer_and_a_file_alone_is_explained(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=4))
+    await fake.wait_calls("chat.postMessage", 3)
+    alone = dm_event("U1", "", client_msg_id="m-file") | {"subtype": "file_share", "files": [{}]}
+    await post_event(parley, event_body(alone, event_id="Ev-file"))
+    note = (await fake.wait_calls("chat.postMessage", 4))[3]
+    assert "only read text" in note.args["text"]
+    edited = dm_event("U1", "x", client_msg_id="m-x") | {"subtype": "message_changed"}
+    await post_event(parley, event_body(edited, event_id="Ev-edit"))  # not an answer
+    shot = dm_event("U1", "See the screenshot: it hangs", client_msg_id="m-shot")
+    await post_event(parley, event_body(shot | {"subtype": "file_share"}, event_id="Ev-shot"))
+    await wait_count(parley, fake, Answer, 2)
+    async with parley.app[DATABASE].reads() as session:
+        texts = [a.value for a in (await session.execute(select(Answer))).scalars()]
+    assert texts == [4, "See the screenshot: it hangs"]
+
+
 async def test_typed_text_is_stored_as_the_person_wrote_it(
     parley: TestClient, fake: FakeSlack
 ) -> None:

@@ -47,6 +47,7 @@ NOT_AN_ANSWER_TEXT = (
     "I have not taken that message as your answer to my last question ({why}). "
     "Please answer the question itself."
 )
+FILES_TEXT = "I can only read text, not files — please type your answer."
 EMAIL_BY_FORM_TEXT = "To share your email, please use the *Share my email* button above (it asks for your consent too)."
 
 
@@ -210,7 +211,7 @@ class Respondents:
     ) -> None:
         if (
             event.get("channel_type") != "im"
-            or event.get("subtype")
+            or event.get("subtype") not in (None, "file_share")  # edits, joins, bots' posts…
             or event.get("bot_id")
             or not event.get("user")
         ):
@@ -260,6 +261,9 @@ class Respondents:
             await self.opt_out(client, key=key, channel=channel, source="slack:dm")
             return
         if await self.rt.surveys.is_opted_out(respondent_key=key):
+            return
+        if not text.strip():  # a file on its own: its words, if any, came with it as text
+            await self._say(client, key, channel, FILES_TEXT)
             return
         open_replies = open_now if open_now is not None else await self._open_asks(key)
         if late and _asked(open_replies) != asked:
