@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import click
 
 from bot.config import Settings, load_settings
-from bot.errors import ConfigError, DatabaseNeedsUpgrade, FlowError, ParleyError
-from bot.store.database import Database, redacted
+from bot.errors import ConfigError, FlowError, ParleyError
+from bot.store.database import Database, open_database, redacted
 
 T = TypeVar("T")
 
@@ -68,23 +68,9 @@ def common(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 async def open_db(settings: Settings, *, create: bool = True) -> Database:
-    """The database, checked. ``create=False`` for commands that only read or delete: a
-    mistyped --db must not answer from a new, empty file."""
-    db = Database(settings.db)
-    path = db.sqlite_path
-    if not create and path is not None and not path.exists():
-        await db.dispose()
-        raise ConfigError(
-            f"no database at {path}: check --db / DATABASE_URL "
-            "(`parley serve` or `parley chat` creates one)"
-        )
-    try:
-        if await db.ensure_ready():
-            click.echo(f"created a new database at {db.display}", err=True)
-    except DatabaseNeedsUpgrade:
-        await db.dispose()
-        raise
-    return db
+    return await open_database(
+        settings.db, create=create, announce=lambda line: click.echo(line, err=True)
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,6 +19,7 @@ from bot.engine.answers import email_problem
 from bot.errors import InvalidAnswer, OptedOut
 from bot.services.catalog import FlowCatalog
 from bot.services.conversations import Surveys
+from bot.store.database import open_database
 
 Prompt = Callable[[str], str]
 STOP_WORDS = {"/stop"}
@@ -40,12 +41,12 @@ def chat_loop(
     again: str | None = None,
 ) -> int:
     """Run one flow at the prompt; ``again`` is the command that resumes it (told on pause)."""
-    from bot.cli import open_db
-
     catalog = FlowCatalog(settings.flows)
     catalog.get(flow_id)
     with asyncio.Runner() as runner:
-        db = runner.run(open_db(settings))
+        db = runner.run(
+            open_database(settings.db, announce=lambda line: click.echo(line, err=True))
+        )
         try:
             surveys = Surveys(db, catalog)
             try:

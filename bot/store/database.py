@@ -257,3 +257,25 @@ def _upgrade(conn: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = conn
     command.upgrade(config, revision)
+
+
+async def open_database(
+    url: str, *, create: bool = True, announce: Callable[[str], None] = print
+) -> Database:
+    """The database, checked and ready. ``create=False`` for commands that only read or
+    delete: a mistyped --db must not answer from a new, empty file."""
+    db = Database(url)
+    path = db.sqlite_path
+    if not create and path is not None and not path.exists():
+        await db.dispose()
+        raise ConfigError(
+            f"no database at {path}: check --db / DATABASE_URL "
+            "(`parley serve` or `parley chat` creates one)"
+        )
+    try:
+        if await db.ensure_ready():
+            announce(f"created a new database at {db.display}")
+    except DatabaseNeedsUpgrade:
+        await db.dispose()
+        raise
+    return db
