@@ -148,8 +148,8 @@ def chat(flow_id: str, who: str | None, *, settings: Settings) -> None:
 @common
 def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
     """Responses, completion rate, scores with distributions, top choices, recent open answers."""
-    from bot.services import privacy
     from bot.services.catalog import FlowCatalog
+    from bot.services.export import count_answers
     from bot.services.results import flow_results, render_text
 
     flow = FlowCatalog(settings.flows).get(flow_id)
@@ -157,7 +157,7 @@ def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
     async def go() -> Any:
         db = await open_db(settings, create=False)
         try:
-            total = await privacy.count_answers(db, flow_id=flow.id)
+            total = await count_answers(db, flow_id=flow.id)
             with click.progressbar(
                 length=total,
                 label=f"reading {total} answers",
@@ -200,6 +200,7 @@ def export(
     """Every answer with respondent, flow version, step, value and time."""
     from bot.services import privacy
     from bot.services.catalog import FlowCatalog
+    from bot.services.export import count_answers, csv_header, export_answers, format_record
 
     given = click.get_current_context().get_parameter_source
     if respondent is not None and (
@@ -222,13 +223,13 @@ def export(
                 text = json.dumps(data, indent=2, ensure_ascii=False)
                 _write(out, text + "\n")
                 return
-            total = await privacy.count_answers(db, flow_id=flow_id)
+            total = await count_answers(db, flow_id=flow_id)
             if flow_id is not None and total == 0:
                 FlowCatalog(settings.flows).get(flow_id)  # a typo: say so, not an empty file
             stream = _open_out(out) if out else sys.stdout
             try:
                 if fmt == "csv":
-                    stream.write(privacy.csv_header())
+                    stream.write(csv_header())
                 show = out is not None
                 with click.progressbar(
                     length=total,
@@ -236,8 +237,8 @@ def export(
                     file=sys.stderr,
                     hidden=not show,
                 ) as bar:
-                    async for record in privacy.export_answers(db, flow_id=flow_id):
-                        stream.write(privacy.format_record(record, fmt))
+                    async for record in export_answers(db, flow_id=flow_id):
+                        stream.write(format_record(record, fmt))
                         bar.update(1)
             finally:
                 if out:

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.services import privacy
+from bot.services import export
 
 BROKEN = """id: broken
 kind: microsurvey
@@ -164,11 +164,11 @@ def test_csv_export_defuses_spreadsheet_formulas_jsonl_keeps_them(
     ],
 )
 def test_csv_cells_that_start_like_a_formula_get_a_quote(value: object, cell: str) -> None:
-    record = {c: "x" for c in privacy.EXPORT_COLUMNS} | {"value": value}
-    line = privacy.format_record(record, "csv")
+    record = {c: "x" for c in export.EXPORT_COLUMNS} | {"value": value}
+    line = export.format_record(record, "csv")
     assert line.endswith("\r\n")  # RFC 4180: a CR inside a cell is quoted, never a row end
     assert list(csv.reader(io.StringIO(line, newline=""))) == [["x"] * 6 + [cell, "x"]]
-    assert json.loads(privacy.format_record(record, "jsonl"))["value"] == value
+    assert json.loads(export.format_record(record, "jsonl"))["value"] == value
 
 
 def test_chat_reasks_invalid_answers_and_stop_ends(runner: CliRunner, env: list[str]) -> None:

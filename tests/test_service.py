@@ -29,7 +29,7 @@ from bot.errors import (
     RecentlySurveyed,
     RespondentNotFound,
 )
-from bot.services import conversations, privacy
+from bot.services import conversations, export, privacy
 from bot.services.catalog import FlowCatalog
 from bot.services.conversations import Surveys
 from bot.services.results import flow_results, render_text
@@ -418,7 +418,7 @@ async def test_anonymous_flow_keeps_nothing_that_links_answers_to_the_person(
         stored = json.loads(conversation.state)
         assert stored["answers"] == {} and stored["tags"] == {} and stored["response"] is None
     assert await count(database, Tag) == 0
-    records = [r async for r in privacy.export_answers(database, flow_id="anon")]
+    records = [r async for r in export.export_answers(database, flow_id="anon")]
     assert records[0]["respondent"] is None
     assert records[0]["conversation"] == answer.response_id
     person = await privacy.export_respondent(database, key="t:lee")
@@ -462,7 +462,7 @@ async def test_export_and_forget_one_person(svc: Surveys, database: Database) ->
         "respondents": 1,
     }
     assert not done.still_suppressed
-    remaining = [r async for r in privacy.export_answers(database, flow_id=None)]
+    remaining = [r async for r in export.export_answers(database, flow_id=None)]
     assert {r["respondent"] for r in remaining} == {"t:ned"}
     with pytest.raises(RespondentNotFound):
         await privacy.export_respondent(database, key="t:max")
