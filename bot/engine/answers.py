@@ -97,8 +97,9 @@ def _scale(step: Step, value: Any) -> int:
     return number
 
 
-def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold().strip().rstrip(".!")
+def fold(text: str, trailing: str = ".!") -> str:
+    """Typed text as compared with labels and keywords: "Yes!", "YES" and "ｙｅｓ" are one."""
+    return unicodedata.normalize("NFKC", text).casefold().strip().rstrip(trailing)
 
 
 def _one_choice(step: Step, raw: Any, labels: Sequence[str]) -> str:
@@ -109,9 +110,9 @@ def _one_choice(step: Step, raw: Any, labels: Sequence[str]) -> str:
     for c in choices:
         if c.value == text:
             return c.value
-    folded = _fold(text)
+    folded = fold(text)
     for c, label in zip(choices, labels, strict=True):
-        if _fold(label) == folded or c.value == folded:
+        if fold(label) == folded or c.value == folded:
             return c.value
     # isdecimal, not isdigit: "²" is a digit that int() refuses
     if text.isdecimal() and len(text) <= 3 and 1 <= int(text) <= len(choices):
@@ -141,7 +142,7 @@ def _yes_no(step: Step, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        folded = _fold(value)
+        folded = fold(value)
         if folded in YES:
             return True
         if folded in NO:

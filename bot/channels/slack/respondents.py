@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import unicodedata
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from bot.channels.slack.dedupe import delivery_key
 from bot.channels.slack.delivery import Outgoing, Undeliverable, claim_reply, is_stale
 from bot.channels.slack.people import respondent_key
 from bot.channels.slack.typed import DirectMessage, written_before
+from bot.engine.answers import fold
 from bot.engine.messages import Ask
 from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut, ParleyError
 from bot.flow import Flow
@@ -49,10 +49,6 @@ NOT_AN_ANSWER_TEXT = (
 )
 FILES_TEXT = "I can only read text, not files — please type your answer."
 EMAIL_BY_FORM_TEXT = "To share your email, please use the *Share my email* button above (it asks for your consent too)."
-
-
-def _fold(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).casefold().strip().rstrip(".!?")
 
 
 def current_ask(reply: Reply) -> Ask | None:
@@ -256,7 +252,7 @@ class Respondents:
         answers nothing now (questions left unposted are posted by the sweep itself)."""
         team_id, user, channel, text = dm.team_id, dm.user, dm.channel, dm.text
         key = respondent_key(team_id, user)
-        folded = _fold(text)
+        folded = fold(text, trailing=".!?")  # "stop?", "hi?" too
         if folded in OPT_OUT_WORDS:
             await self.opt_out(client, key=key, channel=channel, source="slack:dm")
             return
