@@ -13,7 +13,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -50,7 +50,7 @@ from bot.services.catalog import FlowCatalog
 from bot.store import repo
 from bot.store import statements as sql
 from bot.store.database import Database
-from bot.store.models import utcnow
+from bot.store.models import as_utc, utcnow
 
 MAX_RETRIES = 5
 
@@ -96,10 +96,6 @@ def _unlinked(now: datetime) -> dict[str, Any]:
         "id": -1 - secrets.randbelow(2**62),
         "created_at": now.replace(hour=0, minute=0, second=0, microsecond=0),
     }
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Surveys:
@@ -259,7 +255,7 @@ class Surveys:
             return
         assert window is not None
         last = respondent.last_surveyed_at
-        until = _aware(last) + window if last is not None else now + window
+        until = as_utc(last) + window if last is not None else now + window
         if now >= until:
             raise _Conflict  # it looked free when read: a parallel start took it, go round
         raise RecentlySurveyed(
@@ -552,7 +548,7 @@ class Surveys:
     def _expired(flow: Flow, conversation: sql.ConversationRow, now: datetime) -> bool:
         if flow.expires_after is None:
             return False
-        return now - _aware(conversation.started_at) > timedelta(seconds=flow.expires_after)
+        return now - as_utc(conversation.started_at) > timedelta(seconds=flow.expires_after)
 
     def _save(
         self,

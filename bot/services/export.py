@@ -10,12 +10,12 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bot.store import repo
 from bot.store.database import Database
-from bot.store.models import Answer
+from bot.store.models import Answer, as_utc
 
 EXPORT_COLUMNS = (
     "respondent",
@@ -36,9 +36,8 @@ def json_default(value: Any) -> Any:
 
 
 def utc_iso(moment: datetime) -> str:
-    """ISO 8601 with its zone: times are stored in UTC, and SQLite hands them back naive."""
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return aware.isoformat()
+    """ISO 8601 with its zone (+00:00)."""
+    return as_utc(moment).isoformat()
 
 
 def answer_record(answer: Answer, key: str | None, version: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -39,6 +39,7 @@ from bot.channels.slack.dedupe import STALE_CLAIM
 from bot.services.conversations import Reply
 from bot.store import slack as store
 from bot.store.database import Database
+from bot.store.models import as_utc
 
 log = logging.getLogger("parley.slack")
 
@@ -209,7 +210,7 @@ def _mark_stale(conversation_id: str, steps: list[str], conn: Connection) -> Non
 def is_stale(claimed_at: datetime) -> bool:
     """Whether nobody is posting a claimed question now (its claim outlived STALE_CLAIM, or
     its poster gave up and marked it so)."""
-    claimed = claimed_at if claimed_at.tzinfo else claimed_at.replace(tzinfo=UTC)
+    claimed = as_utc(claimed_at)
     return claimed < store.utcnow() - STALE_CLAIM
 
 
