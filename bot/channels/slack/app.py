@@ -39,7 +39,7 @@ from slack_sdk.oauth.state_store.sqlalchemy import AsyncSQLAlchemyOAuthStateStor
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack.dedupe import STALE_CLAIM, Inbox
-from bot.channels.slack.delivery import Delivery, holding_claims, seconds_left
+from bot.channels.slack.delivery import Delivery, holding_claims, seconds_left, slack_error
 from bot.channels.slack.people import Profiles
 from bot.channels.slack.permissions import Roles
 from bot.config import Settings
@@ -369,7 +369,7 @@ async def check_token(client: AsyncWebClient) -> bool:
     try:
         response = await client.auth_test()
     except SlackApiError as err:
-        error = str(err.response.get("error", "")) if err.response is not None else ""
+        error = slack_error(err)
         if error in TOKEN_REFUSED:
             log.error(
                 "Slack refused SLACK_BOT_TOKEN (%s): copy the Bot User OAuth Token (xoxb-…) "

@@ -137,16 +137,19 @@ class Undeliverable(Exception):
     """Slack said this will never work for this person; already recorded."""
 
 
+def slack_error(err: SlackApiError) -> str:
+    """The error code Slack answered with (``user_not_found``…), "" when there is none."""
+    return str(err.response.get("error", "")) if err.response is not None else ""
+
+
 def may_pass(err: BaseException) -> bool:
     """Whether trying again later can succeed: Slack down, slow or rate limiting, a timeout,
     a lost connection, or this process stopping — not an error Slack gave for this message."""
     if isinstance(err, Undeliverable):
         return False
     if isinstance(err, SlackApiError):
-        response = err.response
-        status = int(getattr(response, "status_code", 0) or 0)
-        error = str(response.get("error", "")) if response is not None else ""
-        return status >= 500 or status == 429 or error in PASSING_ERRORS
+        status = int(getattr(err.response, "status_code", 0) or 0)
+        return status >= 500 or status == 429 or slack_error(err) in PASSING_ERRORS
     return True
 
 
@@ -479,7 +482,7 @@ class Delivery:
         try:
             return await call
         except SlackApiError as err:
-            error = str(err.response.get("error", "")) if err.response is not None else ""
+            error = slack_error(err)
             if error in PERMANENT_ERRORS:
                 await self.db.run(
                     partial(

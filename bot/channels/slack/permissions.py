@@ -23,6 +23,8 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.channels.slack.delivery import slack_error
+
 log = logging.getLogger("parley.slack")
 MEMBERSHIP_TTL = 300.0
 FAILURE_TTL = 30.0  # a failed lookup is not repeated for each Home and command meanwhile
@@ -70,7 +72,7 @@ class Roles:
                         users = await client.usergroups_users_list(usergroup=group["id"])
                         members.update(users.get("users") or [])
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as err:
-            why = err.response.get("error") if isinstance(err, SlackApiError) else repr(err)
+            why = slack_error(err) if isinstance(err, SlackApiError) else repr(err)
             log.warning(
                 "cannot read usergroups for %s (%s); @handles count for nobody there for %ds",
                 team_id,
