@@ -85,6 +85,11 @@ class FlowCatalog:
                     "flows changed but do not load; still serving the previous ones:\n%s", shown
                 )
 
+    def title(self, flow_id: str, default: str) -> str:
+        """A flow's title for people to read, ``default`` when the flow is gone or broken."""
+        flow = self._flows.get(flow_id)
+        return flow.title if flow is not None else default
+
     def get(self, flow_id: str) -> Flow:
         flow = self._flows.get(flow_id)
         if flow is None:

@@ -11,7 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack import blocks
 from bot.channels.slack.people import respondent_key
-from bot.errors import FlowNotFound, ParleyError
+from bot.errors import ParleyError
 from bot.services.results import counted, flow_results
 from bot.store import slack as store
 
@@ -24,13 +24,6 @@ MAX_OPEN_SHOWN = 20  # a Home view holds 100 blocks
 MAX_PAST = 10
 
 
-def _title(runtime: SlackRuntime, flow_id: str) -> str:
-    try:
-        return runtime.catalog.get(flow_id).title
-    except FlowNotFound:
-        return flow_id
-
-
 async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, Any]]:
     surveys = runtime.surveys
     out: list[dict[str, Any]] = [{"type": "header", "text": blocks.plain("Your surveys", 150)}]
@@ -41,7 +34,7 @@ async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, A
             {
                 "type": "section",
                 "text": blocks.mrkdwn(
-                    f"*{_title(runtime, reply.flow_id)}* — waiting for your answer"
+                    f"*{runtime.catalog.title(reply.flow_id, reply.flow_id)}* — waiting for your answer"
                 ),
                 "accessory": blocks.button(
                     "Resume", blocks.RESUME, blocks.encode(reply.conversation_id), style="primary"
@@ -68,7 +61,8 @@ async def respondent_blocks(runtime: SlackRuntime, key: str) -> list[dict[str, A
             )
     if past:
         lines = [
-            f"• {_title(runtime, c.flow_id)} — {c.status} {c.updated_at:%Y-%m-%d}" for c in past
+            f"• {runtime.catalog.title(c.flow_id, c.flow_id)} — {c.status} {c.updated_at:%Y-%m-%d}"
+            for c in past
         ]
         out.append(blocks.context("Past surveys:\n" + "\n".join(lines)))
     toggle: dict[str, Any] = {

@@ -597,7 +597,7 @@ class Respondents:
                 client, key=key, channel=channel, user=user, text=STALE_TEXT
             )
             return
-        title = self._title(reply.flow_id)
+        title = self.rt.catalog.title(reply.flow_id, "Survey")
         view = blocks.form_modal(ask, conversation_id, channel=channel, ts=ts, title=title)
         await client.views_open(trigger_id=str(body.get("trigger_id", "")), view=view)
 
@@ -755,12 +755,6 @@ class Respondents:
         finally:
             if key is not None:
                 await self.rt.inbox.finish(key)
-
-    def _title(self, flow_id: str) -> str:
-        try:
-            return self.rt.catalog.get(flow_id).title
-        except FlowNotFound:
-            return "Survey"
 
 
 def register(runtime: SlackRuntime) -> Respondents:
