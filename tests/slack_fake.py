@@ -184,12 +184,17 @@ class FakeSlack:
         if method == "conversations.history":
             newest_first = list(reversed(self.history.get(str(args.get("channel")), [])))
             limit = int(args.get("limit") or 100)
+            start = int(args.get("cursor") or 0)  # Slack's cursors are opaque: an offset here
             with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
             messages = [
                 m if with_metadata else {k: v for k, v in m.items() if k != "metadata"}
-                for m in newest_first[:limit]
+                for m in newest_first[start : start + limit]
             ]
-            return {"ok": True, "messages": messages, "has_more": len(newest_first) > limit}
+            more = len(newest_first) > start + limit
+            page: dict[str, Any] = {"ok": True, "messages": messages, "has_more": more}
+            if more:
+                page["response_metadata"] = {"next_cursor": str(start + limit)}
+            return page
         if method == "chat.update":
             return {
                 "ok": True,

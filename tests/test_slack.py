@@ -1326,11 +1326,15 @@ async def test_a_question_sent_just_before_a_crash_is_found_in_the_dm_not_asked_
     await runtime.drain()
     monkeypatch.undo()
     assert await count(parley, SlackMessage, SlackMessage.ts.is_(None)) == 1  # in doubt
+    # a long chat followed it (here 150 messages): the search reads on, page by page
+    chat = fake.history[follow_up.posted["channel"]]
+    chat += [{"text": f"chat {n}", "ts": f"1800000000.{n:06d}"} for n in range(150)]
 
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
     assert len(delivered(fake, "parley:form:why_low")) == 1  # not asked twice
-    (history,) = fake.calls_to("conversations.history")
-    assert history.args["include_all_metadata"] in ("1", "true")
+    first, second = fake.calls_to("conversations.history")
+    assert first.args["include_all_metadata"] in ("1", "true")
+    assert second.args["cursor"] == first.result["response_metadata"]["next_cursor"]
     posted_ts = follow_up.result["ts"]
     assert await count(parley, SlackMessage, SlackMessage.ts == posted_ts) == 1
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0

@@ -67,7 +67,8 @@ PASSING_ERRORS = frozenset(
 
 
 QUESTION_EVENT = "parley_question"
-HISTORY_LOOKBACK = 50  # newest DM messages searched for a question in doubt
+HISTORY_PAGE = 100  # DM messages per conversations.history call (Slack's own default)
+HISTORY_PAGES = 3  # newest pages searched for a question in doubt: rare, and Tier 3 (~50/min)
 
 
 def _question_tag(conversation_id: str, step: str) -> dict[str, Any]:
@@ -369,24 +370,29 @@ class Delivery:
         (a crash, or a lost response, between sending and recording), by the metadata each
         message carries: ``{step: ts}`` for questions, ``{step@lead#k: ts}`` for the words
         said before one — so the sweep neither asks twice nor says twice."""
-        response = await self._call(
-            key,
-            "conversations.history",
-            client.conversations_history(
-                channel=channel, include_all_metadata=True, limit=HISTORY_LOOKBACK
-            ),
-        )
         found: dict[str, str] = {}
-        for message in response.get("messages") or []:
-            metadata = message.get("metadata") or {}
-            payload = metadata.get("event_payload") or {}
-            if (
-                metadata.get("event_type") == QUESTION_EVENT
-                and payload.get("conversation") == conversation_id
-                and isinstance(payload.get("step"), str)
-                and message.get("ts")
-            ):
-                found.setdefault(payload["step"], str(message["ts"]))
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            response = await self._call(
+                key,
+                "conversations.history",
+                client.conversations_history(
+                    channel=channel, include_all_metadata=True, limit=HISTORY_PAGE, cursor=cursor
+                ),
+            )
+            for message in response.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                if (
+                    metadata.get("event_type") == QUESTION_EVENT
+                    and payload.get("conversation") == conversation_id
+                    and isinstance(payload.get("step"), str)
+                    and message.get("ts")
+                ):
+                    found.setdefault(payload["step"], str(message["ts"]))
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not response.get("has_more") or cursor is None:
+                break
         return found
 
     async def unshown_lead_in(
