@@ -116,19 +116,27 @@ class Settings(BaseSettings):
         # never match, and the widget on that page would only say it cannot reach Parley.
         normal = []
         for entry in origins:
-            parts = urlsplit(entry)
-            if entry != "*" and (
-                parts.scheme not in ("http", "https")
-                or not parts.netloc
-                or parts.path not in ("", "/")
-                or parts.query
-                or parts.fragment
+            if entry == "*":
+                normal.append(entry)
+                continue
+            try:
+                parts = urlsplit(entry)
+                parts.port  # noqa: B018 - raises for a port that is no number or out of range
+                why = ""
+            except ValueError as err:
+                why = f" ({err})"
+            if why or not (
+                parts.scheme  # http(s), and app schemes such as capacitor://localhost
+                and parts.netloc
+                and "@" not in parts.netloc
+                and parts.path in ("", "/")
+                and not (parts.query or parts.fragment)
             ):
                 raise ValueError(
-                    f"PARLEY_ALLOWED_ORIGINS: {entry!r} is not an origin; write "
+                    f"PARLEY_ALLOWED_ORIGINS: {entry!r} is not an origin{why}; write "
                     "scheme://host[:port] and nothing after it, e.g. https://www.example.com"
                 )
-            normal.append(entry if entry == "*" else web_origin(parts.scheme, parts.netloc))
+            normal.append(web_origin(parts.scheme, parts.netloc))
         return normal
 
     @field_validator("api_keys")

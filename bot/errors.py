@@ -16,6 +16,7 @@ translated at the boundary with ``raise ... from err`` so callers only ever catc
     │   └── InvalidAnswer           value does not fit the step; carries the re-ask
     ├── OptedOut                    the respondent asked never to be surveyed again
     ├── RecentlySurveyed            the frequency cap: asked too recently
+    ├── Busy                        kept colliding with other requests: try again shortly
     ├── RespondentNotFound
     └── DatabaseError
         └── DatabaseNeedsUpgrade    schema older than this Parley: run `parley db upgrade`

@@ -930,9 +930,40 @@ steps:
         "demo.yml:21:15: step 'email' cannot be required: an email step is always optional "
         "(the person may decline the consent; remove required: true)",
     ]
+    quoted = text.replace("    required: true\n", '    required: "yes"\n')
+    assert "cannot be required" in problems(tmp_path, "demo.yml", quoted)[-1]
     named = text.replace("anonymous: true\n", "").replace("    required: true\n", "")
     flow = load_flow(write(tmp_path, "demo.yml", named), root=tmp_path)
     assert flow.step("plan").spec.save_as == "plan" and not flow.anonymous
     # a version stored before these checks existed still loads (its conversations go on)
     stored = dict(flow.definition, anonymous=True)
     assert flow_from_definition(stored).anonymous
+
+
+def test_an_anonymous_flow_may_include_a_block_that_tags(tmp_path: Path) -> None:
+    """Other flows use the block's tags; here they do nothing, and the flow is not refused
+    for what it cannot change."""
+    write(tmp_path, "segments.yml", "dimensions:\n  needs:\n    segments: [price]\n")
+    write(
+        tmp_path,
+        "blocks/why.yml",
+        "steps:\n  - id: why\n    type: choice\n    text: Why?\n    save_as: why\n"
+        "    choices:\n      - {value: cost, label: Cost, tags: needs:price}\n"
+        "      - {value: other, label: Other}\n",
+    )
+    write(
+        tmp_path,
+        "pulse.yml",
+        "id: pulse\nkind: microsurvey\ntitle: Pulse\nanonymous: true\nsteps:\n"
+        "  - include: blocks/why.yml\n",
+    )
+    assert load_flow(tmp_path / "pulse.yml", root=tmp_path).anonymous
+
+
+def test_a_segments_file_without_dimensions_says_so(tmp_path: Path) -> None:
+    write(tmp_path, "segments.yml", "dimensions: {}\n")
+    text = GOOD.replace(
+        "    text: How likely?\n", "    text: How likely?\n    tags: [{add: nps:fan}]\n"
+    )
+    (found,) = problems(tmp_path, "demo.yml", text)
+    assert "segments.yml declares no dimensions yet; or declare it in segments.yml" in found

@@ -929,11 +929,27 @@ async def test_the_cookie_speaks_only_for_parleys_own_pages(make_client: MakeCli
 
 def test_allowed_origins_are_origins() -> None:
     """An entry that can never equal a browser's Origin would fail silently in the widget."""
-    for wrong in ("localhost:8000", "https://shop.example.com/embed", "shop.example.com"):
+    wrong = (
+        "localhost:8000",
+        "https://shop.example.com/embed",
+        "shop.example.com",
+        "https://user@shop.example.com",
+        "https://shop.example.com:99999",
+        "http://[::1",
+    )
+    for entry in wrong:
         with pytest.raises(ConfigError, match=r"PARLEY_ALLOWED_ORIGINS: .* is not an origin"):
-            load_settings(allowed_origins=wrong)
-    settings = load_settings(allowed_origins="HTTPS://Shop.Example.com:443/, http://x.test:8080")
-    assert settings.allowed_origins == ["https://shop.example.com", "http://x.test:8080"]
+            load_settings(allowed_origins=entry)
+    settings = load_settings(
+        allowed_origins="HTTPS://Shop.Example.com:443/, http://x.test:8080, "
+        "capacitor://localhost, http://[::1]:3000"
+    )
+    assert settings.allowed_origins == [
+        "https://shop.example.com",
+        "http://x.test:8080",
+        "capacitor://localhost",  # a mobile app's web view
+        "http://[::1]:3000",
+    ]
     cors = Cors(settings.allowed_origins)
     assert cors.allows("https://shop.example.com") and cors.allows("https://shop.example.com:443")
     assert not cors.allows("https://shop.example.com:8443") and not cors.allows("null")

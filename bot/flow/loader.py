@@ -120,11 +120,13 @@ def _check_tags(spec: Any, raw: RawStep, declared: dict[str, set[str]], out: _Co
                 hint = (
                     did_you_mean(segment, known) or f"{dimension} has {', '.join(sorted(known))};"
                 )
-            else:
+            elif declared:
                 hint = (
                     did_you_mean(dimension, declared)
                     or f"dimensions are {', '.join(sorted(declared))};"
                 )
+            else:
+                hint = "segments.yml declares no dimensions yet;"
             out.at(
                 raw.file,
                 _tag_position(raw.node, path, tag),
@@ -655,19 +657,22 @@ def _build_steps(
     return steps, specs
 
 
-def _check_no_effect(specs: list[tuple[Any, RawStep]], anonymous: bool, out: _Collector) -> None:
+def _check_no_effect(
+    specs: list[tuple[Any, RawStep]], file: str, anonymous: bool, out: _Collector
+) -> None:
     """What an author wrote that would silently do nothing: an anonymous flow keeps nothing
     about the person (its author would wait for segments that never fill), and an email step
-    is always optional. Only for files: a stored version stays loadable as it was stored."""
+    is always optional. Only for files: a stored version stays loadable as it was stored.
+    A shared block's tags are left alone: other flows use them, and here they do nothing."""
     for spec, raw in specs:
-        if spec.type == "email" and raw.node.get("required") is True:
+        if spec.type == "email" and "required" in raw.node and spec.required:
             out.at(
                 raw.file,
                 position(raw.node, ("required",)),
                 f"step '{spec.id}' cannot be required: an email step is always optional",
                 "the person may decline the consent; remove required: true",
             )
-        if not anonymous:
+        if not anonymous or raw.file != file:
             continue
         written = [("save_as",)] if spec.save_as else []
         written += [("tags",)] if spec.tags else []
@@ -709,7 +714,7 @@ def build_flow(
         out.raise_if_any()
     meta = FlowMeta.model_validate(node)
     if root is not None:
-        _check_no_effect(specs, meta.anonymous, out)
+        _check_no_effect(specs, file, meta.anonymous, out)
     if expected_id is not None and meta.id != expected_id:
         out.at(
             file,

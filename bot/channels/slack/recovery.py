@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from bot.channels.slack.dedupe import TTL
 from bot.channels.slack.delivery import Undeliverable, holding_claims
 from bot.channels.slack.typed import DirectMessage
-from bot.errors import ParleyError
+from bot.errors import Busy, ParleyError
 from bot.store import slack as store
 from bot.store.models import utcnow
 
@@ -87,6 +87,9 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                     asked=payload.get("asked"),
                 )
                 done += 1
+        except Busy as err:  # the database was busy with this person: next pass
+            log.info("recovery: will retry the DM reply %s: %s", row.key, err)
+            continue
         except (ParleyError, Undeliverable) as err:
             log.info("recovery: giving up on %s: %s", row.key, err)
         except Exception as err:  # Slack or the database still failing: next pass
@@ -137,6 +140,8 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
                     said=said,
                 )
                 done += 1
+        except Busy:
+            continue  # passes: the claim stays for the next pass
         except (ParleyError, Undeliverable) as err:  # never will: let go of the claim
             log.info(
                 "recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err

@@ -24,7 +24,7 @@ from bot.channels.slack.people import respondent_key
 from bot.channels.slack.typed import DirectMessage, written_before
 from bot.engine.answers import fold
 from bot.engine.messages import Ask
-from bot.errors import ConversationError, FlowNotFound, InvalidAnswer, OptedOut, ParleyError
+from bot.errors import Busy, ConversationError, FlowNotFound, InvalidAnswer, OptedOut, ParleyError
 from bot.flow import Flow
 from bot.services.conversations import Reply
 from bot.store import slack as store
@@ -207,7 +207,8 @@ class Respondents:
     ) -> None:
         if (
             event.get("channel_type") != "im"
-            or event.get("subtype") not in (None, "file_share")  # edits, joins, bots' posts…
+            # edits, deletions, joins, bots' posts… are no replies
+            or event.get("subtype") not in (None, "file_share", "thread_broadcast")
             or event.get("bot_id")
             or not event.get("user")
         ):
@@ -227,6 +228,8 @@ class Respondents:
             return  # a retried event, or another replica has it
         try:
             await self.handle_dm(client, dm, inbox_key=key, open_now=open_now)
+        except Busy:
+            raise  # it will pass: left pending for the recovery sweep
         except (ParleyError, Undeliverable):
             await self.rt.inbox.finish(key)  # it will never work: not worth another try
             raise
@@ -258,11 +261,11 @@ class Respondents:
             return
         if await self.rt.surveys.is_opted_out(respondent_key=key):
             return
-        if not text.strip():  # a file on its own: its words, if any, came with it as text
-            await self._say(client, key, channel, FILES_TEXT)
-            return
         open_replies = open_now if open_now is not None else await self._open_asks(key)
         if late and _asked(open_replies) != asked:
+            return
+        if open_replies and not text.strip():  # a file alone (words come with it as text)
+            await self._say(client, key, channel, FILES_TEXT)
             return
         if open_replies:
             reply = open_replies[-1]
@@ -335,18 +338,20 @@ class Respondents:
     async def _not_written_to(self, reply: Reply, dm: DirectMessage) -> str:
         """Why a DM was not written to the question open now ("" when it was): it was sent
         before Slack showed that question (a second message about the last one), or in the
-        thread of another message. Taking it as the answer would misfile what was meant."""
+        thread of an earlier question. Taking it as the answer would misfile what was meant.
+        (A question asked again counts from its newest copy; any copy's thread is its own.)"""
         if dm.ts is None and dm.thread_ts is None:
             return ""
-        row = await self.rt.db.read(
-            partial(store.get_message, conversation_id=reply.conversation_id, step=reply.step)
+        rows = await self.rt.db.read(
+            partial(store.shown_messages, respondent_key=reply.respondent_key)
         )
-        shown = row.ts if row is not None else None
-        if shown is None:
-            return ""
-        if dm.thread_ts is not None and dm.thread_ts != shown:
-            return "it was written in the thread of an earlier message"
-        if written_before(dm.ts, shown):
+        here = (reply.conversation_id, reply.step)
+        if dm.thread_ts is not None and any(
+            row.ts == dm.thread_ts and (row.conversation_id, row.step) != here for row in rows
+        ):
+            return "it was written in the thread of an earlier question"
+        shown = next((row.ts for row in rows if (row.conversation_id, row.step) == here), None)
+        if dm.thread_ts is None and written_before(dm.ts, shown):
             return "it was sent before I asked it"
         return ""
 

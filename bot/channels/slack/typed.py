@@ -70,11 +70,13 @@ class DirectMessage:
             value = payload.get(name)
             return str(value) if value else None
 
+        written = str(payload.get("text", ""))
         return cls(
             team_id=text("team_id"),
             user=str(payload.get("user", "")),
             channel=str(payload.get("channel", "")),
-            text=str(payload.get("text", "")),
+            # stored before text was kept as typed (those payloads have no "ts")
+            text=written if "ts" in payload else typed(written),
             ts=text("ts"),
             thread_ts=text("thread_ts"),
         )

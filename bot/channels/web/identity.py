@@ -35,7 +35,7 @@ TOKEN_HEADER = "X-Parley-Token"
 USER_HEADER = "X-Parley-User"
 SIGNATURE_HEADER = "X-Parley-Signature"
 COOKIE = "parley_token"
-CROSS_ORIGIN = "parley.cross_origin"  # request key: set by the CORS middleware
+CROSS_ORIGIN = web.RequestKey("parley.cross_origin", bool)  # set by the CORS middleware
 COOKIE_MAX_AGE = 365 * 24 * 3600
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}\Z")  # \Z: "$" would allow a trailing newline
