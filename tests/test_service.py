@@ -887,6 +887,8 @@ async def test_endless_collisions_end_in_busy_and_store_nothing(
         await svc.opt_out(respondent_key="t:busy", source="test")
     with pytest.raises(Busy, match="please try again"):
         await svc.start(flow_id="nps", respondent_key="t:busy", channel="test")
+    with pytest.raises(Busy, match="try again"):
+        await svc.stop(conversation_id="c" * 32, respondent_key="t:busy")
     monkeypatch.undo()
     assert not await svc.is_opted_out(respondent_key="t:busy")
     assert await count(database, Conversation) == 0

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -43,6 +43,7 @@ from bot.errors import (
     NotCurrentStep,
     NotYourConversation,
     OptedOut,
+    ParleyError,
     RecentlySurveyed,
 )
 from bot.flow import Flow
@@ -53,6 +54,7 @@ from bot.store.database import Database
 from bot.store.models import as_utc, utcnow
 
 MAX_RETRIES = 5
+T = TypeVar("T")
 
 
 class _Conflict(Exception):
@@ -307,15 +309,12 @@ class Surveys:
         duplicate): a channel stores what it owes the person (Slack claims the next
         question) together with the answer, so neither exists without the other."""
         body = functools.partial(self._answer, conversation_id, respondent_key, step, value, within)
-        for _ in range(MAX_RETRIES):
-            try:
-                reply = await self.db.run(body)
-            except _Conflict:
-                continue  # someone else moved this conversation on: re-read and decide again
-            if reply is None:
-                raise ConversationClosed("this survey has expired")
-            return reply
-        raise NotCurrentStep("the conversation changed while answering; please reload it")
+        reply = await self._retrying(
+            body, NotCurrentStep("the conversation changed while answering; please reload it")
+        )
+        if reply is None:
+            raise ConversationClosed("this survey has expired")
+        return reply
 
     def _answer(
         self,
@@ -375,7 +374,7 @@ class Surveys:
                 raise _Conflict
             return self._reply(conversation, outcome.outputs, outcome.state, respondent_key)
 
-        return await self.db.run(body)
+        return await self._retrying(body, Busy("could not stop the survey just now; try again"))
 
     async def show(
         self, *, conversation_id: str, respondent_key: str, with_lead_in: bool = False
@@ -474,14 +473,10 @@ class Surveys:
             )
             return True
 
-        for _ in range(MAX_RETRIES):
-            try:
-                return await self.db.run(body)
-            except _Conflict:
-                continue  # an answer moved a conversation on meanwhile: stop it as it is now
-            except IntegrityError:
-                continue  # a parallel request stored this (new) person first: use theirs
-        raise Busy("could not opt out just now; please try again")
+        # IntegrityError: a parallel request stored this (new) person first: use theirs
+        return await self._retrying(
+            body, Busy("could not opt out just now; please try again"), also=(IntegrityError,)
+        )
 
     async def is_opted_out(self, *, respondent_key: str) -> bool:
         def body(conn: Connection) -> bool:
@@ -516,6 +511,22 @@ class Surveys:
         return await self.db.read(body)
 
     # --- internals ------------------------------------------------------------------------
+
+    async def _retrying(
+        self,
+        body: Callable[[Connection], T],
+        give_up: ParleyError,
+        *,
+        also: tuple[type[Exception], ...] = (),
+    ) -> T:
+        """Run a transaction body again when another request moved the same conversation
+        (or stored the same new person) first: each try re-reads and decides afresh."""
+        for _ in range(MAX_RETRIES):
+            try:
+                return await self.db.run(body)
+            except (_Conflict, *also):
+                continue
+        raise give_up
 
     def _load(
         self, conn: Connection, conversation_id: str, key: str, *, allow_opted_out: bool = False
