@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -42,8 +42,8 @@ MAX_FAILURES_PER_PASS = 3  # posts that may pass but failed, before a pass stops
 
 async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
     """One pass; returns how many things it finished."""
-    done = 0
     cutoff = utcnow() - after
+    await _give_up_old(runtime, stale_before=cutoff)
 
     def scan(conn: Connection) -> tuple[list[store.PendingDelivery], list[store.MessageRow]]:
         return (
@@ -51,11 +51,29 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
             store.unsent_messages(conn, older_than=cutoff),
         )
 
+    pending, unsent = await runtime.db.read(scan)
+    done = 0
+    for row in pending:
+        done += await _redo_dm(runtime, row, after=after)
+    failing = 0
+    for message in unsent:
+        if failing >= MAX_FAILURES_PER_PASS:
+            break  # Slack is down: the rest waits for the next pass
+        outcome = await _repost(runtime, message, after=after)
+        done += outcome == DONE
+        failing += outcome == FAILING
+    await runtime.db.run(store.purge_deliveries)
+    await runtime.db.run(store.drop_closed_messages)
+    return done
+
+
+async def _give_up_old(runtime: SlackRuntime, *, stale_before: datetime) -> None:
+    """What kept failing for a day is dropped (and logged): the person can still come back."""
     dropped = await runtime.db.run(store.give_up_deliveries)
     if dropped:
         log.warning("recovery: gave up on %d DM replies that kept failing for a day", dropped)
     given_up = partial(
-        store.give_up_messages, older_than=utcnow() - GIVE_UP_AFTER, stale_before=cutoff
+        store.give_up_messages, older_than=utcnow() - GIVE_UP_AFTER, stale_before=stale_before
     )
     for message in await runtime.db.run(given_up):
         log.warning(
@@ -64,103 +82,96 @@ async def recover_once(runtime: SlackRuntime, *, after: timedelta) -> int:
             message.conversation_id,
             message.step,
         )
-    pending, unsent = await runtime.db.read(scan)
-    for row in pending:
-        if not (row.payload or {}).get("user"):
-            # Kept for dedupe only (a team_join, an App Home click): nothing to redo as a
-            # DM — handled as one it would greet user "" in channel "" (JSON null is no NULL)
-            await runtime.inbox.finish(row.key)
-            continue
-        if not await runtime.inbox.claim(
-            row.key, team_id=row.team_id, payload=row.payload, stale_after=after
-        ):
-            continue
-        try:
-            with holding_claims():  # the inbox claim retaken above, and any it makes
-                payload = row.payload or {}
-                client = await runtime.client_for(row.team_id)
-                await runtime.respondents.handle_dm(
-                    client,
-                    DirectMessage.from_stored(payload),
-                    inbox_key=row.key,
-                    late=True,
-                    asked=payload.get("asked"),
-                )
-                done += 1
-        except Busy as err:  # the database was busy with this person: next pass
-            log.info("recovery: will retry the DM reply %s: %s", row.key, err)
-            continue
-        except (ParleyError, Undeliverable) as err:
-            log.info("recovery: giving up on %s: %s", row.key, err)
-        except Exception as err:  # Slack or the database still failing: next pass
-            log.warning("recovery: will retry the DM reply %s: %r", row.key, err)
-            continue
+
+
+async def _redo_dm(runtime: SlackRuntime, row: store.PendingDelivery, *, after: timedelta) -> bool:
+    """Handle a DM that was acked but never handled; True when it was."""
+    payload = row.payload or {}
+    if not payload.get("user"):
+        # Kept for dedupe only (a team_join, an App Home click): nothing to redo as a
+        # DM — handled as one it would greet user "" in channel "" (JSON null is no NULL)
         await runtime.inbox.finish(row.key)
-    failing = 0
-    for message in unsent:
-        parts = message.respondent_key.split(":")
-        if len(parts) != 3 or failing >= MAX_FAILURES_PER_PASS:
-            continue
-        try:
-            with holding_claims():  # the claim retaken below: done inside its life
-                client = await runtime.client_for(message.team_id)
-                reply = await runtime.surveys.show(
-                    conversation_id=message.conversation_id,
-                    respondent_key=message.respondent_key,
-                    with_lead_in=True,  # with the words said before it (an intro, messages)
-                )
-                if reply.step != message.step or reply.done:
-                    await runtime.db.run(
-                        partial(
-                            store.release_message,
-                            conversation_id=message.conversation_id,
-                            step=message.step,
-                        )
-                    )
-                    continue
-                channel = await runtime.delivery.dm_channel(
-                    client, key=message.respondent_key, user_id=parts[2]
-                )
-                first_words, ts, said = await runtime.delivery.unshown_lead_in(
-                    client, reply, channel=channel
-                )
-                if ts is not None:  # sent, then a crash before it was recorded: record it now
-                    await runtime.delivery.record_posted(
-                        message.conversation_id, message.step, channel, ts
-                    )
-                    done += 1
-                    continue
-                await runtime.delivery.send_reply(
-                    client,
-                    reply,
-                    channel=channel,
-                    team_id=message.team_id,
-                    offer_opt_out=first_words,
-                    stale_after=after,
-                    said=said,
-                )
-                done += 1
-        except Busy:
-            continue  # passes: the claim stays for the next pass
-        except (ParleyError, Undeliverable) as err:  # never will: let go of the claim
-            log.info(
-                "recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err
+        return False
+    if not await runtime.inbox.claim(
+        row.key, team_id=row.team_id, payload=row.payload, stale_after=after
+    ):
+        return False  # another replica has it
+    handled = False
+    try:
+        with holding_claims():  # the inbox claim retaken above, and any it makes
+            client = await runtime.client_for(row.team_id)
+            await runtime.respondents.handle_dm(
+                client,
+                DirectMessage.from_stored(payload),
+                inbox_key=row.key,
+                late=True,
+                asked=payload.get("asked"),
             )
-            await runtime.db.run(
-                partial(
-                    store.release_message,
-                    conversation_id=message.conversation_id,
-                    step=message.step,
+            handled = True
+    except Busy as err:  # the database was busy with this person: next pass
+        log.info("recovery: will retry the DM reply %s: %s", row.key, err)
+        return False
+    except (ParleyError, Undeliverable) as err:
+        log.info("recovery: giving up on %s: %s", row.key, err)
+    except Exception as err:  # Slack or the database still failing: next pass
+        log.warning("recovery: will retry the DM reply %s: %r", row.key, err)
+        return False
+    await runtime.inbox.finish(row.key)
+    return handled
+
+
+DONE, SKIPPED, FAILING = "done", "skipped", "failing"
+
+
+async def _repost(runtime: SlackRuntime, message: store.MessageRow, *, after: timedelta) -> str:
+    """Post (or find in the DM, and record) a question claimed but never recorded as posted."""
+    parts = message.respondent_key.split(":")
+    if len(parts) != 3:
+        return SKIPPED
+    this = {"conversation_id": message.conversation_id, "step": message.step}
+    try:
+        with holding_claims():  # the claim retaken by send_reply: done inside its life
+            client = await runtime.client_for(message.team_id)
+            reply = await runtime.surveys.show(
+                respondent_key=message.respondent_key,
+                with_lead_in=True,  # with the words said before it (an intro, messages)
+                conversation_id=message.conversation_id,
+            )
+            if reply.step != message.step or reply.done:  # answered or closed meanwhile
+                await runtime.db.run(partial(store.release_message, **this))
+                return SKIPPED
+            channel = await runtime.delivery.dm_channel(
+                client, key=message.respondent_key, user_id=parts[2]
+            )
+            first_words, ts, said = await runtime.delivery.unshown_lead_in(
+                client, reply, channel=channel
+            )
+            if ts is not None:  # sent, then a crash before it was recorded: record it now
+                await runtime.delivery.record_posted(
+                    message.conversation_id, message.step, channel, ts
                 )
+                return DONE
+            await runtime.delivery.send_reply(
+                client,
+                reply,
+                channel=channel,
+                team_id=message.team_id,
+                offer_opt_out=first_words,
+                stale_after=after,
+                said=said,
             )
-        except Exception as err:  # Slack still failing: the claim stays for the next pass
-            failing += 1  # a few in one pass: Slack is down, the rest waits for the next pass
-            log.warning(
-                "recovery: will retry posting %s/%s: %r", message.conversation_id, message.step, err
-            )
-    await runtime.db.run(store.purge_deliveries)
-    await runtime.db.run(store.drop_closed_messages)
-    return done
+            return DONE
+    except Busy:
+        return SKIPPED  # passes: the claim stays for the next pass
+    except (ParleyError, Undeliverable) as err:  # never will: let go of the claim
+        log.info("recovery: cannot repost %s/%s: %s", message.conversation_id, message.step, err)
+        await runtime.db.run(partial(store.release_message, **this))
+        return SKIPPED
+    except Exception as err:  # Slack still failing: the claim stays for the next pass
+        log.warning(
+            "recovery: will retry posting %s/%s: %r", message.conversation_id, message.step, err
+        )
+        return FAILING
 
 
 async def recover_forever(runtime: SlackRuntime, *, every: timedelta, after: timedelta) -> None:
