@@ -201,6 +201,39 @@ async def dm(
     return response
 
 
+async def open_form(parley: TestClient, fake: FakeSlack, user: str, question: Any) -> Any:
+    """Click a question's form button (text, email) and return the modal Parley opens."""
+    actions = question.args["blocks"][-1]
+    form = next(e for e in actions["elements"] if e["action_id"].startswith("parley:form:"))
+    opened = len(fake.calls_to("views.open"))
+    await post_action(
+        parley,
+        block_actions(
+            user,
+            form | {"block_id": actions["block_id"]},
+            message=question.posted,
+            channel=question.posted["channel"],
+        ),
+    )
+    return (await fake.wait_calls("views.open", opened + 1))[opened].args["view"]
+
+
+def submitted(user: str, view: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A view_submission of ``view`` with the given state values, as Slack sends it."""
+    return {
+        "type": "view_submission",
+        "team": {"id": "T1"},
+        "user": {"id": user, "team_id": "T1"},
+        "api_app_id": "A1",
+        "trigger_id": "1.2",
+        "view": view | {"id": "V9", "state": {"values": values}},
+    }
+
+
+def text_input(value: str) -> dict[str, Any]:
+    return {"parley:text": {"parley:text_input": {"type": "plain_text_input", "value": value}}}
+
+
 async def count(client: TestClient, model: Any, *where: Any) -> int:
     db = client.app[DATABASE]
     async with db.reads() as session:
@@ -450,34 +483,10 @@ async def test_a_form_sent_after_the_question_was_answered_says_so(
     _, question = await fake.wait_calls("chat.postMessage", 2)
     await post_action(parley, click("U1", question.posted, index=4))
     follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
-    form = next(
-        e
-        for e in follow_up.args["blocks"][-1]["elements"]
-        if e["action_id"].startswith("parley:form:")
-    )
-    await post_action(
-        parley,
-        block_actions(
-            "U1",
-            form | {"block_id": follow_up.args["blocks"][-1]["block_id"]},
-            message=follow_up.posted,
-            channel=follow_up.posted["channel"],
-        ),
-    )
-    view = (await fake.wait_calls("views.open", 1))[0].args["view"]
+    view = await open_form(parley, fake, "U1", follow_up)
     await dm(parley, "U1", "Search is slow", msg_id="m-first")
     await wait_count(parley, fake, Answer, 2)
-    typed = {"type": "plain_text_input", "value": "Something else"}
-    submission = {
-        "type": "view_submission",
-        "team": {"id": "T1"},
-        "user": {"id": "U1", "team_id": "T1"},
-        "api_app_id": "A1",
-        "trigger_id": "1.3",
-        "view": view
-        | {"id": "V8", "state": {"values": {"parley:text": {"parley:text_input": typed}}}},
-    }
-    response = await post_action(parley, submission)
+    response = await post_action(parley, submitted("U1", view, text_input("Something else")))
     assert response.status == 200
     note = await fake.wait_for(
         lambda: [c for c in posts(fake) if "already answered" in str(c.args.get("text"))]
@@ -1090,69 +1099,25 @@ async def test_every_step_type_through_slack(parley: TestClient, fake: FakeSlack
     await post_action(parley, click("U2", q.posted, text="Yes"))
     q = await next_question()  # text: reply in DM, or the form; optional so Skip too
     assert "reply here" in block_texts(q) and "Skip" in block_texts(q)
-    form = next(
-        e for e in q.args["blocks"][-1]["elements"] if e["action_id"].startswith("parley:form:")
-    )
-    await post_action(
-        parley,
-        block_actions(
-            "U2",
-            form | {"block_id": q.args["blocks"][-1]["block_id"]},
-            message=q.posted,
-            channel=q.posted["channel"],
-        ),
-    )
-    opened = (await fake.wait_calls("views.open", 1))[0]
-    view = opened.args["view"]
+    view = await open_form(parley, fake, "U2", q)
     assert view["blocks"][0]["element"]["type"] == "plain_text_input"
-    submission = {
-        "type": "view_submission",
-        "team": {"id": "T1"},
-        "user": {"id": "U2", "team_id": "T1"},
-        "api_app_id": "A1",
-        "trigger_id": "1.2",
-        "view": view
-        | {
-            "id": "V9",
-            "state": {
-                "values": {
-                    "parley:text": {
-                        "parley:text_input": {
-                            "type": "plain_text_input",
-                            "value": "Typed in a <b>form</b>",
-                        }
-                    }
-                }
-            },
-        },
-    }
-    response = await post_action(parley, submission)
+    response = await post_action(
+        parley, submitted("U2", view, text_input("Typed in a <b>form</b>"))
+    )
     assert await response.text() == ""
     q = await next_question()  # email with its consent line
     assert "I agree to be contacted" in block_texts(q)
-    share = next(
-        e for e in q.args["blocks"][-1]["elements"] if e["action_id"].startswith("parley:form:")
-    )
-    await post_action(
-        parley,
-        block_actions(
-            "U2",
-            share | {"block_id": q.args["blocks"][-1]["block_id"]},
-            message=q.posted,
-            channel=q.posted["channel"],
-        ),
-    )
-    view = (await fake.wait_calls("views.open", 2))[1].args["view"]
+    view = await open_form(parley, fake, "U2", q)
     values = {
         "parley:email": {
             "parley:email_input": {"type": "email_text_input", "value": "ada@example.com"}
         },
         "parley:consent": {"parley:consent_input": {"type": "checkboxes", "selected_options": []}},
     }
-    refused = await post_action(parley, submission | {"view": view | {"state": {"values": values}}})
+    refused = await post_action(parley, submitted("U2", view, values))
     assert json.loads(await refused.text())["response_action"] == "errors"  # consent not ticked
     values["parley:consent"]["parley:consent_input"]["selected_options"] = [{"value": "yes"}]
-    await post_action(parley, submission | {"view": view | {"state": {"values": values}}})
+    await post_action(parley, submitted("U2", view, values))
     done = await next_question()
     assert "Done." in block_texts(done)
     async with parley.app[DATABASE].reads() as session:
