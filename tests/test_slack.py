@@ -275,6 +275,16 @@ async def start_nps(client: TestClient, fake: FakeSlack, user: str = "U1") -> An
     )
 
 
+async def nps_follow_up(parley: TestClient, fake: FakeSlack, *, score: int) -> tuple[Any, Any]:
+    """U1 is asked the NPS question and clicks ``score``: that question, and the follow-up
+    (a text question) Parley posts next."""
+    await start_nps(parley, fake)
+    _, question = await fake.wait_calls("chat.postMessage", 2)
+    await post_action(parley, click("U1", question.posted, index=score))
+    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    return question, follow_up
+
+
 # --- connection, signatures ---------------------------------------------------------------------
 
 
@@ -377,10 +387,7 @@ async def test_double_click_records_one_answer_and_one_reply(
 
 
 async def test_retried_event_is_handled_once(parley: TestClient, fake: FakeSlack) -> None:
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=8))
-    await fake.wait_calls("chat.postMessage", 3)
+    await nps_follow_up(parley, fake, score=8)
     await dm(parley, "U1", "Faster exports", msg_id="m-1", event_id="Ev-A")
     await dm(parley, "U1", "Faster exports", msg_id="m-1", event_id="Ev-A", retry=1)
     await dm(parley, "U1", "Faster exports", msg_id="m-1", event_id="Ev-A", retry=2)
@@ -405,10 +412,7 @@ async def test_typed_answer_that_does_not_fit_is_explained(
 async def test_words_sent_with_a_file_are_an_answer_and_a_file_alone_is_explained(
     parley: TestClient, fake: FakeSlack
 ) -> None:
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=4))
-    await fake.wait_calls("chat.postMessage", 3)
+    await nps_follow_up(parley, fake, score=4)
     alone = dm_event("U1", "", client_msg_id="m-file") | {"subtype": "file_share", "files": [{}]}
     await post_event(parley, event_body(alone, event_id="Ev-file"))
     note = (await fake.wait_calls("chat.postMessage", 4))[3]
@@ -433,10 +437,7 @@ async def test_typed_text_is_stored_as_the_person_wrote_it(
 ) -> None:
     """Slack sends &, <, > escaped and links, addresses and mentions as markup: the answer
     is what the person typed, in results, exports and the answered question alike."""
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=4))
-    await fake.wait_calls("chat.postMessage", 3)
+    await nps_follow_up(parley, fake, score=4)
     sent = (
         "Q&amp;A is &lt;slow&gt; see <https://ex.com/a?b=1&amp;c=2|ex.com/a?b=1&amp;c=2> "
         "cc <@U999> <mailto:a@b.co|a@b.co>"
@@ -456,10 +457,7 @@ async def test_a_dm_not_written_to_the_open_question_is_not_its_answer(
 ) -> None:
     """A second message about the last question, sent before the next one showed, or a
     reply in an earlier message's thread, would be filed as the answer to the wrong question."""
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=4))
-    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    question, follow_up = await nps_follow_up(parley, fake, score=4)
     shown = float(follow_up.posted["ts"])
     await dm(parley, "U1", "and it crashes", msg_id="m-early", ts=f"{shown - 0.5:.6f}")
     early = (await fake.wait_calls("chat.postMessage", 4))[3]
@@ -479,10 +477,7 @@ async def test_a_form_sent_after_the_question_was_answered_says_so(
 ) -> None:
     """The form was opened, then the question was answered by a DM: the form's text is not
     recorded, and the person hears why instead of a form that closes as if it took it."""
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=4))
-    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    _, follow_up = await nps_follow_up(parley, fake, score=4)
     view = await open_form(parley, fake, "U1", follow_up)
     await dm(parley, "U1", "Search is slow", msg_id="m-first")
     await wait_count(parley, fake, Answer, 2)
@@ -530,10 +525,7 @@ async def test_stop_takes_the_buttons_off_the_waiting_question_only(
 ) -> None:
     """An answered question keeps showing its answer; the one still waiting says why it
     takes none."""
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=9))
-    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    question, follow_up = await nps_follow_up(parley, fake, score=9)
     await fake.wait_calls("chat.update", 1)
     await dm(parley, "U1", "stop", msg_id="m-stop-now")
     await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
@@ -598,10 +590,7 @@ async def test_answering_one_copy_of_a_question_asked_again_closes_both(
 async def test_a_greeting_shows_a_waiting_text_question_again_and_is_no_answer(
     parley: TestClient, fake: FakeSlack
 ) -> None:
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=4))
-    follow_up = (await fake.wait_calls("chat.postMessage", 3))[2]
+    _, follow_up = await nps_follow_up(parley, fake, score=4)
     await dm(parley, "U1", "Hi!", msg_id="m-back")  # back after a while
     again = (await fake.wait_calls("chat.postMessage", 4))[3]
     assert again.args["text"] == follow_up.args["text"]
@@ -711,10 +700,7 @@ async def test_question_copies_of_a_conversation_closed_by_stop_go_at_the_next_s
 ) -> None:
     """A question may pipe an earlier answer (an anonymous flow's too): once the
     conversation is over, its copies are not kept beside the person."""
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=3))
-    await fake.wait_calls("chat.postMessage", 3)
+    await nps_follow_up(parley, fake, score=3)
     await dm(parley, "U1", "stop", msg_id="m-stop")
     await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
     runtime = parley.app[SLACK]
@@ -1179,10 +1165,7 @@ async def test_results_show_answers_as_typed_never_as_formatting(
 ) -> None:
     """A typed answer closing a ``` box early would talk to researchers as Parley, with
     bold text and links: the report is literal text, whatever the answers hold."""
-    await start_nps(parley, fake)
-    _, question = await fake.wait_calls("chat.postMessage", 2)
-    await post_action(parley, click("U1", question.posted, index=0))
-    await fake.wait_calls("chat.postMessage", 3)
+    await nps_follow_up(parley, fake, score=0)
     sly = "``` *ACTION NEEDED* sign in again: <https://evil.example|Parley> <!channel> ```"
     as_slack_sends_it = sly.replace("<", "&lt;").replace(">", "&gt;")  # typed, not markup
     await dm(parley, "U1", as_slack_sends_it, msg_id="m-sly")
