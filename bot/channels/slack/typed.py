@@ -8,6 +8,7 @@ Slack's codes in it. Answers are kept as the person wrote them, whatever channel
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -82,14 +83,7 @@ class DirectMessage:
         )
 
     def stored(self) -> dict[str, Any]:
-        return {
-            "team_id": self.team_id,
-            "user": self.user,
-            "channel": self.channel,
-            "text": self.text,
-            "ts": self.ts,
-            "thread_ts": self.thread_ts,
-        }
+        return dataclasses.asdict(self)
 
 
 def written_before(ts: str | None, shown: str | None) -> bool:
