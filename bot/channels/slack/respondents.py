@@ -664,11 +664,11 @@ class Respondents:
         self, ack: Any, body: dict[str, Any], client: AsyncWebClient, context: Any
     ) -> None:
         await ack()
-        user, _key = _actor(body, context)
+        _user, key = _actor(body, context)
         channel, _ = _channel_and_ts(body)
         await self.opt_out(
             client,
-            key=respondent_key(context.team_id, user),
+            key=key,
             channel=channel,
             source="slack:button",
             quiet=True,
