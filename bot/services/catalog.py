@@ -82,7 +82,9 @@ class FlowCatalog:
                 self._stamp = self._files_stamp()
                 shown = err if isinstance(err, FlowError) else f"{type(err).__name__}: {err}"
                 log.warning(
-                    "flows changed but do not load; still serving the previous ones:\n%s", shown
+                    "flows changed but do not load; still serving the previous ones:\n%s",
+                    shown,
+                    exc_info=not isinstance(err, FlowError),  # not a bad edit: Parley's bug
                 )
 
     def title(self, flow_id: str, default: str) -> str:
