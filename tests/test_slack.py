@@ -1229,6 +1229,10 @@ async def test_server_errors_back_off_and_retry(parley: TestClient, fake: FakeSl
     fake.fail("chat.postMessage", status=503, error="service_unavailable")
     await start_nps(parley, fake)
     await fake.wait_calls("chat.postMessage", 3)
+    await parley.app[SLACK].drain()
+    first, again, question = posts(fake)  # one retry of the intro, then the question
+    assert not first.result and again.result["ok"] and question.result["ok"]  # 503: no body
+    assert again.args["text"] == first.args["text"]
 
 
 async def test_crash_between_answer_and_reply_loses_neither(

@@ -976,6 +976,7 @@ async def test_demo_flow_is_escaped(make_client: MakeClient) -> None:
     client = await make_client(demo_flow='"><script>alert(1)</script>')
     page = await (await client.get("/")).text()
     assert "<script>alert(1)</script>" not in page
+    assert 'data-flow="&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in page  # kept, as text
 
 
 async def test_flows_left_out_of_parley_web_flows_need_a_signed_user(
