@@ -990,6 +990,26 @@ async def test_app_home_for_respondents_and_researchers(
     assert len(posts(fake)) == posted
 
 
+async def test_the_home_toggle_opts_out_even_when_slack_cannot_open_the_dm(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """Someone who never had a DM from the bot (or whose DM Slack will not open) ticks
+    "Don't send me surveys": the opt-out is stored first; only the confirmation is lost."""
+    fake.fail("conversations.open", error="messages_tab_disabled")
+    toggle = {
+        "type": "checkboxes",
+        "action_id": "parley:home_optout",
+        "block_id": "parley:home:optout",
+        "selected_options": [{"value": "opt_out"}],
+    }
+    await post_action(parley, block_actions("U7", toggle, home=True))
+    await fake.wait_calls("views.publish", 1)  # the Home is refreshed all the same
+    await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
+    await dm(parley, "U7", "hello there", msg_id="m-after")  # no welcome survey now
+    await parley.app[SLACK].drain()
+    assert not [c for c in posts(fake) if c.args["channel"] == "DU7"]
+
+
 async def test_app_home_start_button_runs_welcome(parley: TestClient, fake: FakeSlack) -> None:
     await post_event(
         parley,

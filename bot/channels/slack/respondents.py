@@ -182,10 +182,19 @@ class Respondents:
         return reply
 
     async def opt_out(
-        self, client: AsyncWebClient, *, key: str, channel: str, source: str, quiet: bool = False
+        self,
+        client: AsyncWebClient,
+        *,
+        key: str,
+        source: str,
+        channel: str | None = None,
+        user_id: str = "",
+        quiet: bool = False,
     ) -> None:
         """Opt out for good, confirmed in one message. ``quiet``: say nothing when the person
-        had already opted out (a double click must not confirm twice)."""
+        had already opted out (a double click must not confirm twice). The opt-out is stored
+        before anything is asked of Slack: without ``channel``, the DM to confirm in is looked
+        up after (``user_id``), and Slack failing then loses a confirmation, not the opt-out."""
         waiting = {(r.conversation_id, r.step) for r in await self._open_asks(key)}
         changed = await self.rt.surveys.opt_out(respondent_key=key, source=source)
         if changed:  # the questions waiting for an answer stop showing buttons (only those:
@@ -196,6 +205,8 @@ class Respondents:
         if not changed and quiet:
             return
         text = OPTED_OUT_TEXT if changed else ALREADY_OPTED_OUT_TEXT
+        if channel is None:
+            channel = await self.rt.delivery.dm_channel(client, key=key, user_id=user_id)
         await self.rt.delivery.post(
             client, key=key, channel=channel, message=blocks.text_message(text)
         )
@@ -728,10 +739,11 @@ class Respondents:
     ) -> None:
         await ack()
         user, key = _actor(body, context)
-        if action.get("selected_options"):
-            channel = await self.rt.delivery.dm_channel(client, key=key, user_id=user)
-            await self.opt_out(client, key=key, channel=channel, source="slack:home")
-        await home.publish(self.rt, client, team_id=context.team_id, user_id=user)
+        try:
+            if action.get("selected_options"):
+                await self.opt_out(client, key=key, user_id=user, source="slack:home")
+        finally:  # the Home shows the toggle as it now stands, whatever Slack did meanwhile
+            await home.publish(self.rt, client, team_id=context.team_id, user_id=user)
 
     # --- new members --------------------------------------------------------------------------
 
