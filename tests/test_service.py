@@ -574,6 +574,23 @@ async def test_forget_and_export_cover_channel_tables(svc: Surveys, database: Da
     assert await count(database, SlackDM) == 1  # the other person's row stays
     assert await count(database, SlackMessage) == 0
 
+    # someone Parley holds no row for, yet a channel does (a DM channel, an event naming them
+    # as Slack's undeliverable events did): forget finds those too
+    def stranger(conn: Connection) -> None:
+        dm = {"respondent_key": "slack:T1:U9", "channel": "D9", "updated_at": utcnow()}
+        conn.execute(insert(SlackDM.__table__), dm)
+        named = {"key": "slack:T1:U9", "error": "user_not_found", "method": "chat.postMessage"}
+        conn.execute(
+            insert(Event), {"kind": "slack.undeliverable", "data": named, "created_at": utcnow()}
+        )
+
+    await database.run(stranger)
+    gone = await privacy.forget(database, key="slack:T1:U9")
+    assert gone.counts == {"slack_dm": 1, "events": 1} and not gone.still_suppressed
+    assert await count(database, SlackDM) == 1
+    with pytest.raises(RespondentNotFound):
+        await privacy.forget(database, key="slack:T1:U9")  # nothing of them left
+
 
 async def test_expiry_sweep_works_in_batches_and_leaves_young_conversations(
     database: Database, flows: Path

@@ -132,3 +132,39 @@ async def test_close_commits_accepted_writes_and_refuses_later_ones(tmp_path: Pa
         assert await reopened.read(lambda conn: sql.is_suppressed(conn, key="web:late"))
     finally:
         await reopened.dispose()
+
+
+async def test_the_server_empties_the_wal_of_what_forget_could_not(
+    sqlite_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forget from a shell while the server reads cannot empty -wal; the server's own
+    checkpoints do, at most EMPTY_WAL_EVERY seconds apart, so deleted rows' old page images
+    do not stay in the file for as long as the server runs."""
+    from bot.store import sqlite_runner
+
+    monkeypatch.setattr(sqlite_runner, "CHECKPOINT_EVERY", 5)
+    wal = Path(db_file(sqlite_database) + "-wal")
+
+    runner = sqlite_database._sqlite
+    assert runner is not None
+
+    async def write_until_a_checkpoint(prefix: str) -> int:
+        """Write until a checkpoint starts, then wait for it; returns the writes."""
+        for i in range(100):
+            key = f"web:{prefix}{i}"
+            await sqlite_database.run(
+                lambda conn, key=key: sql.suppress(conn, key=key, now=utcnow())
+            )
+            if runner._checkpointing is not None:
+                await runner._checkpointing
+                await asyncio.sleep(0)  # its done-callback
+                return i + 1
+        raise AssertionError("no checkpoint started")
+
+    monkeypatch.setattr(sqlite_runner, "EMPTY_WAL_EVERY", 3600.0)
+    written = await write_until_a_checkpoint("a")
+    assert wal.stat().st_size > 0  # a passive checkpoint leaves the old pages in the file
+    monkeypatch.setattr(sqlite_runner, "EMPTY_WAL_EVERY", 0.0)
+    written += await write_until_a_checkpoint("b")
+    assert wal.stat().st_size == 0
+    assert await sqlite_database.read(suppressions) == written

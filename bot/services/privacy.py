@@ -69,8 +69,11 @@ async def forget(
 ) -> Forgotten:
     def body(conn: Connection) -> Forgotten:
         respondent = sql.find_respondent(conn, key=key)
-        if respondent is None:
-            raise RespondentNotFound(f"no respondent with id {key!r}")
+        if respondent is None:  # never surveyed, yet a channel may hold something of theirs
+            counts = repo.delete_key_rows(conn, key=key)
+            if not counts:
+                raise RespondentNotFound(f"no respondent with id {key!r}")
+            return Forgotten(key, counts, sql.is_suppressed(conn, key=key))
         counts = repo.delete_respondent(conn, respondent_id=respondent.id, key=key)
         if respondent.opted_out:
             sql.suppress(conn, key=key, now=utcnow())

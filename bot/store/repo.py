@@ -168,6 +168,27 @@ async def channel_rows_of(
     return out
 
 
+def _named_in_data(key: str) -> Any:
+    """Events that named a person in their data before any row of theirs existed (Slack's
+    undeliverable events did, until they were tied to the person's row only)."""
+    return Event.respondent_id.is_(None) & (Event.data["key"].as_string() == key)
+
+
+def delete_key_rows(conn: Connection, *, key: str) -> dict[str, int]:
+    """What a channel keeps under a person's key when Parley holds no row for them (a DM
+    from someone never surveyed, or kept after they were forgotten)."""
+    counts: dict[str, int] = {}
+    for table in reversed(personal_tables()):
+        if "respondent_key" in table.c:
+            deleted = conn.execute(delete(table).where(table.c.respondent_key == key)).rowcount
+            if deleted:
+                counts[table.name] = deleted
+    events = conn.execute(delete(Event).where(_named_in_data(key))).rowcount
+    if events:
+        counts["events"] = events
+    return counts
+
+
 def delete_respondent(conn: Connection, *, respondent_id: int, key: str) -> dict[str, int]:
     """Delete every row of one person, children first; returns counts per table. Synchronous
     Core, run as a ``Database.run`` body: on SQLite every write goes through one writer."""
@@ -186,7 +207,7 @@ def delete_respondent(conn: Connection, *, respondent_id: int, key: str) -> dict
         "answers": delete(Answer).where(
             (Answer.respondent_id == respondent_id) | Answer.conversation_id.in_(conv_ids)
         ),
-        "events": delete(Event).where(Event.respondent_id == respondent_id),
+        "events": delete(Event).where((Event.respondent_id == respondent_id) | _named_in_data(key)),
         "conversations": delete(Conversation).where(Conversation.respondent_id == respondent_id),
         "respondents": delete(Respondent).where(Respondent.id == respondent_id),
     }

@@ -525,7 +525,9 @@ def past_conversations(
 
 
 def record_undeliverable(conn: Connection, *, respondent_key: str, error: str, method: str) -> None:
-    """A Slack error that will never succeed (user_not_found, user_disabled): kept, not retried."""
+    """A Slack error that will never succeed (user_not_found, user_disabled): kept, not retried.
+    Tied to the person by their row only, so ``forget`` and ``export`` find it; someone Parley
+    holds no row for is not named (the log says who, once)."""
     respondent_id = conn.execute(
         select(_R.c.id).where(_R.c.key == respondent_key)
     ).scalar_one_or_none()
@@ -533,7 +535,7 @@ def record_undeliverable(conn: Connection, *, respondent_key: str, error: str, m
         insert(_E).values(
             kind="slack.undeliverable",
             respondent_id=respondent_id,
-            data={"key": respondent_key, "error": error[:100], "method": method[:64]},
+            data={"error": error[:100], "method": method[:64]},
             created_at=utcnow(),
         )
     )

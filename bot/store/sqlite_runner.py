@@ -18,7 +18,11 @@ hears back only after that commit, so an acknowledged answer is always stored.
 Why checkpoints in a thread: SQLite copies the WAL back into the database file (and syncs
 it) inside the commit that crosses ``wal_autocheckpoint``, and the loop would stall for the
 sync. The loop's connection never checkpoints; every ``CHECKPOINT_EVERY`` writes a thread
-runs a passive checkpoint, which waits for nobody and blocks no one.
+runs a passive checkpoint, which waits for nobody and blocks no one. A passive checkpoint
+leaves old page images in the ``-wal`` file, though, deleted rows among them (``parley
+forget`` from a shell cannot empty it while the server reads): at most every
+``EMPTY_WAL_EVERY`` seconds the checkpoint empties the file instead (``TRUNCATE``, which
+waits for readers in that thread; writes meanwhile wait in the writer thread).
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -40,6 +46,7 @@ from bot.errors import DatabaseError
 READER_THREADS = 2
 READONLY = "parley_readonly"  # conn.info / execution option: BEGIN (read) or BEGIN IMMEDIATE
 CHECKPOINT_EVERY = 250  # bodies written (a few thousand pages of WAL at most)
+EMPTY_WAL_EVERY = 300.0  # seconds: at most this long a deleted row's old page stays in -wal
 CLOSED = "the database is closed (Parley is shutting down)"
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -121,6 +128,7 @@ class SqliteRunner:
         self._queue: list[_Write] = []
         self._writes = 0  # on the loop's connection since the last checkpoint
         self._checkpointing: asyncio.Future[None] | None = None
+        self._emptied_at = time.monotonic()
         self._closed = False
 
     def _check_open(self) -> None:
@@ -177,10 +185,12 @@ class SqliteRunner:
         self._writes += count
         if self._writes >= CHECKPOINT_EVERY and self._checkpointing is None:
             self._writes = 0
+            empty = time.monotonic() - self._emptied_at >= EMPTY_WAL_EVERY
+            work = self._truncate if empty else self._checkpoint
             self._checkpointing = asyncio.get_running_loop().run_in_executor(
-                self._checkpointer, self._checkpoint
+                self._checkpointer, work
             )
-            self._checkpointing.add_done_callback(self._checkpoint_done)
+            self._checkpointing.add_done_callback(partial(self._checkpoint_done, emptying=empty))
 
     def _checkpoint(self) -> None:
         conn = self._engine.raw_connection()  # DB-API level: no transaction around the PRAGMA
@@ -203,10 +213,14 @@ class SqliteRunner:
             conn.close()
         return row is not None and row[0] == 0
 
-    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
+    def _checkpoint_done(self, future: asyncio.Future[Any], *, emptying: bool) -> None:
         self._checkpointing = None
-        if not future.cancelled() and future.exception() is not None:
+        if future.cancelled():
+            return
+        if future.exception() is not None:
             log.warning("SQLite checkpoint failed (will try again): %s", future.exception())
+        elif emptying and future.result():  # else a reader kept it: again at the next one
+            self._emptied_at = time.monotonic()
 
     async def read(self, body: Callable[[Connection], T]) -> T:
         self._check_open()
