@@ -148,6 +148,7 @@ def chat(flow_id: str, who: str | None, *, settings: Settings) -> None:
 @common
 def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
     """Responses, completion rate, scores with distributions, top choices, recent open answers."""
+    from bot.services import anonymous
     from bot.services.catalog import FlowCatalog
     from bot.services.export import count_answers
     from bot.services.results import flow_results, render_text
@@ -157,6 +158,7 @@ def results(flow_id: str, fmt: str, *, settings: Settings) -> None:
     async def go() -> Any:
         db = await open_db(settings, create=False)
         try:
+            await anonymous.release(db)  # as a running server would have by now
             total = await count_answers(db, flow_id=flow.id)
             with click.progressbar(
                 length=total,

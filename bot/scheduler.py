@@ -15,7 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 log = logging.getLogger("parley.scheduler")
 
 SCHEDULER = web.AppKey("scheduler", AsyncIOScheduler)
-EXPIRE_EVERY_MINUTES = 5
+EVERY_MINUTES = 5
 
 
 async def expire_conversations(app: web.Application) -> None:
@@ -27,17 +27,28 @@ async def expire_conversations(app: web.Application) -> None:
         log.info("expired %d conversation(s)", closed)
 
 
+async def release_anonymous_answers(app: web.Application) -> None:
+    """Anonymous answers join the answer table in batches (see services/anonymous.py)."""
+    from bot.app import DATABASE
+    from bot.services import anonymous
+
+    moved = await anonymous.release(app[DATABASE])
+    if moved:
+        log.info("released %d anonymous answer(s)", moved)
+
+
 async def run_scheduler(app: web.Application) -> AsyncIterator[None]:
     scheduler = AsyncIOScheduler(timezone="UTC")
-    scheduler.add_job(
-        expire_conversations,
-        "interval",
-        minutes=EXPIRE_EVERY_MINUTES,
-        args=[app],
-        id="expire_conversations",
-        coalesce=True,
-        max_instances=1,
-    )
+    for job in (expire_conversations, release_anonymous_answers):
+        scheduler.add_job(
+            job,
+            "interval",
+            minutes=EVERY_MINUTES,
+            args=[app],
+            id=job.__name__,
+            coalesce=True,
+            max_instances=1,
+        )
     app[SCHEDULER] = scheduler
     scheduler.start()
     try:

@@ -25,6 +25,7 @@ from bot.channels.web.cors import Cors
 from bot.channels.web.identity import sign, token_key
 from bot.config import load_settings
 from bot.errors import ConfigError
+from bot.scheduler import SCHEDULER, release_anonymous_answers
 
 SECRET = "s3cret-for-tests"
 API_KEY = "key-for-the-api-tests"
@@ -994,3 +995,11 @@ async def test_flows_left_out_of_parley_web_flows_need_a_signed_user(
     assert (await client.post("/api/v1/conversations", json={"flow": "welcome"})).status == 201
     signed = {"flow": "nps", "user": "ann", "signature": sign(SECRET, "ann")}
     assert (await client.post("/api/v1/conversations", json=signed)).status == 201
+
+
+async def test_the_server_runs_its_jobs_on_a_schedule(make_client: MakeClient) -> None:
+    """Expiry and the release of anonymous answers in batches happen without anyone asking."""
+    client = await make_client()
+    jobs = {job.id for job in client.app[SCHEDULER].get_jobs()}
+    assert jobs == {"expire_conversations", "release_anonymous_answers"}
+    await release_anonymous_answers(client.app)  # nothing waits: nothing happens

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from bot.errors import (
     RecentlySurveyed,
 )
 from bot.flow import Flow
+from bot.services import anonymous as anonymous_answers
 from bot.services.catalog import FlowCatalog
 from bot.store import repo
 from bot.store import statements as sql
@@ -89,15 +89,6 @@ class Reply:
             "done": self.done,
             "messages": [o.to_dict() for o in self.outputs],
         }
-
-
-def _unlinked(now: datetime) -> dict[str, Any]:
-    """Id and time of an anonymous answer: a random id (insertion order would rank it beside
-    the person's own rows) and the day only (its exact time matched the conversation's)."""
-    return {
-        "id": -1 - secrets.randbelow(2**62),
-        "created_at": now.replace(hour=0, minute=0, second=0, microsecond=0),
-    }
 
 
 class Surveys:
@@ -571,10 +562,10 @@ class Surveys:
         now: datetime,
     ) -> bool:
         """Write the new state, the answer, its tags and profile updates; False on a conflict.
-        A closed anonymous conversation keeps no answers: nothing links them to the person."""
+        An anonymous conversation writes no answer rows: closing it queues its answers (to
+        join others' later) and forgets them, so nothing links them to the person."""
         state = outcome.state
         anonymous = flow.anonymous
-        response_id = state.response
         if anonymous and not state.is_open:
             state = state.copy()
             state.forget_answers()
@@ -600,36 +591,38 @@ class Surveys:
         if not saved:
             return False
         recorded = outcome.recorded
-        if recorded is not None and recorded.value is not None:
-            unlinked = _unlinked(now) if anonymous else {"created_at": now}
+        if anonymous:
+            if not state.is_open:  # its answers wait to join others' (services/anonymous.py)
+                anonymous_answers.queue(
+                    conn, flow, outcome.state, conversation.flow_version_id, now
+                )
+        elif recorded is not None and recorded.value is not None:
             sql.insert_answer(
                 conn,
-                conversation_id=None if anonymous else conversation.id,
-                response_id=response_id if anonymous else None,
-                respondent_id=None if anonymous else respondent.id,
+                conversation_id=conversation.id,
+                respondent_id=respondent.id,
                 flow_id=flow.id,
                 flow_version_id=conversation.flow_version_id,
                 step_id=recorded.step,
                 step_type=flow.step(recorded.step).type,
                 value=recorded.value,
-                **unlinked,
+                created_at=now,
             )
-            if not anonymous:
-                sql.insert_tags(
-                    conn,
-                    [
-                        {
-                            "respondent_id": respondent.id,
-                            "conversation_id": conversation.id,
-                            "dimension": tag.split(":", 1)[0],
-                            "segment": tag.split(":", 1)[1],
-                            "weight": weight,
-                            "source": f"{flow.id}.{recorded.step}",
-                            "created_at": now,
-                        }
-                        for tag, weight in recorded.tags.items()
-                    ],
-                )
+            sql.insert_tags(
+                conn,
+                [
+                    {
+                        "respondent_id": respondent.id,
+                        "conversation_id": conversation.id,
+                        "dimension": tag.split(":", 1)[0],
+                        "segment": tag.split(":", 1)[1],
+                        "weight": weight,
+                        "source": f"{flow.id}.{recorded.step}",
+                        "created_at": now,
+                    }
+                    for tag, weight in recorded.tags.items()
+                ],
+            )
         if profile:
             sql.update_respondent(conn, id=respondent.id, attributes={**stored, **profile})
         if not state.is_open:

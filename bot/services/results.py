@@ -14,6 +14,7 @@ from analysis.scores import ScaleSummary, bar, summarise_scale
 from bot.engine import shown_choices
 from bot.flow import Flow
 from bot.flow.model import SCALE_TYPES
+from bot.services.anonymous import MIN_RESPONSES
 from bot.store import repo
 from bot.store.database import Database
 
@@ -65,6 +66,8 @@ class FlowResults:
     # responses by channel: a flow open to anyone on the web can be filled by a script, and
     # researchers should see where its numbers come from
     channels: dict[str, int] = field(default_factory=dict)
+    # anonymous responses whose answers are not counted yet: they join in batches
+    waiting: int = 0
 
     @property
     def completion_rate(self) -> float | None:
@@ -80,6 +83,7 @@ class FlowResults:
             "completion_rate": self.completion_rate,
             "steps": [s.to_dict() for s in self.steps],
             "answers_to_retired_steps": self.retired,
+            "anonymous_responses_waiting": self.waiting,
             "responses_by_channel": dict(self.channels),
         }
 
@@ -131,6 +135,7 @@ async def flow_results(
     retired = 0
     async with db.reads() as session:
         counts, channels = await repo.conversation_counts(session, flow_id=flow.id)
+        waiting = await repo.anonymous_waiting(session, flow_id=flow.id) if flow.anonymous else 0
         async for answer, key, _version in repo.flow_answers(session, flow_id=flow.id):
             if on_answer is not None:
                 on_answer()  # progress, for a long count in a terminal
@@ -181,6 +186,7 @@ async def flow_results(
         steps=list(steps.values()),
         retired=retired,
         channels=dict(sorted(channels.items(), key=lambda item: -item[1])),
+        waiting=waiting,
     )
 
 
@@ -193,6 +199,11 @@ def render_text(results: FlowResults) -> str:
     ]
     if results.channels:
         lines.append("by channel: " + "   ".join(f"{c} {n}" for c, n in results.channels.items()))
+    if results.waiting:
+        lines.append(
+            f"{counted(results.waiting, 'anonymous response')} not counted yet: anonymous "
+            f"answers join in batches of {MIN_RESPONSES} responses, or after a day"
+        )
     for step in results.steps:
         lines.append("")
         lines.append(f"[{step.id}] {step.text}  ({counted(step.answers, 'answer')})")

@@ -114,6 +114,22 @@ class Answer(SQLModel, table=True):
     created_at: datetime = _ts()
 
 
+class PendingAnonymousAnswer(SQLModel, table=True):
+    """An answer of a closed anonymous conversation, waiting to join ``answer`` with the
+    answers of other responses (see services/anonymous.py): nothing here names a person."""
+
+    __tablename__ = "anonymous_pending"
+    id: int | None = Field(default=None, primary_key=True)
+    response_id: str = Field(max_length=32)
+    flow_id: str = Field(max_length=64, index=True)
+    flow_version_id: int = Field(foreign_key="flow_version.id")
+    step_id: str = Field(max_length=64)
+    step_type: str = Field(max_length=16)
+    value: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+    day: datetime = _ts()  # the only time the answer will keep
+    queued_at: datetime = _ts()  # for the wait limit; gone with the row
+
+
 class Tag(SQLModel, table=True):
     """A weighted tag added by an answer; the history of segments is these rows over time."""
 

@@ -16,6 +16,7 @@ from bot.store.models import (
     Conversation,
     Event,
     FlowVersion,
+    PendingAnonymousAnswer,
     Respondent,
     Tag,
 )
@@ -66,6 +67,14 @@ async def count_answers(session: AsyncSession, *, flow_id: str | None = None) ->
     query = select(func.count()).select_from(Answer)
     if flow_id is not None:
         query = query.where(Answer.flow_id == flow_id)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def anonymous_waiting(session: AsyncSession, *, flow_id: str) -> int:
+    """Responses of a flow whose anonymous answers wait to join the others."""
+    query = select(func.count(func.distinct(PendingAnonymousAnswer.response_id))).where(
+        PendingAnonymousAnswer.flow_id == flow_id
+    )
     return int((await session.execute(query)).scalar_one())
 
 
