@@ -19,7 +19,14 @@ from bot.app import CATALOG, DATABASE, SETTINGS
 from bot.channels.web.identity import key_matches
 from bot.channels.web.ratelimit import WRONG_KEYS, seconds
 from bot.errors import FlowNotFound
-from bot.services.results import FlowResults, StepResult, counted, flow_results, percent
+from bot.services.results import (
+    FlowResults,
+    StepResult,
+    counted,
+    flow_results,
+    percent,
+    score_text,
+)
 
 REALM = 'Basic realm="Parley dashboard", charset="UTF-8"'
 MAX_AUTH_HEADER = 1024
@@ -148,6 +155,12 @@ async def flow_page(request: web.Request) -> web.Response:
             if results.retired
             else ""
         )
+        + (
+            f"<p class=muted>{counted(results.waiting, 'anonymous response')} not counted yet: "
+            "anonymous answers join in batches (five responses, or after a day).</p>"
+            if results.waiting
+            else ""
+        )
         + "</div>"
     )
     return _page(results.title, summary + "".join(_step_card(step) for step in results.steps))
@@ -170,13 +183,13 @@ def _scale_chart(step: StepResult) -> str:
 
 
 def _step_card(step: StepResult) -> str:
-    head = f"<h3>{escape(step.text)}</h3><p class=muted>{escape(step.id)} · {step.type} · {step.answers} answers</p>"
+    head = f"<h3>{escape(step.text)}</h3><p class=muted>{escape(step.id)} · {step.type} · {counted(step.answers, 'answer')}</p>"
     body = ""
     if step.scale is not None:
         scale = step.scale
         if scale.score is not None and scale.score_name:
             groups = ", ".join(f"{escape(k)} {v}" for k, v in scale.groups.items())
-            body += f"<p><span class=score>{scale.score:g}</span> {escape(scale.score_name)} <span class=muted>({groups}; mean {scale.mean})</span></p>"
+            body += f"<p><span class=score>{score_text(step.type, scale.score)}</span> {escape(scale.score_name)} <span class=muted>({groups}; mean {scale.mean})</span></p>"
         elif scale.mean is not None:
             body += f"<p>mean <b>{scale.mean}</b></p>"
         body += _scale_chart(step)
