@@ -200,7 +200,7 @@ def export(
     flow_id: str | None, fmt: str, out: Path | None, respondent: str | None, *, settings: Settings
 ) -> None:
     """Every answer with respondent, flow version, step, value and time."""
-    from bot.services import privacy
+    from bot.services import anonymous, privacy
     from bot.services.catalog import FlowCatalog
     from bot.services.export import count_answers, csv_header, export_answers, format_record
 
@@ -225,6 +225,7 @@ def export(
                 text = json.dumps(data, indent=2, ensure_ascii=False)
                 _write(out, text + "\n")
                 return
+            await anonymous.release(db)  # as a running server would have by now
             total = await count_answers(db, flow_id=flow_id)
             if flow_id is not None and total == 0:
                 FlowCatalog(settings.flows).get(flow_id)  # a typo: say so, not an empty file
