@@ -37,9 +37,18 @@ async def release_anonymous_answers(app: web.Application) -> None:
         log.info("released %d anonymous answer(s)", moved)
 
 
+async def empty_sqlite_wal(app: web.Application) -> None:
+    """On SQLite, old page images in the -wal file (rows deleted by ``parley forget``, the
+    anonymous queue) go within a few minutes, busy server or quiet; a reader in the way
+    means next time (waiting would hold every write up). Nothing to do on PostgreSQL."""
+    from bot.app import DATABASE
+
+    await app[DATABASE].scrub(wait=False)
+
+
 async def run_scheduler(app: web.Application) -> AsyncIterator[None]:
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for job in (expire_conversations, release_anonymous_answers):
+    for job in (expire_conversations, release_anonymous_answers, empty_sqlite_wal):
         scheduler.add_job(
             job,
             "interval",

@@ -150,3 +150,41 @@ def test_every_sqlite_connection_overwrites_deleted_rows() -> None:
 
     _sqlite_pragmas(Connection(), None)
     assert "PRAGMA secure_delete=ON" in executed
+
+
+async def test_downgrading_past_the_anonymous_queue_keeps_what_waits(db_url: str) -> None:
+    """0006 queues anonymous answers; going back to 0005 stores them, rather than drop them."""
+    from alembic import command
+
+    from bot.store.database import alembic_config
+
+    db = Database(db_url)
+    try:
+        await db.upgrade()
+        async with db.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO flow_version (id, flow_id, hash, title, definition, created_at) "
+                    "VALUES (1, 'pulse', 'h', 'Pulse', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO anonymous_pending (response_id, flow_id, flow_version_id, "
+                    "step_id, step_type, value, day, queued_at) VALUES ('r1', 'pulse', 1, "
+                    "'mood', 'csat', '4', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+
+        def downgrade(conn):  # type: ignore[no-untyped-def]
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0005")
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(downgrade)
+        async with db.engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT step_id, value FROM answer"))).all()
+        assert [(step, str(value)) for step, value in rows] == [("mood", "4")]
+    finally:
+        await db.dispose()

@@ -429,6 +429,7 @@ async def test_anonymous_flow_keeps_nothing_that_links_answers_to_the_person(
         assert answer.created_at != conversation.completed_at
         stored = json.loads(conversation.state)
         assert stored["answers"] == {} and stored["tags"] == {} and stored["response"] is None
+        assert stored["steps_taken"] == 0 and stored["skipped"] == []  # the path tells, too
     assert await count(database, Tag) == 0
     records = [r async for r in export.export_answers(database, flow_id="anon")]
     assert records[0]["respondent"] is None
@@ -931,6 +932,10 @@ async def test_anonymous_answers_join_in_batches(svc: Surveys, database: Databas
     for n in range(anonymous.MIN_RESPONSES - 1):
         await start_and_rate_mood(svc, "anon", f"t:a{n}", n + 1)
     assert await anonymous.release(database) == 0
+    async with database.reads() as session:
+        queued_ids = set(
+            (await session.execute(select(PendingAnonymousAnswer.response_id))).scalars()
+        )
     await start_and_rate_mood(svc, "anon", "t:last", 5)
     assert await anonymous.release(database) == anonymous.MIN_RESPONSES
     async with database.reads() as session:
@@ -939,25 +944,45 @@ async def test_anonymous_answers_join_in_batches(svc: Surveys, database: Databas
     assert all(a.respondent_id is None and a.conversation_id is None for a in rows)
     assert len({a.response_id for a in rows}) == 5 and all(a.id < 0 for a in rows)
 
-    # a response answered before answers were queued (open across the upgrade), or moved
-    # by another replica already: still one row
-    answered = rows[0]
+    # the same answers never join under their queued id (a copy of the queue, a backup,
+    # must not find them), and each flow counts its own responses
+    assert not {a.response_id for a in rows} & queued_ids
+    await start_and_rate_mood(svc, "anon_two", "t:other", 3)
+    assert await anonymous.release(database) == 0  # anon_two's one response waits alone
 
-    def queue_it_again(conn: Connection) -> None:
+
+async def test_a_conversation_open_across_the_upgrade_keeps_one_row_per_answer(
+    svc: Surveys, database: Database
+) -> None:
+    """Before answers were queued they were stored one by one: closing such a conversation
+    queues only what is not stored yet."""
+    reply = await start_and_rate_mood(svc, "anon_two", "t:old", 2)
+
+    def stored_the_old_way(conn: Connection) -> None:
+        conversation = conn.execute(
+            select(Conversation.state, Conversation.flow_version_id).where(
+                Conversation.id == reply.conversation_id
+            )
+        ).one()
+        response = json.loads(conversation.state)["response"]
         conn.execute(
-            insert(PendingAnonymousAnswer),
+            insert(Answer),
             {
-                "response_id": answered.response_id,
-                "flow_id": "anon",
-                "flow_version_id": answered.flow_version_id,
+                "id": -7,
+                "response_id": response,
+                "flow_id": "anon_two",
+                "flow_version_id": conversation.flow_version_id,
                 "step_id": "mood",
                 "step_type": "csat",
-                "value": answered.value,
-                "day": answered.created_at,
-                "queued_at": utcnow(),
+                "value": 2,
+                "created_at": utcnow(),
             },
         )
 
-    await database.run(queue_it_again)
+    await database.run(stored_the_old_way)
+    await svc.answer(
+        conversation_id=reply.conversation_id, respondent_key="t:old", step="why", value="Busy"
+    )
+    assert await count(database, PendingAnonymousAnswer) == 1  # "why" only
     assert await anonymous.release(database, min_responses=1) == 1
-    assert await count(database, Answer) == 5 and await count(database, PendingAnonymousAnswer) == 0
+    assert await count(database, Answer) == 2

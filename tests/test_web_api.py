@@ -25,7 +25,7 @@ from bot.channels.web.cors import Cors
 from bot.channels.web.identity import sign, token_key
 from bot.config import load_settings
 from bot.errors import ConfigError
-from bot.scheduler import SCHEDULER, release_anonymous_answers
+from bot.scheduler import SCHEDULER, empty_sqlite_wal, release_anonymous_answers
 
 SECRET = "s3cret-for-tests"
 API_KEY = "key-for-the-api-tests"
@@ -1001,5 +1001,6 @@ async def test_the_server_runs_its_jobs_on_a_schedule(make_client: MakeClient) -
     """Expiry and the release of anonymous answers in batches happen without anyone asking."""
     client = await make_client()
     jobs = {job.id for job in client.app[SCHEDULER].get_jobs()}
-    assert jobs == {"expire_conversations", "release_anonymous_answers"}
+    assert jobs == {"expire_conversations", "release_anonymous_answers", "empty_sqlite_wal"}
     await release_anonymous_answers(client.app)  # nothing waits: nothing happens
+    await empty_sqlite_wal(client.app)

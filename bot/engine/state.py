@@ -55,9 +55,11 @@ class ConversationState:
         )
 
     def forget_answers(self) -> None:
-        """Drop everything answered (anonymous flows, once the conversation has closed)."""
+        """Drop everything answered (anonymous flows, once the conversation has closed) —
+        and what the path through the flow says about it: how many steps it took."""
         self.answers = {}
         self.skipped = []
         self.tags = {}
         self.profile = {}
         self.response = None
+        self.steps_taken = 0

@@ -4,10 +4,15 @@ Why: rows written in one transaction share its id (PostgreSQL's ``xmin``) and si
 other in the table, so an answer stored in the transaction that closes its conversation — or
 that records the person's next answer — could be joined back to the conversation and so to
 the person. An anonymous conversation keeps its answers in its own state while it is open (to
-resume); closing it queues them in ``anonymous_pending`` and forgets them there. ``release``
-moves queued answers once at least ``MIN_RESPONSES`` responses wait (or the oldest has waited
-``MAX_WAIT``), all of them together in one transaction of their own, in random order, each
-with a random id and only its day.
+resume); closing it queues them in ``anonymous_pending`` (with the hour, not the moment) and
+forgets them there. ``release`` moves a flow's queued answers once at least
+``MIN_RESPONSES`` of its responses wait (or its oldest has waited ``MAX_WAIT``): all of them
+together, in one transaction of its own, in random order, each under a new random response id
+(a copy of the queue — a backup — must not find them again) and with only its day.
+
+While they wait, the queue row and the conversation's closing update share a transaction: for
+that day at most, someone reading the database can tie them together, as they could read an
+open conversation's state. A flow with one response a day still releases it after a day.
 """
 
 from __future__ import annotations
@@ -42,7 +47,16 @@ def queue(
     conn: Connection, flow: Flow, state: ConversationState, version_id: int, now: datetime
 ) -> None:
     """The answers of a closing anonymous conversation (its state before forgetting them),
-    queued under its random response id; skipped questions store nothing, as elsewhere."""
+    queued under its random response id; skipped questions store nothing, as elsewhere, and
+    neither do answers stored one by one before answers were queued (a conversation open
+    across the upgrade)."""
+    if not state.response:
+        return
+    stored = set(
+        conn.execute(
+            select(_ANSWER.c.step_id).where(_ANSWER.c.response_id == state.response)
+        ).scalars()
+    )
     rows = [
         {
             "response_id": state.response,
@@ -51,13 +65,13 @@ def queue(
             "step_id": step,
             "step_type": flow.step(step).type,
             "value": value,
-            "day": day_of(now),
-            "queued_at": now,
+            "day": day_of(now),  # the day its conversation closed: the only time it keeps
+            "queued_at": now.replace(minute=0, second=0, microsecond=0),  # not the moment
         }
         for step, value in state.answers.items()
-        if value is not None and flow.has_step(step)
+        if value is not None and flow.has_step(step) and step not in stored
     ]
-    if rows and state.response:
+    if rows:
         conn.execute(insert(_PENDING), rows)
 
 
@@ -68,20 +82,34 @@ def release_due(
     min_responses: int = MIN_RESPONSES,
     max_wait: timedelta = MAX_WAIT,
 ) -> int:
-    """Move the queued answers into ``answer`` when enough responses wait or the oldest has
-    waited long enough; returns how many moved. One transaction; safe on every replica (an
-    answer moved twice is one row)."""
-    responses, oldest = conn.execute(
-        select(func.count(func.distinct(_PENDING.c.response_id)), func.min(_PENDING.c.queued_at))
-    ).one()
-    if not responses or (responses < min_responses and as_utc(oldest) > now - max_wait):
+    """Move the queued answers of every flow that is due into ``answer``; returns how many
+    were stored. One transaction; safe on every replica (an answer moved twice is one row)."""
+    per_flow = conn.execute(
+        select(
+            _PENDING.c.flow_id,
+            func.count(func.distinct(_PENDING.c.response_id)),
+            func.min(_PENDING.c.queued_at),
+        ).group_by(_PENDING.c.flow_id)
+    ).all()
+    due = [
+        flow_id
+        for flow_id, responses, oldest in per_flow
+        if responses >= min_responses or as_utc(oldest) <= now - max_wait
+    ]
+    if not due:
         return 0
-    pending = [dict(row) for row in conn.execute(select(_PENDING)).mappings()]
+    pending = [
+        dict(row)
+        for row in conn.execute(select(_PENDING).where(_PENDING.c.flow_id.in_(due))).mappings()
+    ]
     _SHUFFLE.shuffle(pending)
-    answers = [
-        {
+    renamed: dict[str, str] = {}  # queued response id -> the one it is stored under
+    stored = 0
+    for row in pending:
+        response = renamed.setdefault(row["response_id"], secrets.token_hex(16))
+        answer = {
             "id": -1 - secrets.randbelow(2**62),  # insertion order would say which came when
-            "response_id": row["response_id"],
+            "response_id": response,
             "flow_id": row["flow_id"],
             "flow_version_id": row["flow_version_id"],
             "step_id": row["step_id"],
@@ -89,17 +117,14 @@ def release_due(
             "value": row["value"],
             "created_at": as_utc(row["day"]),
         }
-        for row in pending
-    ]
-    for answer in answers:  # one by one: an answer already there (moved twice) is skipped
-        conn.execute(_insert_new(conn).values(**answer))
+        stored += conn.execute(_insert_new(conn).values(**answer)).rowcount
     conn.execute(delete(_PENDING).where(_PENDING.c.id.in_([row["id"] for row in pending])))
-    return len(answers)
+    return stored
 
 
 def _insert_new(conn: Connection) -> Any:
-    """INSERT that skips an answer whose (response, step) is stored already: answered before
-    answers were queued (a conversation open across the upgrade), or moved by another replica."""
+    """INSERT that skips an answer whose (response, step) is stored already (a response id
+    drawn twice: never, in practice)."""
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     return dialect_insert(_ANSWER).on_conflict_do_nothing()
 

@@ -202,7 +202,7 @@ def render_text(results: FlowResults) -> str:
     if results.waiting:
         lines.append(
             f"{counted(results.waiting, 'anonymous response')} not counted yet: anonymous "
-            f"answers join in batches of {MIN_RESPONSES} responses, or after a day"
+            f"answers join in batches of {MIN_RESPONSES} responses to a flow, or after a day"
         )
     for step in results.steps:
         lines.append("")

@@ -165,14 +165,14 @@ class Database:
         async with self.engine.connect() as conn:
             return await conn.run_sync(body)
 
-    async def scrub(self) -> bool:
+    async def scrub(self, *, wait: bool = True) -> bool:
         """After a deletion that must leave no copy (``parley forget``): on SQLite, copy the
         write-ahead log back into the database file and empty it (old page images in the
         ``-wal`` file still hold deleted rows). False when another connection kept it busy;
         the next checkpoint then does it. Nothing to do on PostgreSQL (autovacuum)."""
         if self._sqlite is None:
             return True
-        return await self._sqlite.truncate_wal()
+        return await self._sqlite.truncate_wal(wait=wait)
 
     @property
     def display(self) -> str:

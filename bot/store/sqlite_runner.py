@@ -20,9 +20,9 @@ it) inside the commit that crosses ``wal_autocheckpoint``, and the loop would st
 sync. The loop's connection never checkpoints; every ``CHECKPOINT_EVERY`` writes a thread
 runs a passive checkpoint, which waits for nobody and blocks no one. A passive checkpoint
 leaves old page images in the ``-wal`` file, though, deleted rows among them (``parley
-forget`` from a shell cannot empty it while the server reads): at most every
-``EMPTY_WAL_EVERY`` seconds the checkpoint empties the file instead (``TRUNCATE``, which
-waits for readers in that thread; writes meanwhile wait in the writer thread).
+forget`` from a shell cannot empty it while the server reads): ``truncate_wal`` empties it,
+and the server's scheduler calls it every few minutes without waiting for readers (a reader
+in the way means "next time"; waiting would hold every write up for as long).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +45,6 @@ from bot.errors import DatabaseError
 READER_THREADS = 2
 READONLY = "parley_readonly"  # conn.info / execution option: BEGIN (read) or BEGIN IMMEDIATE
 CHECKPOINT_EVERY = 250  # bodies written (a few thousand pages of WAL at most)
-EMPTY_WAL_EVERY = 300.0  # seconds: at most this long a deleted row's old page stays in -wal
 CLOSED = "the database is closed (Parley is shutting down)"
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -128,7 +126,6 @@ class SqliteRunner:
         self._queue: list[_Write] = []
         self._writes = 0  # on the loop's connection since the last checkpoint
         self._checkpointing: asyncio.Future[None] | None = None
-        self._emptied_at = time.monotonic()
         self._closed = False
 
     def _check_open(self) -> None:
@@ -185,12 +182,10 @@ class SqliteRunner:
         self._writes += count
         if self._writes >= CHECKPOINT_EVERY and self._checkpointing is None:
             self._writes = 0
-            empty = time.monotonic() - self._emptied_at >= EMPTY_WAL_EVERY
-            work = self._truncate if empty else self._checkpoint
             self._checkpointing = asyncio.get_running_loop().run_in_executor(
-                self._checkpointer, work
+                self._checkpointer, self._checkpoint
             )
-            self._checkpointing.add_done_callback(partial(self._checkpoint_done, emptying=empty))
+            self._checkpointing.add_done_callback(self._checkpoint_done)
 
     def _checkpoint(self) -> None:
         conn = self._engine.raw_connection()  # DB-API level: no transaction around the PRAGMA
@@ -199,28 +194,29 @@ class SqliteRunner:
         finally:
             conn.close()
 
-    async def truncate_wal(self) -> bool:
-        """Checkpoint everything and empty the WAL file; False when a reader kept it busy."""
+    async def truncate_wal(self, *, wait: bool = True) -> bool:
+        """Checkpoint everything and empty the WAL file; False when a reader kept it busy.
+        ``wait=False``: give up at once rather than hold writes up while readers finish."""
         self._check_open()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._checkpointer, self._truncate)
+        return await loop.run_in_executor(self._checkpointer, partial(self._truncate, wait))
 
-    def _truncate(self) -> bool:
-        conn = self._engine.raw_connection()
+    def _truncate(self, wait: bool = True) -> bool:
+        if wait:
+            conn = self._engine.raw_connection()
+            driver: Any = conn.driver_connection
+        else:  # a connection of its own, that waits for nobody (a pooled one would keep that)
+            conn = driver = sqlite3.connect(str(self._engine.url.database), timeout=0)
         try:
-            row = conn.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # type: ignore[union-attr]
+            row = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         finally:
             conn.close()
         return row is not None and row[0] == 0
 
-    def _checkpoint_done(self, future: asyncio.Future[Any], *, emptying: bool) -> None:
+    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
         self._checkpointing = None
-        if future.cancelled():
-            return
-        if future.exception() is not None:
+        if not future.cancelled() and future.exception() is not None:
             log.warning("SQLite checkpoint failed (will try again): %s", future.exception())
-        elif emptying and future.result():  # else a reader kept it: again at the next one
-            self._emptied_at = time.monotonic()
 
     async def read(self, body: Callable[[Connection], T]) -> T:
         self._check_open()

@@ -157,7 +157,7 @@ async def flow_page(request: web.Request) -> web.Response:
         )
         + (
             f"<p class=muted>{counted(results.waiting, 'anonymous response')} not counted yet: "
-            "anonymous answers join in batches (five responses, or after a day).</p>"
+            "anonymous answers join in batches (five responses to this flow, or after a day).</p>"
             if results.waiting
             else ""
         )

@@ -10,6 +10,7 @@ Revises: 0005
 Create Date: 2026-11-30 16:20:00
 """
 
+import secrets
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -42,6 +43,28 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # answers still waiting are not lost: they join the others now, as 0005 stored them
+    # (a random negative id, the day only; their queued response id is unknown elsewhere)
+    bind = op.get_bind()
+    common = [
+        sa.column("response_id", sa.String()),
+        sa.column("flow_id", sa.String()),
+        sa.column("flow_version_id", sa.Integer()),
+        sa.column("step_id", sa.String()),
+        sa.column("step_type", sa.String()),
+        sa.column("value", sa.JSON()),
+    ]
+    pending = sa.table("anonymous_pending", *common, sa.column("day", sa.DateTime(timezone=True)))
+    answer = sa.table(
+        "answer",
+        sa.column("id", sa.BigInteger()),
+        *[sa.column(c.name, c.type) for c in common],
+        sa.column("created_at", sa.DateTime(timezone=True)),
+    )
+    for row in bind.execute(sa.select(pending)).mappings().all():
+        waiting = dict(row)
+        waiting["created_at"] = waiting.pop("day")
+        bind.execute(answer.insert().values(id=-1 - secrets.randbelow(2**62), **waiting))
     with op.batch_alter_table("anonymous_pending", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_anonymous_pending_flow_id"))
     op.drop_table("anonymous_pending")
