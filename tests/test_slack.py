@@ -234,6 +234,13 @@ def text_input(value: str) -> dict[str, Any]:
     return {"parley:text": {"parley:text_input": {"type": "plain_text_input", "value": value}}}
 
 
+async def stored_values(client: TestClient) -> list[Any]:
+    """The values of every stored answer, in the order they were stored."""
+    async with client.app[DATABASE].reads() as session:
+        answers = await session.execute(select(Answer).order_by(Answer.id))
+        return [answer.value for answer in answers.scalars()]
+
+
 async def count(client: TestClient, model: Any, *where: Any) -> int:
     db = client.app[DATABASE]
     async with db.reads() as session:
@@ -422,9 +429,7 @@ async def test_words_sent_with_a_file_are_an_answer_and_a_file_alone_is_explaine
     shot = dm_event("U1", "See the screenshot: it hangs", client_msg_id="m-shot")
     await post_event(parley, event_body(shot | {"subtype": "file_share"}, event_id="Ev-shot"))
     await wait_count(parley, fake, Answer, 2)
-    async with parley.app[DATABASE].reads() as session:
-        texts = [a.value for a in (await session.execute(select(Answer))).scalars()]
-    assert texts == [4, "See the screenshot: it hangs"]
+    assert await stored_values(parley) == [4, "See the screenshot: it hangs"]
     # with nothing to answer, a file is a first contact like any DM
     first = dm_event("U9", "", client_msg_id="m-file9") | {"subtype": "file_share"}
     await post_event(parley, event_body(first, event_id="Ev-file9"))
@@ -487,9 +492,7 @@ async def test_a_form_sent_after_the_question_was_answered_says_so(
         lambda: [c for c in posts(fake) if "already answered" in str(c.args.get("text"))]
     )
     assert note[0].args["channel"] == follow_up.posted["channel"]
-    async with parley.app[DATABASE].reads() as session:
-        texts = [a.value for a in (await session.execute(select(Answer))).scalars()]
-    assert texts == [4, "Search is slow"]
+    assert await stored_values(parley) == [4, "Search is slow"]
 
 
 # --- respondents start, stop -----------------------------------------------------------------------
@@ -596,9 +599,7 @@ async def test_a_greeting_shows_a_waiting_text_question_again_and_is_no_answer(
     assert again.args["text"] == follow_up.args["text"]
     await dm(parley, "U1", "Too slow", msg_id="m-answer")
     await wait_count(parley, fake, Answer, 2)
-    async with parley.app[DATABASE].reads() as session:
-        texts = [a.value for a in (await session.execute(select(Answer))).scalars()]
-    assert texts == [4, "Too slow"]
+    assert await stored_values(parley) == [4, "Too slow"]
 
 
 async def test_a_question_asked_again_takes_the_buttons_off_its_older_copies(
@@ -1283,9 +1284,7 @@ async def test_crash_between_answer_and_reply_loses_neither(
     )
     assert await recover_once(runtime, after=timedelta(seconds=60)) == 1
     await wait_count(parley, fake, Answer, 2)
-    async with parley.app[DATABASE].reads() as session:
-        texts = [a.value for a in (await session.execute(select(Answer))).scalars()]
-    assert texts == [3, "Pricing & plans"]
+    assert await stored_values(parley) == [3, "Pricing & plans"]
 
 
 async def test_a_dm_that_found_the_database_busy_is_left_for_the_sweep(
