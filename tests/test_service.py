@@ -986,3 +986,17 @@ async def test_a_conversation_open_across_the_upgrade_keeps_one_row_per_answer(
     assert await count(database, PendingAnonymousAnswer) == 1  # "why" only
     assert await anonymous.release(database, min_responses=1) == 1
     assert await count(database, Answer) == 2
+
+
+async def test_two_replicas_releasing_at_once_store_each_answer_once(
+    svc: Surveys, database: Database, db_url: str
+) -> None:
+    for n in range(anonymous.MIN_RESPONSES):
+        await start_and_rate_mood(svc, "anon", f"t:r{n}", n + 1)
+    other = Database(db_url)  # a second server on the same database
+    try:
+        moved = await asyncio.gather(anonymous.release(database), anonymous.release(other))
+    finally:
+        await other.dispose()
+    assert sorted(moved) == [0, anonymous.MIN_RESPONSES]
+    assert await count(database, Answer) == anonymous.MIN_RESPONSES

@@ -83,7 +83,8 @@ def release_due(
     max_wait: timedelta = MAX_WAIT,
 ) -> int:
     """Move the queued answers of every flow that is due into ``answer``; returns how many
-    were stored. One transaction; safe on every replica (an answer moved twice is one row)."""
+    were stored. One transaction, safe on every replica: the queued rows are locked as they
+    are read, so a second replica finds them gone rather than store them twice."""
     per_flow = conn.execute(
         select(
             _PENDING.c.flow_id,
@@ -100,7 +101,9 @@ def release_due(
         return 0
     pending = [
         dict(row)
-        for row in conn.execute(select(_PENDING).where(_PENDING.c.flow_id.in_(due))).mappings()
+        for row in conn.execute(
+            select(_PENDING).where(_PENDING.c.flow_id.in_(due)).with_for_update()
+        ).mappings()
     ]
     _SHUFFLE.shuffle(pending)
     renamed: dict[str, str] = {}  # queued response id -> the one it is stored under
