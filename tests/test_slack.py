@@ -282,6 +282,14 @@ async def start_nps(client: TestClient, fake: FakeSlack, user: str = "U1") -> An
     )
 
 
+HOME_OPT_OUT_TICKED = {  # the App Home's "Don't send me surveys" checkbox, as Slack sends it
+    "type": "checkboxes",
+    "action_id": "parley:home_optout",
+    "block_id": "parley:home:optout",
+    "selected_options": [{"value": "opt_out"}],
+}
+
+
 async def nps_follow_up(parley: TestClient, fake: FakeSlack, *, score: int) -> tuple[Any, Any]:
     """U1 is asked the NPS question and clicks ``score``: that question, and the follow-up
     (a text question) Parley posts next."""
@@ -972,13 +980,7 @@ async def test_app_home_for_respondents_and_researchers(
     assert "Research" in view and "`everything`" in view and "1 response " in view
 
     # the toggle opts out
-    toggle = {
-        "type": "checkboxes",
-        "action_id": "parley:home_optout",
-        "block_id": "parley:home:optout",
-        "selected_options": [{"value": "opt_out"}],
-    }
-    await post_action(parley, block_actions("U1", toggle, home=True))
+    await post_action(parley, block_actions("U1", HOME_OPT_OUT_TICKED, home=True))
     await fake.wait_calls("views.publish", 3)
     await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
 
@@ -997,13 +999,7 @@ async def test_the_home_toggle_opts_out_even_when_slack_cannot_open_the_dm(
     """Someone who never had a DM from the bot (or whose DM Slack will not open) ticks
     "Don't send me surveys": the opt-out is stored first; only the confirmation is lost."""
     fake.fail("conversations.open", error="messages_tab_disabled")
-    toggle = {
-        "type": "checkboxes",
-        "action_id": "parley:home_optout",
-        "block_id": "parley:home:optout",
-        "selected_options": [{"value": "opt_out"}],
-    }
-    await post_action(parley, block_actions("U7", toggle, home=True))
+    await post_action(parley, block_actions("U7", HOME_OPT_OUT_TICKED, home=True))
     await fake.wait_calls("views.publish", 1)  # the Home is refreshed all the same
     await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
     await dm(parley, "U7", "hello there", msg_id="m-after")  # no welcome survey now
