@@ -17,6 +17,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
+from bot.flow.durations import parse_duration
 
 CSV = Annotated[list[str], NoDecode]
 # A Slack user id or @usergroup handle, optionally after a workspace id: T0123ABCD:@research
@@ -107,6 +108,14 @@ class Settings(BaseSettings):
                     f"PARLEY_PUBLIC_URL: {value!r} is not a web address; give it whole, "
                     "e.g. https://parley.example.com"
                 )
+        return value
+
+    @field_validator("recontact_days", mode="before")
+    @classmethod
+    def _recontact(cls, value: Any) -> Any:
+        # a duration as flows write them (12h, 7d, 2w) or a plain number of days
+        if isinstance(value, str) and value.strip()[-1:].isalpha():
+            return parse_duration(value.strip()) / 86_400
         return value
 
     @field_validator("allowed_origins")
@@ -221,7 +230,24 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
+        problems = "; ".join(_problem(e["loc"], e["msg"]) for e in err.errors())
         raise ConfigError(f"bad setting: {problems}") from err
+
+
+def _setting_name(loc: tuple[Any, ...]) -> str:
+    """The env var a user sets, not the field it fills (PARLEY_RECONTACT_DAYS, not
+    recontact_days; SLACK_BOT_TOKEN as Slack names it)."""
+    name = str(loc[0]) if loc else "setting"
+    if name.isupper():
+        return name  # given by its env name already
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"PARLEY_{name.upper()}"
+
+
+def _problem(loc: tuple[Any, ...], message: str) -> str:
+    message = message.removeprefix("Value error, ")
+    name = _setting_name(loc)
+    return message if message.startswith(name) else f"{name}: {message}"

@@ -15,7 +15,8 @@ from bot.channels.web import ratelimit
 from bot.channels.web.errors import parley_error_response
 from bot.channels.web.identity import session_token, sign, token_key
 from bot.channels.web.ratelimit import IP_FACTOR, RateLimiter, WebRateLimit
-from bot.errors import Busy
+from bot.config import load_settings
+from bot.errors import Busy, ConfigError
 
 
 class Clock:
@@ -182,3 +183,17 @@ def test_busy_is_a_503_to_retry_shortly() -> None:
         "error": "could not opt out just now; please try again",
         "code": "busy",
     }
+
+
+def test_the_frequency_cap_takes_a_duration_and_errors_name_the_variable() -> None:
+    """Flows write durations as 12h, 7d or 2w: so may the cap; a mistake names the env var
+    the user set, not the field behind it."""
+    assert load_settings(recontact_days="12h").recontact_days == 0.5
+    assert load_settings(recontact_days="2w").recontact_days == 14
+    assert load_settings(recontact_days="3").recontact_days == 3
+    with pytest.raises(
+        ConfigError, match=r"^bad setting: PARLEY_RECONTACT_DAYS: '7x' is not a duration"
+    ):
+        load_settings(recontact_days="7x")
+    with pytest.raises(ConfigError, match=r"^bad setting: SLACK_API_URL: "):
+        load_settings(slack_api_url=5)
