@@ -967,3 +967,20 @@ def test_a_segments_file_without_dimensions_says_so(tmp_path: Path) -> None:
     )
     (found,) = problems(tmp_path, "demo.yml", text)
     assert "segments.yml declares no dimensions yet; or declare it in segments.yml" in found
+
+
+def test_files_parley_would_never_read_are_reported(tmp_path: Path) -> None:
+    """A flow saved in a subfolder, or segments.yaml for segments.yml, would silently do
+    nothing: validate says so, and the server does not take segments.yaml for a flow."""
+    write(tmp_path, "demo.yml", GOOD)
+    write(tmp_path, "drafts/new.yml", GOOD.replace("id: demo", "id: new"))
+    write(tmp_path, "segments.yaml", "dimensions:\n  needs:\n    segments: [price]\n")
+    problems_by_file = {
+        r.path.split(tmp_path.name + "/", 1)[-1]: [str(p) for p in r.problems]
+        for r in validate_tree(tmp_path)
+    }
+    assert problems_by_file["demo.yml"] == []
+    assert "rename it to segments.yml" in problems_by_file["segments.yaml"][0]
+    assert "not read: flows are the .yml files at the top" in problems_by_file["drafts/new.yml"][0]
+    flows, broken = load_each(tmp_path)
+    assert list(flows) == ["demo"] and broken == {}

@@ -777,7 +777,10 @@ def flow_files(root: Path) -> list[Path]:
     return sorted(
         p
         for p in root.glob("*.y*ml")
-        if p.suffix in (".yml", ".yaml") and p.name not in CONFIG_FILES and not p.is_dir()
+        if p.suffix in (".yml", ".yaml")
+        and p.name not in CONFIG_FILES
+        and not _config_named_yaml(p)
+        and not p.is_dir()
     )
 
 
@@ -814,6 +817,13 @@ def validate_tree(root: Path) -> list[FileReport]:
         if path.name in CONFIG_FILES:
             reports.append(_validate_config(path, shown))
             continue
+        if _config_named_yaml(path):
+            wanted = path.with_suffix(".yml").name
+            problem = Problem(
+                shown, 1, 1, f"Parley reads {wanted}, not {path.name}", f"rename it to {wanted}"
+            )
+            reports.append(FileReport(shown, "config", "", (problem,)))
+            continue
         try:
             flow = load_flow(path, root=flows_root, declared=declared)
         except FlowError as err:
@@ -830,7 +840,36 @@ def validate_tree(root: Path) -> list[FileReport]:
     if root.is_dir() and blocks.is_dir():
         for path in sorted(blocks.rglob("*.y*ml")):
             reports.append(_validate_block(path, flows_root, declared))
+    if root.is_dir():
+        reports += [_not_read(path, flows_root) for path in _stray_files(root)]
     return reports
+
+
+def _config_named_yaml(path: Path) -> bool:
+    return path.suffix == ".yaml" and path.with_suffix(".yml").name in CONFIG_FILES
+
+
+def _stray_files(root: Path) -> list[Path]:
+    """YAML files in folders Parley never reads: a flow or block put there would silently do
+    nothing (flows are the files at the top, shared steps live in blocks/)."""
+    return sorted(
+        path
+        for path in root.rglob("*.y*ml")
+        if path.parent != root and path.relative_to(root).parts[0] != "blocks"
+    )
+
+
+def _not_read(path: Path, root: Path) -> FileReport:
+    shown = _display(path, root)
+    problem = Problem(
+        shown,
+        1,
+        1,
+        "not read: flows are the .yml files at the top of the flows folder, shared steps "
+        "live in blocks/",
+        "move it there, or out of the flows folder",
+    )
+    return FileReport(shown, "flow", "", (problem,))
 
 
 def _declared_segments(flows_root: Path) -> dict[str, set[str]] | None:
