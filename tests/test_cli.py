@@ -289,3 +289,13 @@ def test_chat_checks_an_email_address_before_asking_for_consent(
     typo = out.index("does not look like an email address")
     assert typo < out.index("I agree that Acme may use this email")  # said first, then asked
     assert "We will email ann@example.com" in out
+
+
+def test_the_consent_prompt_takes_yes_no_or_a_command(runner: CliRunner, env: list[str]) -> None:
+    """ "yess" is not a no, and /optout at the consent prompt opts out, as anywhere else."""
+    answers = "yes\n1\n1\n1\n1\n1\nann@example.com\nyess\n/optout\n"
+    result = invoke(runner, ["chat", "interview-recruit", "--as", "uma", *env], input=answers)
+    assert "Please answer yes or no" in result.output
+    assert "Without an email address" not in result.output
+    again = invoke(runner, ["chat", "nps", "--as", "uma", *env], input="9\n")
+    assert "opted out" in again.output.lower()

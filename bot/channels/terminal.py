@@ -24,6 +24,7 @@ from bot.store.database import open_database
 Prompt = Callable[[str], str]
 STOP_WORDS = {"/stop"}
 OPT_OUT_WORDS = {"/optout", "/opt-out", "/unsubscribe"}
+CONSENT_ANSWERS = {"y": True, "yes": True, "n": False, "no": False}
 
 
 class _Command(Exception):
@@ -157,5 +158,10 @@ def read_answer(ask: Ask, prompt: Prompt, echo: Callable[[str], None]) -> Any:
     if problem is not None:  # say so now, not after asking for consent to a typo
         echo(problem)
         return read_answer(ask, prompt, echo)
-    consent = prompt(f"{ask.input.consent} (yes / no) > ").strip().lower()
-    return {"email": raw.strip(), "consent": consent in ("y", "yes")}
+    while True:  # the consent is a question of its own: commands work, and only yes or no
+        consent = prompt(f"{ask.input.consent} (yes / no) > ").strip().lower()
+        if consent in STOP_WORDS | OPT_OUT_WORDS:
+            raise _Command(consent)
+        if consent in CONSENT_ANSWERS:
+            return {"email": raw.strip(), "consent": CONSENT_ANSWERS[consent]}
+        echo("  ! Please answer yes or no.")
