@@ -216,7 +216,7 @@ def test_db_upgrade_and_outdated_database(
         conn.execute("UPDATE alembic_version SET version_num = '0003'")
     stale = runner.invoke(main, ["results", "nps", *env])
     assert stale.exit_code == 1
-    assert "run `parley db upgrade`" in stale.stderr
+    assert "run `parley db upgrade --db " in stale.stderr
 
 
 def test_bad_setting_is_reported(

@@ -60,7 +60,9 @@ async def test_outdated_database_is_refused_with_instructions(tmp_path: Path) ->
         await db.upgrade()
         async with db.engine.begin() as conn:
             await conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
-        with pytest.raises(DatabaseNeedsUpgrade, match=r"revision 0003.*run `parley db upgrade`"):
+        with pytest.raises(
+            DatabaseNeedsUpgrade, match=r"revision 0003.*run `parley db upgrade --db .*old.db`"
+        ):
             await db.ensure_ready()
     finally:
         await db.dispose()
@@ -188,3 +190,29 @@ async def test_downgrading_past_the_anonymous_queue_keeps_what_waits(db_url: str
         assert [(step, str(value)) for step, value in rows] == [("mood", "4")]
     finally:
         await db.dispose()
+
+
+async def test_another_programs_database_is_not_upgraded(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    db = Database(str(path))
+    try:
+        with pytest.raises(DatabaseError, match="not a Parley database"):
+            await db.upgrade()
+    finally:
+        await db.dispose()
+    with sqlite3.connect(path) as conn:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+    assert tables == {"invoices"}
+
+
+def test_only_sqlite_and_postgresql_are_taken() -> None:
+    from bot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="SQLite or PostgreSQL, not mysql"):
+        database_url("mysql://u@h/x")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,9 +53,15 @@ def database_url(value: str) -> str:
         if value.startswith(plain):
             value = driver + value[len(plain) :]
     try:
-        make_url(value)
+        parsed = make_url(value)
     except ArgumentError as err:
         raise ConfigError(f"cannot read database URL {value!r}: {err}") from err
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        shown = parsed.render_as_string(hide_password=True)
+        raise ConfigError(
+            f"Parley stores its data in SQLite or PostgreSQL, not {parsed.get_backend_name()} "
+            f"({shown}): give a file path or a postgresql:// URL"
+        )
     return value
 
 
@@ -198,8 +205,11 @@ class Database:
             raise DatabaseError(f"cannot open database {self.display}: {err}") from err
 
     async def upgrade(self, revision: str = "head") -> tuple[str | None, str]:
-        """Apply migrations; returns (revision before, revision after)."""
-        before, _ = await self.revision()
+        """Apply migrations; returns (revision before, revision after). Another program's
+        database is left alone: creating Parley's tables among its own would be a mess."""
+        before, has_tables = await self.revision()
+        if before is None and has_tables:
+            raise self._not_parleys()
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(_upgrade, revision)
@@ -207,6 +217,12 @@ class Database:
             raise DatabaseError(f"migration failed on {self.display}: {err}") from err
         after, _ = await self.revision()
         return before, after or ""
+
+    def _not_parleys(self) -> DatabaseError:
+        return DatabaseError(
+            f"{self.display} holds tables but is not a Parley database (no schema "
+            "revision): point --db / DATABASE_URL at Parley's own database"
+        )
 
     async def ensure_ready(self, *, create_if_empty: bool = True) -> bool:
         """Check the schema is current. A brand-new empty database is created (returns True);
@@ -219,10 +235,7 @@ class Database:
             await self.upgrade()
             return True
         if current is None and has_tables:
-            raise DatabaseError(
-                f"{self.display} holds tables but is not a Parley database (no schema "
-                "revision): point --db / DATABASE_URL at Parley's own database"
-            )
+            raise self._not_parleys()
         if current is not None and not _known_revision(current):
             raise DatabaseError(
                 f"the database {self.display} is at schema revision {current}, made by a "
@@ -230,7 +243,8 @@ class Database:
             )
         raise DatabaseNeedsUpgrade(
             f"the database {self.display} is at schema revision {current or 'none'}, "
-            f"this Parley needs {head}: run `parley db upgrade` (back it up first)"
+            f"this Parley needs {head}: run `parley db upgrade --db {shlex.quote(self.display)}` "
+            "(back it up first)"
         )
 
 
