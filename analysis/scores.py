@@ -84,10 +84,10 @@ def summarise_scale(kind: str, values: list[int], low: int, high: int) -> ScaleS
         name = "NPS"
     elif kind == "csat":
         score, groups = csat(inside)
-        name = "CSAT %"
+        name = "CSAT"  # the share of satisfied answers, shown as a percentage
     elif kind == "ces":
         score, groups = ces(inside)
-        name = "CES % easy"
+        name = "CES easy"  # the share of easy answers, shown as a percentage
     return ScaleSummary(kind, low, high, count, dist, mean, score, name, groups)
 
 

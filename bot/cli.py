@@ -245,12 +245,11 @@ def export(
             try:
                 if fmt == "csv":
                     stream.write(csv_header())
-                show = out is not None
                 with click.progressbar(
                     length=total,
                     label=f"exporting {total} answers",
                     file=sys.stderr,
-                    hidden=not show,
+                    hidden=total < PROGRESS_FROM or not sys.stderr.isatty(),
                 ) as bar:
                     async for record in export_answers(db, flow_id=flow_id):
                         stream.write(format_record(record, fmt))
@@ -301,8 +300,8 @@ def forget(respondent: str, yes: bool, *, settings: Settings) -> None:
             await db.dispose()
 
     done = run(go())
-    counts = ", ".join(f"{n} {table}" for table, n in done.counts.items())
-    click.echo(f"forgot {respondent}: deleted {counts}")
+    counts = ", ".join(f"{table} {n}" for table, n in done.counts.items())
+    click.echo(f"forgot {respondent}: rows deleted — {counts}")
     if done.still_suppressed:
         click.echo("they had opted out: a one-way hash of their id stays on the do-not-survey list")
     if not done.scrubbed:

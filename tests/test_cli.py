@@ -128,7 +128,7 @@ def test_chat_resume_results_export_forget(
     assert refused.exit_code == 1  # aborted: nothing deleted
     assert len(list(csv.DictReader(io.StringIO(invoke(runner, ["export", *env]).output)))) == 4
     done = invoke(runner, ["forget", "cli:ann", "--yes", *env])
-    assert "deleted 1 tags, 2 answers" in done.output
+    assert "rows deleted — tags 1, answers 2" in done.output
     left = list(csv.DictReader(io.StringIO(invoke(runner, ["export", *env]).output)))
     assert {r["respondent"] for r in left} == {"cli:bob"}
     missing = runner.invoke(main, ["forget", "cli:ann", "--yes", *env])

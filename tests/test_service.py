@@ -389,6 +389,9 @@ async def test_expired_conversation_is_closed_and_a_new_one_starts(
     async with database.reads() as session:
         statuses = (await session.execute(select(Conversation.status))).scalars().all()
         assert sorted(statuses) == ["expired", "expired"]
+    report = await flow_results(database, svc.catalog.get("nps"))  # the numbers add up
+    assert (report.started, report.completed, report.open, report.expired) == (2, 0, 0, 2)
+    assert "expired: 2" in render_text(report)
 
 
 async def start_and_rate_mood(svc: Surveys, flow_id: str, key: str, mood: int) -> Any:

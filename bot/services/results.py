@@ -15,6 +15,7 @@ from bot.engine import shown_choices
 from bot.flow import Flow
 from bot.flow.model import SCALE_TYPES
 from bot.services.anonymous import MIN_RESPONSES
+from bot.services.export import utc_iso
 from bot.store import repo
 from bot.store.database import Database
 
@@ -62,6 +63,9 @@ class FlowResults:
     completed: int
     open: int
     steps: list[StepResult]
+    # the rest of the responses: stopped (by the person, or by opting out) or expired
+    stopped: int = 0
+    expired: int = 0
     retired: int = 0  # answers to steps an edit removed or retyped since (export has them)
     # responses by channel: a flow open to anyone on the web can be filled by a script, and
     # researchers should see where its numbers come from
@@ -80,6 +84,8 @@ class FlowResults:
             "responses": self.started,
             "completed": self.completed,
             "open": self.open,
+            "stopped": self.stopped,
+            "expired": self.expired,
             "completion_rate": self.completion_rate,
             "steps": [s.to_dict() for s in self.steps],
             "answers_to_retired_steps": self.retired,
@@ -117,8 +123,8 @@ def percent(rate: float) -> str:
 
 
 def score_text(step_type: str, score: float) -> str:
-    """NPS runs from -100 to +100, so it always shows its sign; other scores are means."""
-    return f"{score:+g}" if step_type == "nps" else f"{score:g}"
+    """NPS runs from -100 to +100, so it always shows its sign; CSAT and CES are shares."""
+    return f"{score:+g}" if step_type == "nps" else f"{score:g}%"
 
 
 async def flow_results(
@@ -161,7 +167,7 @@ async def flow_results(
                 result.no += not value
             elif result.type == "text" and isinstance(value, str):
                 recent[answer.step_id].append(
-                    {"text": value, "at": answer.created_at.isoformat(), "respondent": key}
+                    {"text": value, "at": utc_iso(answer.created_at), "respondent": key}
                 )
     for step in flow.steps:
         result = steps.get(step.id)
@@ -183,6 +189,8 @@ async def flow_results(
         started=started,
         completed=counts.get("completed", 0),
         open=counts.get("active", 0) + counts.get("new", 0),
+        stopped=counts.get("stopped", 0),
+        expired=counts.get("expired", 0),
         steps=list(steps.values()),
         retired=retired,
         channels=dict(sorted(channels.items(), key=lambda item: -item[1])),
@@ -195,7 +203,10 @@ def render_text(results: FlowResults) -> str:
     rate = percent(results.completion_rate) if results.completion_rate is not None else "n/a"
     lines = [
         f"{results.title} ({results.flow_id})",
-        f"responses: {results.started}   completed: {results.completed}   open: {results.open}   completion rate: {rate}",
+        f"responses: {results.started}   completed: {results.completed}   open: {results.open}"
+        + (f"   stopped: {results.stopped}" if results.stopped else "")
+        + (f"   expired: {results.expired}" if results.expired else "")
+        + f"   completion rate: {rate}",
     ]
     if results.channels:
         lines.append("by channel: " + "   ".join(f"{c} {n}" for c, n in results.channels.items()))
