@@ -215,6 +215,7 @@ def export(
     from bot.services import privacy
     from bot.services.catalog import FlowCatalog
     from bot.services.export import count_answers, csv_header, export_answers, format_record
+    from bot.store import repo
 
     given = click.get_current_context().get_parameter_source
     if respondent is not None and (
@@ -259,6 +260,15 @@ def export(
                     stream.close()
             if out:
                 click.echo(f"wrote {total} answers to {out}", err=True)
+            async with db.reads() as session:
+                waiting = await repo.anonymous_waiting(session, flow_id=flow_id)
+            if waiting:
+                click.echo(
+                    f"note: not in this export: the answers of {waiting} anonymous "
+                    "response(s) still waiting to join the others (they do in batches of 5 "
+                    "responses to a flow, or after a day)",
+                    err=True,
+                )
         finally:
             await db.dispose()
 

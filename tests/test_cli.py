@@ -299,3 +299,18 @@ def test_the_consent_prompt_takes_yes_no_or_a_command(runner: CliRunner, env: li
     assert "Without an email address" not in result.output
     again = invoke(runner, ["chat", "nps", "--as", "uma", *env], input="9\n")
     assert "opted out" in again.output.lower()
+
+
+def test_results_and_export_say_what_anonymous_answers_still_wait(
+    runner: CliRunner, env: list[str], tmp_flows: Path
+) -> None:
+    (tmp_flows / "pulse.yml").write_text(
+        "id: pulse\nkind: microsurvey\ntitle: Pulse\nanonymous: true\nexpires_after: 7d\n"
+        'steps:\n  - {id: mood, type: csat, text: "How are you?"}\n'
+    )
+    invoke(runner, ["chat", "pulse", "--as", "vic", *env], input="4\n")
+    results = invoke(runner, ["results", "pulse", *env])
+    assert "1 anonymous response not counted yet" in results.output
+    exported = invoke(runner, ["export", "--flow", "pulse", *env])
+    assert exported.stdout.splitlines()[1:] == []  # the header only
+    assert "anonymous response(s) still waiting" in exported.stderr

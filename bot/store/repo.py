@@ -70,11 +70,11 @@ async def count_answers(session: AsyncSession, *, flow_id: str | None = None) ->
     return int((await session.execute(query)).scalar_one())
 
 
-async def anonymous_waiting(session: AsyncSession, *, flow_id: str) -> int:
-    """Responses of a flow whose anonymous answers wait to join the others."""
-    query = select(func.count(func.distinct(PendingAnonymousAnswer.response_id))).where(
-        PendingAnonymousAnswer.flow_id == flow_id
-    )
+async def anonymous_waiting(session: AsyncSession, *, flow_id: str | None) -> int:
+    """Responses (of one flow, or all) whose anonymous answers wait to join the others."""
+    query = select(func.count(func.distinct(PendingAnonymousAnswer.response_id)))
+    if flow_id is not None:
+        query = query.where(PendingAnonymousAnswer.flow_id == flow_id)
     return int((await session.execute(query)).scalar_one())
 
 
