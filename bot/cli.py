@@ -128,13 +128,16 @@ def validate(path: Path | None, *, settings: Settings) -> None:
 
 @main.command()
 @click.argument("flow_id")
-@click.option("--as", "who", default=None, help="Respondent name (default: your login name).")
+@click.option(
+    "--as", "who", default=None, help="Respondent name, e.g. ann or cli:ann (default: your login)."
+)
 @common
 def chat(flow_id: str, who: str | None, *, settings: Settings) -> None:
     """Take a flow in the terminal. Ctrl-C pauses; run it again to resume."""
     from bot.channels.terminal import chat_loop
 
-    key = f"cli:{who or getpass.getuser()}"
+    # "ann" or "cli:ann" (as `parley export` shows it): the same person
+    key = f"cli:{(who or getpass.getuser()).removeprefix('cli:')}"
     # The same command, so that running it again finds the same person in the same database
     given = click.get_current_context().params
     words = ["parley", "chat", flow_id, *(["--as", who] if who else [])]

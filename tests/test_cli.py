@@ -314,3 +314,13 @@ def test_results_and_export_say_what_anonymous_answers_still_wait(
     exported = invoke(runner, ["export", "--flow", "pulse", *env])
     assert exported.stdout.splitlines()[1:] == []  # the header only
     assert "anonymous response(s) still waiting" in exported.stderr
+
+
+def test_chat_as_takes_the_id_export_shows_and_db_must_be_a_file(
+    runner: CliRunner, env: list[str], tmp_path: Path
+) -> None:
+    invoke(runner, ["chat", "nps", "--as", "cli:wes", *env], input="9\n")
+    person = invoke(runner, ["export", "--respondent", "cli:wes", *env])
+    assert json.loads(person.stdout)["respondent"]["key"] == "cli:wes"  # not cli:cli:wes
+    folder = invoke(runner, ["results", "nps", "--db", str(tmp_path), "--flows", env[3]])
+    assert folder.exit_code == 1 and "is a folder: give --db a database file" in folder.output

@@ -280,6 +280,9 @@ async def open_database(
     delete: a mistyped --db must not answer from a new, empty file."""
     db = Database(url)
     path = db.sqlite_path
+    if path is not None and path.is_dir():
+        await db.dispose()
+        raise ConfigError(f"{path} is a folder: give --db a database file, e.g. {path}/parley.db")
     if not create and path is not None and not path.exists():
         await db.dispose()
         raise ConfigError(
