@@ -324,3 +324,14 @@ def test_chat_as_takes_the_id_export_shows_and_db_must_be_a_file(
     assert json.loads(person.stdout)["respondent"]["key"] == "cli:wes"  # not cli:cli:wes
     folder = invoke(runner, ["results", "nps", "--db", str(tmp_path), "--flows", env[3]])
     assert folder.exit_code == 1 and "is a folder: give --db a database file" in folder.output
+
+
+def test_the_terminal_says_how_many_to_pick_in_words() -> None:
+    from bot.channels.terminal import describe_input
+    from bot.engine.messages import Ask, ChoiceOption, InputSpec
+
+    options = tuple(ChoiceOption(f"c{n}", f"Choice {n}") for n in range(1, 4))
+    some = Ask("m", "Which?", InputSpec("multi_choice", choices=options, min_picks=1, max_picks=3))
+    two = Ask("m", "Which?", InputSpec("multi_choice", choices=options, min_picks=2, max_picks=2))
+    assert describe_input(some)[-1] == "(pick 1 to 3 of them: their numbers, separated by commas)"
+    assert describe_input(two)[-1] == "(pick 2 of them: their numbers, separated by commas)"

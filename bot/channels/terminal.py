@@ -98,7 +98,9 @@ def chat_loop(
                     )
                     outputs = reply.outputs
                 except InvalidAnswer as err:
-                    echo(f"  ! {err.message}")
+                    choices = ask.input.choices
+                    numbers = f" (type their numbers, 1–{len(choices)})" if choices else ""
+                    echo(f"  ! {err.message}{numbers}")
                     outputs = [ask]
         finally:
             runner.run(db.dispose())
@@ -135,7 +137,9 @@ def describe_input(ask: Ask) -> list[str]:
         for i, choice in enumerate(spec.choices, 1):
             lines.append(f"{i}. {choice.label}")
         if spec.kind == "multi_choice":
-            lines.append(f"(pick {spec.min_picks}–{spec.max_picks}: numbers separated by commas)")
+            low, high = spec.min_picks, spec.max_picks
+            how_many = f"{low}" if low == high else f"{low} to {high}"
+            lines.append(f"(pick {how_many} of them: their numbers, separated by commas)")
     elif spec.kind == "yes_no":
         lines.append("(yes / no)")
     elif spec.kind == "text" and spec.max_length:
