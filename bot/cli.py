@@ -216,6 +216,7 @@ def export(
 ) -> None:
     """Every answer with respondent, flow version, step, value and time."""
     from bot.services import privacy
+    from bot.services.anonymous import waiting_note
     from bot.services.catalog import FlowCatalog
     from bot.services.export import count_answers, csv_header, export_answers, format_record
     from bot.store import repo
@@ -266,12 +267,7 @@ def export(
             async with db.reads() as session:
                 waiting = await repo.anonymous_waiting(session, flow_id=flow_id)
             if waiting:
-                click.echo(
-                    f"note: not in this export: the answers of {waiting} anonymous "
-                    "response(s) still waiting to join the others (they do in batches of 5 "
-                    "responses to a flow, or after a day)",
-                    err=True,
-                )
+                click.echo(f"note, not in this export: {waiting_note(waiting)}", err=True)
         finally:
             await db.dispose()
 

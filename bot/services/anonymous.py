@@ -135,3 +135,12 @@ def _insert_new(conn: Connection) -> Any:
 async def release(db: Database, **limits: Any) -> int:
     """``release_due`` now, as its own transaction."""
     return await db.run(partial(release_due, now=utcnow(), **limits))
+
+
+def waiting_note(responses: int) -> str:
+    """What results and exports say of the answers still queued (not in their numbers)."""
+    what = "1 anonymous response" if responses == 1 else f"{responses} anonymous responses"
+    return (
+        f"{what} not counted yet: anonymous answers join the others in batches of "
+        f"{MIN_RESPONSES} responses to a flow, or after a day"
+    )

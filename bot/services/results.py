@@ -14,7 +14,7 @@ from analysis.scores import ScaleSummary, bar, summarise_scale
 from bot.engine import shown_choices
 from bot.flow import Flow
 from bot.flow.model import SCALE_TYPES
-from bot.services.anonymous import MIN_RESPONSES
+from bot.services.anonymous import waiting_note
 from bot.services.export import utc_iso
 from bot.store import repo
 from bot.store.database import Database
@@ -211,10 +211,7 @@ def render_text(results: FlowResults) -> str:
     if results.channels:
         lines.append("by channel: " + "   ".join(f"{c} {n}" for c, n in results.channels.items()))
     if results.waiting:
-        lines.append(
-            f"{counted(results.waiting, 'anonymous response')} not counted yet: anonymous "
-            f"answers join in batches of {MIN_RESPONSES} responses to a flow, or after a day"
-        )
+        lines.append(waiting_note(results.waiting))
     for step in results.steps:
         lines.append("")
         lines.append(f"[{step.id}] {step.text}  ({counted(step.answers, 'answer')})")

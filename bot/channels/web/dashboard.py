@@ -19,6 +19,7 @@ from bot.app import CATALOG, DATABASE, SETTINGS
 from bot.channels.web.identity import key_matches
 from bot.channels.web.ratelimit import WRONG_KEYS, seconds
 from bot.errors import FlowNotFound
+from bot.services.anonymous import waiting_note
 from bot.services.results import (
     FlowResults,
     StepResult,
@@ -156,8 +157,7 @@ async def flow_page(request: web.Request) -> web.Response:
             else ""
         )
         + (
-            f"<p class=muted>{counted(results.waiting, 'anonymous response')} not counted yet: "
-            "anonymous answers join in batches (five responses to this flow, or after a day).</p>"
+            f"<p class=muted>{escape(waiting_note(results.waiting))}.</p>"
             if results.waiting
             else ""
         )
