@@ -384,6 +384,7 @@ async def test_expired_conversation_is_closed_and_a_new_one_starts(
         )
     again = await svc.start(flow_id="nps", respondent_key="t:kim", channel="test")
     assert again.created and again.conversation_id != reply.conversation_id
+    assert again.replaced_expired  # so a channel can say why it starts over
     now[0] += timedelta(days=8)
     assert await svc.expire_due() == 1
     async with database.reads() as session:

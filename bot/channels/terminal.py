@@ -60,6 +60,8 @@ def chat_loop(
             if not reply.created:
                 echo("(picking up where you left off — Ctrl-C pauses, /stop ends the survey)")
             else:
+                if reply.replaced_expired:
+                    echo("(your earlier survey had expired, so this one starts again)")
                 echo("(Ctrl-C pauses, /stop ends the survey, /optout stops all surveys)")
             outputs = reply.outputs
             while True:

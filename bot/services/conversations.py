@@ -75,6 +75,7 @@ class Reply:
     duplicate: bool = False
     recorded: dict[str, Any] = field(default_factory=dict)
     from_start: bool = False  # the outputs are the survey's first words (Surveys.show)
+    replaced_expired: bool = False  # started anew: the open one had expired (Surveys.start)
 
     @property
     def done(self) -> bool:
@@ -189,6 +190,7 @@ class Surveys:
             self._save(
                 conn, existing, old_flow, advance(old_flow, state, Timeout()), respondent, now
             )
+        replaced_expired = existing is not None
         if not minted:
             self._mark_surveyed(conn, respondent, now)
         version_id = self.catalog.version_id(conn, flow, now)
@@ -232,6 +234,7 @@ class Surveys:
             state.current,
             key,
             created=True,
+            replaced_expired=replaced_expired,
         )
 
     def _mark_surveyed(
