@@ -384,7 +384,6 @@ async def test_expired_conversation_is_closed_and_a_new_one_starts(
         )
     again = await svc.start(flow_id="nps", respondent_key="t:kim", channel="test")
     assert again.created and again.conversation_id != reply.conversation_id
-    assert again.replaced_expired  # so a channel can say why it starts over
     now[0] += timedelta(days=8)
     assert await svc.expire_due() == 1
     async with database.reads() as session:
@@ -1004,3 +1003,18 @@ async def test_two_replicas_releasing_at_once_store_each_answer_once(
         await other.dispose()
     assert sorted(moved) == [0, anonymous.MIN_RESPONSES]
     assert await count(database, Answer) == anonymous.MIN_RESPONSES
+
+
+async def test_starting_over_an_expired_conversation_says_so(
+    database: Database, flows: Path
+) -> None:
+    """Nothing closed it yet (the sweep runs every few minutes): starting the flow again
+    closes it as expired and begins anew — and the reply says so, for the channel to tell."""
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    svc = Surveys(database, FlowCatalog(flows), clock=lambda: now[0])
+    first = await svc.start(flow_id="nps", respondent_key="t:lou", channel="test")
+    assert not first.replaced_expired
+    now[0] += timedelta(days=8)
+    anew = await svc.start(flow_id="nps", respondent_key="t:lou", channel="test")
+    assert anew.created and anew.conversation_id != first.conversation_id
+    assert anew.replaced_expired
