@@ -1771,3 +1771,49 @@ async def test_app_home_with_many_open_surveys_keeps_its_opt_out(
     assert len(view["blocks"]) <= 100
     assert home.blocks.HOME_OPT_OUT in text and "Research" in text
     assert "…and 130 more waiting" in text
+
+
+async def test_closing_words_slack_refused_are_said_later_and_once(
+    parley: TestClient, fake: FakeSlack
+) -> None:
+    """The survey's last words are claimed like a question: Slack down when they go out, the
+    sweep says them; said already when a crash came, the sweep finds them and says nothing."""
+    await nps_follow_up(parley, fake, score=4)
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await dm(parley, "U1", "Too slow", msg_id="m-last")
+    await wait_count(parley, fake, Answer, 2)
+    runtime = parley.app[SLACK]
+    await runtime.drain()
+
+    def said() -> list[Any]:
+        return [c for c in posts(fake) if c.result.get("ok")][3:]  # after intro, two questions
+
+    assert said() == []
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    (closing,) = said()
+    assert "parley:" not in block_texts(closing)  # words, no question
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 0
+    assert await count(parley, SlackMessage) == 0
+
+
+async def test_closing_words_said_just_before_a_crash_are_not_said_twice(
+    parley: TestClient, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await nps_follow_up(parley, fake, score=4)
+    real = store.release_message
+
+    def crash_on_closing(conn: Any, *, conversation_id: str, step: str) -> bool:
+        if step == store.CLOSING:
+            raise RuntimeError("the process died here")
+        return real(conn, conversation_id=conversation_id, step=step)
+
+    monkeypatch.setattr(store, "release_message", crash_on_closing)
+    await dm(parley, "U1", "Too slow", msg_id="m-last")
+    runtime = parley.app[SLACK]
+    await fake.wait_calls("chat.postMessage", 4)
+    await runtime.drain()
+    monkeypatch.undo()
+    assert await count(parley, SlackMessage) == 1  # the claim, in doubt
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    assert len(posts(fake)) == 4  # found in the DM by its tag: not said again
+    assert await count(parley, SlackMessage) == 0

@@ -417,10 +417,18 @@ def release_message(conn: Connection, *, conversation_id: str, step: str) -> boo
     return released.rowcount == 1
 
 
+CLOSING = "@end"  # the step a survey's closing words are claimed under (no question has it)
+
+
 def drop_messages(conn: Connection, *, conversation_id: str) -> None:
     """The conversation is over: its question messages are needed no more (and a question
-    may pipe an earlier answer, which an anonymous flow must not keep beside the person)."""
-    conn.execute(delete(MESSAGE).where(MESSAGE.c.conversation_id == conversation_id))
+    may pipe an earlier answer, which an anonymous flow must not keep beside the person).
+    The claim on its closing words stays until they are posted."""
+    conn.execute(
+        delete(MESSAGE).where(
+            MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.step != CLOSING
+        )
+    )
 
 
 def drop_closed_messages(conn: Connection) -> int:
@@ -429,7 +437,7 @@ def drop_closed_messages(conn: Connection) -> int:
     # driven from slack_message (a few rows per open conversation), one primary-key lookup
     # each: never a scan of every conversation ever closed
     closed = exists().where(_C.c.id == MESSAGE.c.conversation_id, _C.c.open_key.is_(None))
-    result = conn.execute(delete(MESSAGE).where(closed))
+    result = conn.execute(delete(MESSAGE).where(closed, MESSAGE.c.step != CLOSING))
     return int(result.rowcount or 0)
 
 

@@ -108,30 +108,37 @@ def seconds_left() -> float | None:
     return None if until is None else until - time.monotonic()
 
 
-def _tag_for(conversation_id: str, messages: list[Message], index: int) -> dict[str, Any] | None:
+def _tag_for(
+    conversation_id: str, messages: list[Message], index: int, *, closing: bool = False
+) -> dict[str, Any] | None:
     """The metadata a message is posted with: its question, or the question it leads into —
     ``<step>@lead#k`` for the k-th message of the words said just before it (long words go
-    out as several messages, and a failure may come between them)."""
+    out as several messages, and a failure may come between them) — or, in a reply that
+    ends the survey (``closing``), ``@end#k`` for the k-th message of its closing words."""
     step = messages[index].step
     if step is None:
         ahead = index
         while ahead < len(messages) and messages[ahead].step is None:
             ahead += 1
+        start = index
+        while start > 0 and messages[start - 1].step is None:
+            start -= 1
         if ahead < len(messages):
-            start = index
-            while start > 0 and messages[start - 1].step is None:
-                start -= 1
             step = f"{messages[ahead].step}{LEAD}#{index - start}"
+        elif closing:
+            step = f"{store.CLOSING}#{index - start}"
     return _question_tag(conversation_id, step) if step is not None else None
 
 
 def _said_before(tag: dict[str, Any] | None, said: frozenset[str]) -> bool:
-    """Whether a lead-in message is already in the DM (``said``: the lead tags Slack shows;
-    a bare ``<step>@lead``, as earlier versions tagged, stands for all of them)."""
+    """Whether a lead-in message (or a part of the closing words) is already in the DM
+    (``said``: the tags Slack shows; a bare ``<step>@lead``, as earlier versions tagged,
+    stands for all of them)."""
     if tag is None:
         return False
     label = str(tag["event_payload"]["step"])
-    return LEAD in label and (label in said or label.split("#")[0] in said)
+    said_part = LEAD in label or label.startswith(f"{store.CLOSING}#")
+    return said_part and (label in said or label.split("#")[0] in said)
 
 
 class Undeliverable(Exception):
@@ -178,9 +185,22 @@ def claim_reply(
     the messages around it go with it (two callers never both post an intro).
     ``offer_opt_out``: the reply is a survey's first words (its intro gets the button)."""
     outgoing = []
-    for message in render_reply(reply.outputs, reply.conversation_id, offer_opt_out=offer_opt_out):
+    messages = render_reply(reply.outputs, reply.conversation_id, offer_opt_out=offer_opt_out)
+    # A survey's closing words are claimed too (under CLOSING), so they are said once: a
+    # failure or a crash leaves the claim for the recovery sweep, as for a question.
+    closes = reply.done and any(m.step is None for m in messages)
+    closing_ours = closes and store.claim_message(
+        conn,
+        conversation_id=reply.conversation_id,
+        step=store.CLOSING,
+        respondent_key=reply.respondent_key,
+        team_id=team_id,
+        question="",
+        stale_after=stale_after,
+    )
+    for message in messages:
         if message.step is None:
-            outgoing.append(Outgoing(message, True))
+            outgoing.append(Outgoing(message, closing_ours if closes else True))
             continue
         outgoing.append(
             _claim(
@@ -300,8 +320,9 @@ class Delivery:
         key = reply.respondent_key
         ours = [outgoing for outgoing in claimed if outgoing.mine]
         mine = [outgoing.message for outgoing in ours]
+        closing = reply.done and any(m.step is None for m in mine)  # and the claim is ours
         for sent, message in enumerate(mine):
-            tag = _tag_for(reply.conversation_id, mine, sent)
+            tag = _tag_for(reply.conversation_id, mine, sent, closing=reply.done)
             if message.step is None and _said_before(tag, said):
                 continue
             try:
@@ -312,6 +333,7 @@ class Delivery:
                 # the person saying "hi" — posts the questions once Slack answers again.
                 # One that never will lets go of them, or the sweep would retry forever.
                 unsent = [m.step for m in mine[sent:] if m.step is not None]
+                unsent += [store.CLOSING] if closing else []
                 let_go = _release if not may_pass(err) else _mark_stale
                 with contextlib.suppress(Exception):  # the database may be what failed
                     await self.db.run(partial(let_go, reply.conversation_id, unsent))
@@ -321,10 +343,14 @@ class Delivery:
             old = ours[sent].replaces
             if old is not None and old.ts != ts:  # one live copy: the older one loses its buttons
                 await self._one_live_copy(client, old, message, channel=channel, ts=ts)
+        if closing:  # all said: the claim on the closing words is done
+            await self.db.run(partial(_release, reply.conversation_id, [store.CLOSING]))
 
     async def release(self, conversation_id: str, claimed: list[Outgoing]) -> None:
         """Let go of claims that will not be posted (so the sweep does not retry them)."""
         steps = [o.message.step for o in claimed if o.mine and o.message.step is not None]
+        if any(o.mine and o.message.step is None for o in claimed):
+            steps.append(store.CLOSING)  # if it was a survey's closing words, their claim
         if steps:
             await self.db.run(partial(_release, conversation_id, steps))
 

@@ -32,7 +32,10 @@ from bot.store import slack as store
 from bot.store.models import utcnow
 
 if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
+
     from bot.channels.slack.app import SlackRuntime
+    from bot.services.conversations import Reply
 
 log = logging.getLogger("parley.slack")
 
@@ -123,6 +126,25 @@ async def _redo_dm(runtime: SlackRuntime, row: store.PendingDelivery, *, after: 
 DONE, SKIPPED, FAILING = "done", "skipped", "failing"
 
 
+async def _say_closing_words(
+    runtime: SlackRuntime,
+    client: AsyncWebClient,
+    reply: Reply,
+    message: store.MessageRow,
+    channel: str,
+    after: timedelta,
+) -> None:
+    """A survey's closing words whose post failed (or a crash came first): said now, but
+    not the parts the DM already shows (each part is tagged ``@end#k``)."""
+    shown = await runtime.delivery.delivered(
+        client, key=message.respondent_key, channel=channel, conversation_id=reply.conversation_id
+    )
+    said = frozenset(tag for tag in shown if tag.startswith(f"{store.CLOSING}#"))
+    await runtime.delivery.send_reply(
+        client, reply, channel=channel, team_id=message.team_id, stale_after=after, said=said
+    )
+
+
 async def _repost(runtime: SlackRuntime, message: store.MessageRow, *, after: timedelta) -> str:
     """Post (or find in the DM, and record) a question claimed but never recorded as posted."""
     parts = message.respondent_key.split(":")
@@ -137,6 +159,12 @@ async def _repost(runtime: SlackRuntime, message: store.MessageRow, *, after: ti
                 with_lead_in=True,  # with the words said before it (an intro, messages)
                 conversation_id=message.conversation_id,
             )
+            if message.step == store.CLOSING:
+                channel = await runtime.delivery.dm_channel(
+                    client, key=message.respondent_key, user_id=parts[2]
+                )
+                await _say_closing_words(runtime, client, reply, message, channel, after)
+                return DONE
             if reply.step != message.step or reply.done:  # answered or closed meanwhile
                 await runtime.db.run(partial(store.release_message, **this))
                 return SKIPPED
