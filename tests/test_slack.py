@@ -377,7 +377,9 @@ async def test_whole_nps_conversation_in_a_dm(
     assert conversation.status == "completed" and conversation.channel == "slack"
     assert respondent.key == "slack:T1:U1" and respondent.timezone == "Europe/Berlin"
     assert len(fake.calls_to("conversations.open")) == 1
-    assert await count(client, SlackMessage) == 0  # finished: no question copies kept
+    # finished: no question copies kept (only the mark that the closing words were said)
+    assert await count(client, SlackMessage, SlackMessage.question != "") == 0
+    assert await count(client, SlackMessage, SlackMessage.ts.is_(None)) == 0
 
 
 async def test_double_click_records_one_answer_and_one_reply(
@@ -1800,14 +1802,11 @@ async def test_closing_words_said_just_before_a_crash_are_not_said_twice(
     parley: TestClient, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await nps_follow_up(parley, fake, score=4)
-    real = store.release_message
 
-    def crash_on_closing(conn: Any, *, conversation_id: str, step: str) -> bool:
-        if step == store.CLOSING:
-            raise RuntimeError("the process died here")
-        return real(conn, conversation_id=conversation_id, step=step)
+    def crash_on_closing(conn: Any, **where: Any) -> None:
+        raise RuntimeError("the process died here")  # said, not yet recorded
 
-    monkeypatch.setattr(store, "release_message", crash_on_closing)
+    monkeypatch.setattr(store, "closing_said", crash_on_closing)
     await dm(parley, "U1", "Too slow", msg_id="m-last")
     runtime = parley.app[SLACK]
     await fake.wait_calls("chat.postMessage", 4)
@@ -1816,4 +1815,59 @@ async def test_closing_words_said_just_before_a_crash_are_not_said_twice(
     assert await count(parley, SlackMessage) == 1  # the claim, in doubt
     assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
     assert len(posts(fake)) == 4  # found in the DM by its tag: not said again
+    assert await count(parley, SlackMessage) == 0
+
+
+CLOSING_FLOW = """\
+id: closing
+kind: microsurvey
+title: Closing
+anonymous: true
+expires_after: 7d
+outro: Bye now.
+steps:
+  - {id: ok, type: yes_no, text: "All fine?"}
+  - {id: next, type: message, text: "Here is what happens next."}
+"""
+
+
+async def refused_closing_words(parley: TestClient, fake: FakeSlack, flows: Path) -> Any:
+    """U1 answers the one question of an anonymous flow while Slack refuses every try of
+    its closing words (a message step, then the outro)."""
+    (flows / "closing.yml").write_text(CLOSING_FLOW)
+    runtime = parley.app[SLACK]
+    runtime.catalog.refresh(force=True)
+    await runtime.respondents.start_flow(
+        runtime.client, flow=runtime.catalog.get("closing"), team_id=slack_fake.TEAM, user_id="U1"
+    )
+    question = (await fake.wait_calls("chat.postMessage", 1))[0]
+    fake.fail("chat.postMessage", status=503, error="service_unavailable", times=3)
+    await post_action(parley, click("U1", question.posted, text="Yes"))
+    await runtime.drain()
+    return runtime
+
+
+async def test_the_sweep_says_the_very_closing_words_that_were_refused(
+    parley: TestClient, fake: FakeSlack, flows: Path
+) -> None:
+    """Not what the closed conversation could rebuild (an anonymous one forgot its answers,
+    and with them which words its path led to): the words kept with the claim."""
+    runtime = await refused_closing_words(parley, fake, flows)
+    assert await recover_once(runtime, after=timedelta(seconds=-1)) == 1
+    said = [c for c in posts(fake) if c.result.get("ok")][1:]
+    assert len(said) == 1
+    assert "Here is what happens next." in block_texts(said[0])
+    assert "Bye now." in block_texts(said[0]) and "everything" not in block_texts(said[0])
+
+
+async def test_no_closing_words_after_an_opt_out(
+    parley: TestClient, fake: FakeSlack, flows: Path
+) -> None:
+    runtime = await refused_closing_words(parley, fake, flows)
+    await dm(parley, "U1", "stop", msg_id="m-stop")
+    await wait_count(parley, fake, Respondent, 1, Respondent.opted_out.is_(True))
+    await runtime.drain()
+    posted = len(posts(fake))
+    await recover_once(runtime, after=timedelta(seconds=-1))
+    assert len(posts(fake)) == posted
     assert await count(parley, SlackMessage) == 0

@@ -394,6 +394,13 @@ def message_posted(
     _UPDATE_MESSAGE(conn, {**this, "channel": channel[:32], "ts": ts[:32]})
 
 
+def closing_said(conn: Connection, *, conversation_id: str, channel: str, ts: str) -> None:
+    """A survey's closing words are in Slack: the claim is done, and the words it kept (they
+    may pipe an answer) go; the row itself goes at the next cleanup."""
+    this = {"_conversation_id": conversation_id, "_step": CLOSING}
+    _UPDATE_MESSAGE(conn, {**this, "channel": channel[:32], "ts": ts[:32], "question": ""})
+
+
 def let_go_message(
     conn: Connection, *, conversation_id: str, step: str, stale_at: datetime
 ) -> None:
@@ -418,17 +425,16 @@ def release_message(conn: Connection, *, conversation_id: str, step: str) -> boo
 
 
 CLOSING = "@end"  # the step a survey's closing words are claimed under (no question has it)
+# what a cleanup may delete: question rows, and closing words already said (an unsaid claim
+# waits for the sweep; a said one stays until then, so a second sweep cannot claim it anew)
+_DISPOSABLE = (MESSAGE.c.step != CLOSING) | MESSAGE.c.ts.is_not(None)
 
 
 def drop_messages(conn: Connection, *, conversation_id: str) -> None:
     """The conversation is over: its question messages are needed no more (and a question
     may pipe an earlier answer, which an anonymous flow must not keep beside the person).
     The claim on its closing words stays until they are posted."""
-    conn.execute(
-        delete(MESSAGE).where(
-            MESSAGE.c.conversation_id == conversation_id, MESSAGE.c.step != CLOSING
-        )
-    )
+    conn.execute(delete(MESSAGE).where(MESSAGE.c.conversation_id == conversation_id, _DISPOSABLE))
 
 
 def drop_closed_messages(conn: Connection) -> int:
@@ -437,7 +443,7 @@ def drop_closed_messages(conn: Connection) -> int:
     # driven from slack_message (a few rows per open conversation), one primary-key lookup
     # each: never a scan of every conversation ever closed
     closed = exists().where(_C.c.id == MESSAGE.c.conversation_id, _C.c.open_key.is_(None))
-    result = conn.execute(delete(MESSAGE).where(closed, MESSAGE.c.step != CLOSING))
+    result = conn.execute(delete(MESSAGE).where(closed, _DISPOSABLE))
     return int(result.rowcount or 0)
 
 

@@ -28,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Connection
 
 from bot.channels.slack.blocks import (
+    END_TEXT,
     Message,
     answered_blocks,
     closed_blocks,
@@ -36,6 +37,7 @@ from bot.channels.slack.blocks import (
     render_reply,
 )
 from bot.channels.slack.dedupe import STALE_CLAIM
+from bot.engine.messages import End, Output, Say
 from bot.services.conversations import Reply
 from bot.store import slack as store
 from bot.store.database import Database
@@ -195,7 +197,7 @@ def claim_reply(
         step=store.CLOSING,
         respondent_key=reply.respondent_key,
         team_id=team_id,
-        question="",
+        question=closing_words(reply.outputs),  # what the sweep says if this post fails
         stale_after=stale_after,
     )
     for message in messages:
@@ -217,6 +219,17 @@ def claim_reply(
         # another caller holds a question of this reply: the words around it are theirs too
         outgoing = [Outgoing(o.message, o.mine and o.message.step is not None) for o in outgoing]
     return outgoing
+
+
+def closing_words(outputs: list[Output]) -> str:
+    """The words a reply that ends a survey says, as one text (kept with their claim, so the
+    sweep says the very same words: an anonymous flow's state no longer holds what led to
+    them). Slack's own limit for the row applies: 3000 characters."""
+    texts = [o.text for o in outputs if isinstance(o, Say) and o.text]
+    end = next((o for o in outputs if isinstance(o, End)), None)
+    if end is not None:
+        texts.append(end.text or END_TEXT.get(end.reason, ""))
+    return "\n\n".join(t for t in texts if t)[:3000]
 
 
 def _release(conversation_id: str, steps: list[str], conn: Connection) -> None:
@@ -321,6 +334,7 @@ class Delivery:
         ours = [outgoing for outgoing in claimed if outgoing.mine]
         mine = [outgoing.message for outgoing in ours]
         closing = reply.done and any(m.step is None for m in mine)  # and the claim is ours
+        ts_said: list[str] = []
         for sent, message in enumerate(mine):
             tag = _tag_for(reply.conversation_id, mine, sent, closing=reply.done)
             if message.step is None and _said_before(tag, said):
@@ -340,10 +354,20 @@ class Delivery:
                 raise
             if message.step is not None:
                 await self.record_posted(reply.conversation_id, message.step, channel, ts)
+            else:
+                ts_said.append(ts)
             old = ours[sent].replaces
             if old is not None and old.ts != ts:  # one live copy: the older one loses its buttons
                 await self._one_live_copy(client, old, message, channel=channel, ts=ts)
-        if closing:  # all said: the claim on the closing words is done
+        if closing and ts_said:  # all said: recorded (a later sweep must not claim it anew)
+            said_at = partial(
+                store.closing_said,
+                conversation_id=reply.conversation_id,
+                channel=channel,
+                ts=ts_said[-1],
+            )
+            await self.db.run(said_at)
+        elif closing:  # every part was in the DM already
             await self.db.run(partial(_release, reply.conversation_id, [store.CLOSING]))
 
     async def release(self, conversation_id: str, claimed: list[Outgoing]) -> None:

@@ -17,6 +17,7 @@ Claims are retaken with a conditional UPDATE, so two replicas never both do it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from datetime import datetime, timedelta
 from functools import partial
@@ -27,6 +28,7 @@ from sqlalchemy import Connection
 from bot.channels.slack.dedupe import TTL
 from bot.channels.slack.delivery import Undeliverable, holding_claims
 from bot.channels.slack.typed import DirectMessage
+from bot.engine.messages import Say
 from bot.errors import Busy, ParleyError
 from bot.store import slack as store
 from bot.store.models import utcnow
@@ -134,14 +136,16 @@ async def _say_closing_words(
     channel: str,
     after: timedelta,
 ) -> None:
-    """A survey's closing words whose post failed (or a crash came first): said now, but
-    not the parts the DM already shows (each part is tagged ``@end#k``)."""
+    """A survey's closing words whose post failed (or a crash came first): the very words
+    kept with the claim, said now — but not the parts the DM already shows (each part is
+    tagged ``@end#k``, and the same words split the same way)."""
     shown = await runtime.delivery.delivered(
         client, key=message.respondent_key, channel=channel, conversation_id=reply.conversation_id
     )
     said = frozenset(tag for tag in shown if tag.startswith(f"{store.CLOSING}#"))
+    words = dataclasses.replace(reply, outputs=[Say(message.question)])
     await runtime.delivery.send_reply(
-        client, reply, channel=channel, team_id=message.team_id, stale_after=after, said=said
+        client, words, channel=channel, team_id=message.team_id, stale_after=after, said=said
     )
 
 
@@ -160,6 +164,11 @@ async def _repost(runtime: SlackRuntime, message: store.MessageRow, *, after: ti
                 conversation_id=message.conversation_id,
             )
             if message.step == store.CLOSING:
+                if not message.question or await runtime.surveys.is_opted_out(
+                    respondent_key=message.respondent_key
+                ):  # nothing to say, or no more words for someone who asked for none
+                    await runtime.db.run(partial(store.release_message, **this))
+                    return SKIPPED
                 channel = await runtime.delivery.dm_channel(
                     client, key=message.respondent_key, user_id=parts[2]
                 )
