@@ -24,8 +24,6 @@ from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.engine.state import ConversationState
 from bot.flow import Flow
@@ -84,7 +82,8 @@ def release_due(
 ) -> int:
     """Move the queued answers of every flow that is due into ``answer``; returns how many
     were stored. One transaction, safe on every replica: the queued rows are locked as they
-    are read, so a second replica finds them gone rather than store them twice."""
+    are read, so a second replica finds them gone rather than store them twice (and
+    ``queue`` left out what was stored one by one before the upgrade)."""
     per_flow = conn.execute(
         select(
             _PENDING.c.flow_id,
@@ -107,12 +106,10 @@ def release_due(
     ]
     _SHUFFLE.shuffle(pending)
     renamed: dict[str, str] = {}  # queued response id -> the one it is stored under
-    stored = 0
-    for row in pending:
-        response = renamed.setdefault(row["response_id"], secrets.token_hex(16))
-        answer = {
+    answers = [
+        {
             "id": -1 - secrets.randbelow(2**62),  # insertion order would say which came when
-            "response_id": response,
+            "response_id": renamed.setdefault(row["response_id"], secrets.token_hex(16)),
             "flow_id": row["flow_id"],
             "flow_version_id": row["flow_version_id"],
             "step_id": row["step_id"],
@@ -120,16 +117,12 @@ def release_due(
             "value": row["value"],
             "created_at": as_utc(row["day"]),
         }
-        stored += conn.execute(_insert_new(conn).values(**answer)).rowcount
+        for row in pending
+    ]
+    if answers:  # in the shuffled order, as one statement
+        conn.execute(insert(_ANSWER), answers)
     conn.execute(delete(_PENDING).where(_PENDING.c.id.in_([row["id"] for row in pending])))
-    return stored
-
-
-def _insert_new(conn: Connection) -> Any:
-    """INSERT that skips an answer whose (response, step) is stored already (a response id
-    drawn twice: never, in practice)."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    return dialect_insert(_ANSWER).on_conflict_do_nothing()
+    return len(answers)
 
 
 async def release(db: Database, **limits: Any) -> int:
