@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from bot.engine import (
     new_state,
     resume,
 )
+from bot.engine.answers import _DROPPED
 from bot.errors import ConversationClosed, NotCurrentStep
 from bot.flow import Flow, load_flow
 
@@ -269,6 +271,15 @@ def test_text_is_cleaned_of_control_characters(flow: Flow) -> None:
     state = _at(flow, "why")
     outcome = advance(flow, state, Answer("why", "  ok\x00\x1b[31m fine\n "))
     assert outcome.state.answers["why"] == "ok[31m fine"
+
+
+def test_text_cleaning_drops_exactly_controls_surrogates_and_bidi_marks() -> None:
+    """The one-regex cleaner drops the same characters as asking Unicode, character by
+    character: categories Cc and Cs (but newline and tab) and the bidi controls."""
+    bidi = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    every = "".join(map(chr, range(0x110000)))
+    kept = {ch for ch in every if unicodedata.category(ch) not in ("Cc", "Cs") or ch in "\n\t"}
+    assert set(_DROPPED.sub("", every)) == kept - bidi
 
 
 def test_text_keeps_the_format_characters_people_type(flow: Flow) -> None:

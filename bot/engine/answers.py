@@ -150,19 +150,16 @@ def _yes_no(step: Step, value: Any) -> bool:
     raise Rejected(_expected(step))
 
 
-# Bidi embeddings, overrides and isolates reorder how the text around them displays (a
-# "Trojan source" trick); other format characters (ZWJ in emoji, ZWNJ in Persian) are text.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Dropped from typed text: control characters (Unicode category Cc, but for newline and
+# tab), lone surrogates (Cs), and the bidi embeddings, overrides and isolates, which
+# reorder how the text around them displays (a "Trojan source" trick). Other format
+# characters (ZWJ in emoji, ZWNJ in Persian) are text. One character class, so the common
+# answer is cleaned at C speed instead of a category lookup per character.
+_DROPPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 
 
 def _clean_text(value: str) -> str:
-    text = unicodedata.normalize("NFC", value)
-    return "".join(
-        ch
-        for ch in text
-        if ch in "\n\t"
-        or (unicodedata.category(ch) not in ("Cc", "Cs") and ch not in _BIDI_CONTROLS)
-    ).strip()
+    return _DROPPED.sub("", unicodedata.normalize("NFC", value)).strip()
 
 
 def _text(step: Step, value: Any) -> str:

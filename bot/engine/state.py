@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from bot.jsontext import dumps
+
 Status = Literal["new", "active", "completed", "stopped", "expired"]
 OPEN_STATUSES = frozenset({"new", "active"})
-# One encoder for every save: json.dumps() with options builds a new encoder per call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ConversationState:
     def to_json(self) -> str:
         # vars(), not dataclasses.asdict: asdict deep-copies every value first, and this runs
         # twice per answer (the engine's working copy, then the saved state)
-        return _ENCODER.encode(vars(self))
+        return dumps(vars(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ConversationState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from bot.flow.conditions import Node
@@ -64,9 +65,10 @@ class Step:
         labels = self.spec.labels  # type: ignore[union-attr]
         return (labels.min or default_low, labels.max or default_high)
 
-    @property
-    def choices(self) -> list[Choice]:
-        return list(getattr(self.spec, "choices", []))
+    @cached_property
+    def choices(self) -> tuple[Choice, ...]:
+        """Empty for a step without choices (asked on every answer: kept, not looked up)."""
+        return tuple(getattr(self.spec, "choices", ()))
 
     def choice(self, value: str) -> Choice | None:
         return next((c for c in self.choices if c.value == value), None)

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from bot import jsontext
 from bot.errors import ConfigError, DatabaseError, DatabaseNeedsUpgrade
 from bot.store.sqlite_runner import READONLY, SqliteRunner
 
@@ -125,7 +126,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = database_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo}
+        # one JSON spelling in the database, whichever path wrote it (see bot/jsontext.py)
+        kwargs: dict[str, Any] = {"echo": echo, "json_serializer": jsontext.dumps}
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
@@ -137,7 +139,9 @@ class Database:
             # The hot path runs whole transactions on a plain pysqlite engine (see
             # SqliteRunner); aiosqlite would hop threads once per statement.
             sync_engine = create_engine(
-                self.url.replace("sqlite+aiosqlite", "sqlite", 1), pool_reset_on_return=None
+                self.url.replace("sqlite+aiosqlite", "sqlite", 1),
+                pool_reset_on_return=None,
+                json_serializer=jsontext.dumps,
             )
             event.listen(sync_engine, "connect", _sqlite_pragmas)
             event.listen(sync_engine, "begin", _sqlite_begin)

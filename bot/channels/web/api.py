@@ -20,7 +20,7 @@ from aiohttp.web import RequestPayloadError
 
 from bot.app import SURVEYS
 from bot.channels.web import identity as ident
-from bot.channels.web.errors import ApiError
+from bot.channels.web.errors import ApiError, json_response
 from bot.services.conversations import Reply
 
 MAX_BODY = 64 * 1024
@@ -71,7 +71,7 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
             return {}
         raise ApiError(400, "bad_json", "send a JSON object as the request body")
     try:
-        data = json.loads(text, parse_constant=_no_constants, parse_float=_finite)
+        data = _DECODER.decode(text)
     except (ValueError, RecursionError) as err:
         raise ApiError(400, "bad_json", "the request body is not valid JSON") from err
     if not isinstance(data, dict):
@@ -110,6 +110,8 @@ def _finite(text: str) -> float:
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# one decoder: json.loads() with options builds a new one (and its scanner) per call
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite)
 
 
 def _is_unicode(data: Any) -> bool:
@@ -218,7 +220,7 @@ async def start_conversation(request: web.Request) -> web.Response:
     )
     data = _reply_body(reply)
     data["respondent_token"] = who.token
-    response = web.json_response(data, status=201 if reply.created else 200)
+    response = json_response(data, status=201 if reply.created else 200)
     ident.set_cookie(request, response, who, public_url=request.app[WEB].public_url)
     return response
 
@@ -233,14 +235,14 @@ async def answer(request: web.Request) -> web.Response:
     reply = await request.app[SURVEYS].answer(
         conversation_id=conversation_id, respondent_key=who.key, step=step, value=body["value"]
     )
-    return web.json_response(_reply_body(reply))
+    return json_response(_reply_body(reply))
 
 
 async def show_conversation(request: web.Request) -> web.Response:
     conversation_id = _conversation_id(request)
     who = _required_identity(request)
     reply = await request.app[SURVEYS].show(conversation_id=conversation_id, respondent_key=who.key)
-    return web.json_response(_reply_body(reply))
+    return json_response(_reply_body(reply))
 
 
 async def opt_out(request: web.Request) -> web.Response:
@@ -254,7 +256,7 @@ async def opt_out(request: web.Request) -> web.Response:
     data: dict[str, Any] = {"opted_out": True, "changed": changed}
     if who.new:
         data["respondent_token"] = who.token
-    response = web.json_response(data)
+    response = json_response(data)
     if who.new:
         ident.set_cookie(request, response, who, public_url=request.app[WEB].public_url)
     return response
@@ -264,7 +266,7 @@ async def opt_out(request: web.Request) -> web.Response:
 
 
 async def healthz(_request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    return json_response({"ok": True})
 
 
 async def widget_js(request: web.Request) -> web.Response:

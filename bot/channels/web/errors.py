@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot import jsontext
 from bot.errors import (
     Busy,
     ConversationClosed,
@@ -82,7 +83,20 @@ def error_response(
     **extra: Any,
 ) -> web.Response:
     body: dict[str, Any] = {"error": message, "code": code, **extra}
-    return web.json_response(body, status=status, headers=headers)
+    return json_response(body, status=status, headers=headers)
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """``web.json_response`` with the faster encoder (bot/jsontext.py)."""
+    return web.Response(
+        body=jsontext.dumps_bytes(data),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 def status_for(err: ParleyError) -> int:
