@@ -86,3 +86,21 @@ def test_values_written_into_the_statement(conn) -> None:  # type: ignore[no-unt
     )
     assert clear(conn, {"_name": "a"}).rowcount == 1
     assert conn.execute(select(THING.c.data, THING.c.flag)).one() == (None, False)
+
+
+def test_datetimes_and_none_in_turn(conn) -> None:  # type: ignore[no-untyped-def]
+    """The datetime converter remembers the last value it wrote: None must not match it."""
+    add = Prepared(insert(THING))
+    add(conn, {"name": "a", "at": None})
+    add(conn, {"name": "b", "at": WHEN})
+    add(conn, {"name": "c", "at": WHEN})  # the same object again
+    add(conn, {"name": "d", "at": None})
+    add(conn, {"name": "e", "at": WHEN.replace(microsecond=0)})
+    raw = conn.exec_driver_sql("SELECT at FROM thing ORDER BY id").scalars().all()
+    assert raw == [
+        None,
+        "2026-11-23 13:10:07.103813",
+        "2026-11-23 13:10:07.103813",
+        None,
+        "2026-11-23 13:10:07.000000",
+    ]

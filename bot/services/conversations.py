@@ -201,7 +201,7 @@ class Surveys:
         state = outcome.state
         if flow.anonymous and not state.is_open:
             state.forget_answers()
-        conversation_id = uuid.uuid4().hex
+        conversation_id = repo.new_conversation_id()
         open_key = repo.open_key(respondent.id, flow.id) if state.is_open else None
         sql.insert_conversation(
             conn,

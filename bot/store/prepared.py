@@ -183,11 +183,19 @@ _DATETIME_FORMAT = sqlite_types.DATETIME._storage_format
 
 
 def _datetime_text(own: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    last: tuple[Any, str] = (object(), "")  # a body stamps all its rows with one `now`
+
     def process(value: Any) -> Any:
+        nonlocal last
+        seen = last  # one read: another thread may replace it meanwhile
+        if value is seen[0]:
+            return seen[1]
+        if type(value) is not datetime:
+            return own(value)
         # the same "YYYY-MM-DD HH:MM:SS.ffffff" as SQLAlchemy's, the zone dropped as it does
-        if type(value) is datetime:
-            return value.isoformat(" ", "microseconds")[:26]
-        return own(value)
+        text = value.isoformat(" ", "microseconds")[:26]
+        last = (value, text)
+        return text
 
     return process
 
