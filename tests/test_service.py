@@ -1018,3 +1018,64 @@ async def test_starting_over_an_expired_conversation_says_so(
     anew = await svc.start(flow_id="nps", respondent_key="t:lou", channel="test")
     assert anew.created and anew.conversation_id != first.conversation_id
     assert anew.replaced_expired
+
+
+@pytest.fixture
+async def other_server(db_url: str, flows: Path) -> Any:
+    """A second `parley serve` on the same database: its own connections, its own memory."""
+    other = Database(db_url)
+    yield Surveys(other, FlowCatalog(flows))
+    await other.dispose()
+
+
+async def stored_answers(db: Database) -> list[tuple[str, Any]]:
+    async with db.reads() as session:
+        rows = await session.execute(select(Answer.step_id, Answer.value).order_by(Answer.id))
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+async def test_the_next_answer_starts_from_what_this_server_saved(svc: Surveys) -> None:
+    """The conversation is kept in memory between answers while it is open, and only then."""
+    started = await svc.start(flow_id="nps", respondent_key="t:mem", channel="test")
+    assert len(svc.recent) == 1
+    for step, value in (("score", 9), ("why", "fast"), ("role", "pm")):
+        await svc.answer(
+            conversation_id=started.conversation_id, respondent_key="t:mem", step=step, value=value
+        )
+    assert len(svc.recent) == 0  # completed: nothing left to answer
+
+
+@pytest.mark.parametrize("elsewhere", ["answer", "stop", "opt_out", "forget"])
+async def test_a_change_another_server_made_is_honoured_by_the_next_answer(
+    svc: Surveys, other_server: Surveys, database: Database, elsewhere: str
+) -> None:
+    """What this server remembers is never taken over what another server stored since."""
+    key = "t:two"
+    started = await svc.start(flow_id="nps", respondent_key=key, channel="test")
+    conversation = started.conversation_id
+    if elsewhere == "answer":
+        await other_server.answer(
+            conversation_id=conversation, respondent_key=key, step="score", value=3
+        )
+        with pytest.raises(NotCurrentStep):  # "score" was answered, with another value
+            await svc.answer(
+                conversation_id=conversation, respondent_key=key, step="score", value=9
+            )
+        reply = await svc.answer(
+            conversation_id=conversation, respondent_key=key, step="why", value="slow"
+        )
+        assert reply.step == "role"
+        assert await stored_answers(database) == [("score", 3), ("why", "slow")]
+        return
+    if elsewhere == "stop":
+        await other_server.stop(conversation_id=conversation, respondent_key=key)
+        refused: type[Exception] = ConversationClosed
+    elif elsewhere == "opt_out":
+        await other_server.opt_out(respondent_key=key, source="test")
+        refused = OptedOut
+    else:
+        await privacy.forget(other_server.db, key=key)
+        refused = ConversationNotFound
+    with pytest.raises(refused):
+        await svc.answer(conversation_id=conversation, respondent_key=key, step="score", value=9)
+    assert await stored_answers(database) == []

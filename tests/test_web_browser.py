@@ -580,7 +580,14 @@ async def expire_conversations(db: str, *, asked_long_ago: bool = True) -> None:
     database = Database(db)
     try:
         async with database.engine.begin() as conn:
-            await conn.execute(text("UPDATE conversation SET started_at = '2000-01-01 00:00:00'"))
+            # a new version, as every write to a conversation makes: the server keeps what it
+            # saved last in memory, and trusts it only while the version is the same
+            await conn.execute(
+                text(
+                    "UPDATE conversation SET started_at = '2000-01-01 00:00:00', "
+                    "version = version + 1"
+                )
+            )
             if asked_long_ago:
                 await conn.execute(
                     text("UPDATE respondent SET last_surveyed_at = '2000-01-01 00:00:00'")

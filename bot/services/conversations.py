@@ -48,6 +48,7 @@ from bot.errors import (
 from bot.flow import Flow
 from bot.services import anonymous as anonymous_answers
 from bot.services.catalog import FlowCatalog
+from bot.services.recent import RecentConversations, Saved
 from bot.store import repo
 from bot.store import statements as sql
 from bot.store.database import Database
@@ -111,6 +112,7 @@ class Surveys:
         self.catalog = catalog
         self.clock = clock
         self.recontact = recontact  # the frequency cap (None: none, e.g. `parley chat`)
+        self.recent = RecentConversations()
 
     # --- starting and resuming -----------------------------------------------------------
 
@@ -201,24 +203,28 @@ class Surveys:
         state = outcome.state
         if flow.anonymous and not state.is_open:
             state.forget_answers()
-        conversation_id = repo.new_conversation_id()
-        open_key = repo.open_key(respondent.id, flow.id) if state.is_open else None
-        sql.insert_conversation(
-            conn,
-            id=conversation_id,
+        conversation = sql.ConversationRow(
+            id=repo.new_conversation_id(),
             respondent_id=respondent.id,
             flow_id=flow.id,
             flow_version_id=version_id,
-            channel=channel,
             status=state.status,
-            current_step=state.current,
             state=state.to_json(),
             version=0,
-            open_key=open_key,
+            open_key=repo.open_key(respondent.id, flow.id) if state.is_open else None,
             started_at=now,
+        )
+        sql.insert_conversation(
+            conn,
+            **vars(conversation),
+            channel=channel,
+            current_step=state.current,
             updated_at=now,
             completed_at=None if state.is_open else now,
         )
+        if state.is_open:
+            self.recent.keep(Saved(conversation, respondent, flow, state))
+        conversation_id = conversation.id
         sql.add_event(
             conn,
             kind="conversation.started",
@@ -320,6 +326,11 @@ class Surveys:
         conn: Connection,
     ) -> Reply | None:
         now = self.clock()
+        saved = self.recent.take(conversation_id)
+        if saved is not None:
+            reply = self._answer_saved(saved, key, step, value, within, conn, now)
+            if reply is not None:
+                return reply
         conversation, respondent, flow = self._load(conn, conversation_id, key)
         state = self._state(conversation)
         if not flow.has_step(step):
@@ -344,6 +355,43 @@ class Surveys:
             raise InvalidAnswer(outcome.error, step=step, outputs=outcome.outputs)
         if not self._save(conn, conversation, flow, outcome, respondent, now):
             raise _Conflict
+        return self._recorded(conn, conversation, outcome, key, within)
+
+    def _answer_saved(
+        self,
+        saved: Saved,
+        key: str,
+        step: str,
+        value: Any,
+        within: Callable[[Connection, Reply], None] | None,
+        conn: Connection,
+        now: datetime,
+    ) -> Reply | None:
+        """The plain path — the current question answered validly, in time — from what this
+        process saved last (see services/recent.py). None, having written nothing: decide
+        from the database (anything else, or the row changed since)."""
+        conversation, flow, state = saved.conversation, saved.flow, saved.state
+        if (
+            saved.respondent.key != key
+            or step != state.current
+            or self._expired(flow, conversation, now)
+        ):
+            return None
+        outcome = advance(flow, state, Answer(step, value))
+        if outcome.error is not None:
+            return None
+        if not self._save(conn, conversation, flow, outcome, saved.respondent, now):
+            return None
+        return self._recorded(conn, conversation, outcome, key, within)
+
+    def _recorded(
+        self,
+        conn: Connection,
+        conversation: sql.ConversationRow,
+        outcome: Outcome,
+        key: str,
+        within: Callable[[Connection, Reply], None] | None,
+    ) -> Reply:
         reply = self._reply(conversation, outcome.outputs, outcome.state, key, recorded=outcome)
         if within is not None:
             within(conn, reply)
@@ -588,11 +636,20 @@ class Surveys:
         stored = sql.lock_respondent(conn, id=respondent.id) if profile else {}
         if stored is None:
             return False  # forgotten while this waited for the lock: read again (not found)
-        saved = sql.save_state(
+        if not sql.save_state(
             conn, id=conversation.id, expected_version=conversation.version, values=values
-        )
-        if not saved:
+        ):
             return False
+        if state.is_open:
+            saved = dataclasses.replace(
+                conversation,
+                status=state.status,
+                state=values["state"],
+                version=conversation.version + 1,
+            )
+            self.recent.keep(Saved(saved, respondent, flow, state))
+        else:
+            self.recent.drop(conversation.id)
         recorded = outcome.recorded
         if anonymous:
             if not state.is_open:  # its answers wait to join others' (services/anonymous.py)
