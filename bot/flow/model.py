@@ -36,20 +36,22 @@ class Step:
     tag_rules: tuple[TagRule, ...]
     choice_labels: tuple[Template, ...] = ()
 
-    @property
+    # cached: the engine asks these of a step many times per answer, and each was a walk
+    # into the pydantic spec (a frozen step never changes)
+    @cached_property
     def id(self) -> str:
         return self.spec.id
 
-    @property
+    @cached_property
     def type(self) -> str:
         return self.spec.type
 
-    @property
+    @cached_property
     def asks(self) -> bool:
         """Whether the step waits for an answer (everything but ``message``)."""
         return self.spec.type != "message"
 
-    @property
+    @cached_property
     def bounds(self) -> tuple[int, int] | None:
         if self.type in SCALE_RANGES:
             return SCALE_RANGES[self.type]
@@ -57,7 +59,7 @@ class Step:
             return (self.spec.min, self.spec.max)  # type: ignore[union-attr]
         return None
 
-    @property
+    @cached_property
     def end_labels(self) -> tuple[str | None, str | None]:
         if self.type not in SCALE_TYPES:
             return (None, None)

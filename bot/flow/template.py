@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from bot.flow.conditions import (
@@ -33,7 +34,7 @@ class Template:
     parts: tuple[str | Node, ...]
     offsets: tuple[int, ...] = ()  # where each expression starts in ``source``
 
-    @property
+    @cached_property
     def is_plain(self) -> bool:
         return all(isinstance(p, str) for p in self.parts)
 

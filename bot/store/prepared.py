@@ -182,19 +182,20 @@ def _binder(column_type: TypeEngine[Any], dialect: Dialect) -> Converter:
 _DATETIME_FORMAT = sqlite_types.DATETIME._storage_format
 
 
-def _datetime_text(own: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    last: tuple[Any, str] = (object(), "")  # a body stamps all its rows with one `now`
+_last_datetime: tuple[Any, str] = (object(), "")  # a body stamps all its rows with one `now`
 
+
+def _datetime_text(own: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def process(value: Any) -> Any:
-        nonlocal last
-        seen = last  # one read: another thread may replace it meanwhile
+        global _last_datetime  # shared by every statement's converter: a body's rows differ
+        seen = _last_datetime  # one read: another thread may replace it meanwhile
         if value is seen[0]:
             return seen[1]
         if type(value) is not datetime:
             return own(value)
         # the same "YYYY-MM-DD HH:MM:SS.ffffff" as SQLAlchemy's, the zone dropped as it does
         text = value.isoformat(" ", "microseconds")[:26]
-        last = (value, text)
+        _last_datetime = (value, text)
         return text
 
     return process

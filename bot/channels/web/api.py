@@ -7,6 +7,7 @@ what an answer means is the engine's business, and its refusals come back as 422
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web import RequestPayloadError
 
 from bot.app import SURVEYS
@@ -63,7 +64,8 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
             "uncompressed)",
         ) from err
     try:
-        text = raw.decode("utf-8-sig")
+        # "utf-8-sig" (a byte-order mark is tolerated), but its codec is written in Python
+        text = (raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw).decode("utf-8")
     except UnicodeDecodeError as err:
         raise ApiError(400, "bad_json", "the request body must be UTF-8 text") from err
     if not text.strip():
@@ -85,17 +87,23 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
 async def _read_at_most(request: web.Request, limit: int) -> bytes:
     """The body, refusing it (413) as soon as it passes ``limit``: a chunked or compressed body
     is never buffered further (the app's own limit is 1 MiB, for Slack's events)."""
-    too_large = ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large()
+    if length is not None and not request.headers.get(hdrs.CONTENT_ENCODING):
+        return await request.read()  # exactly `length` bytes: nothing more is read
     chunks: list[bytes] = []
     size = 0
     while chunk := await request.content.read(limit + 1 - size):
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large()
     return b"".join(chunks)
+
+
+def _too_large() -> ApiError:
+    return ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
 
 
 def _no_constants(name: str) -> Any:

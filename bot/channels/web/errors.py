@@ -165,4 +165,5 @@ _API_PATH = re.compile(r"^/+api(?:/|\Z)")
 def is_api(request: web.Request) -> bool:
     """``/api``, ``/api/…`` and the same with doubled slashes (which no route matches, but
     whose 404 must still be JSON)."""
-    return _API_PATH.match(request.path) is not None
+    path = request.path
+    return path.startswith("/api/") or _API_PATH.match(path) is not None
