@@ -27,7 +27,15 @@ def test_slack_bench_runs() -> None:
 
 def test_web_bench_runs_and_stores_every_answer() -> None:
     out = run_bench(
-        "bench/web_api.py", "--respondents", "20", "--concurrency", "5", "--warmup", "2"
+        "bench/web_api.py",
+        "--respondents",
+        "20",
+        "--concurrency",
+        "5",
+        "--warmup",
+        "2",
+        "--rounds",
+        "1",
     )
     assert "parley stored 44 answers (expected 44)" in out, out
     # each row ends with the server's CPU per request, a number (not nan) on Linux

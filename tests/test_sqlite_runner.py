@@ -154,3 +154,32 @@ async def test_the_wal_is_emptied_without_waiting_for_readers(
     assert await sqlite_database.scrub(wait=False) is True
     assert wal.stat().st_size == 0
     assert await sqlite_database.read(suppressions) == 1
+
+
+def wal_restarts(path: str) -> int:
+    """The WAL header's checkpoint sequence number: how many times the WAL started over."""
+    with open(path + "-wal", "rb") as wal:
+        return int.from_bytes(wal.read(16)[12:16], "big")
+
+
+async def test_the_wal_starts_over_while_writes_keep_coming(
+    sqlite_database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a steady load the WAL does not grow for as long as the load lasts: after each
+    checkpoint the loop copies back what came meanwhile, and the next write starts it over."""
+    from bot.store import sqlite_runner
+
+    monkeypatch.setattr(sqlite_runner, "CHECKPOINT_EVERY", 50)
+    runner = sqlite_database._sqlite
+    assert runner is not None
+    path = db_file(sqlite_database)
+    n = 0
+
+    def add(conn: Connection) -> None:
+        sql.suppress(conn, key=f"web:{n}", now=utcnow())
+
+    for _ in range(600):  # one after another, never a pause for the WAL to empty itself
+        n += 1
+        await sqlite_database.run(add)
+    assert wal_restarts(path) >= 4
+    assert await sqlite_database.read(suppressions) == n

@@ -17,8 +17,12 @@ hears back only after that commit, so an acknowledged answer is always stored.
 
 Why checkpoints in a thread: SQLite copies the WAL back into the database file (and syncs
 it) inside the commit that crosses ``wal_autocheckpoint``, and the loop would stall for the
-sync. The loop's connection never checkpoints; every ``CHECKPOINT_EVERY`` writes a thread
-runs a passive checkpoint, which waits for nobody and blocks no one. A passive checkpoint
+sync. The loop's connection never checkpoints on commit; every ``CHECKPOINT_EVERY`` writes a
+thread runs a passive checkpoint, which waits for nobody and blocks no one. The WAL starts
+over only once every frame in it has been copied back, which never happened while writes
+kept coming: it grew by some 40 KB per respondent for as long as the load lasted, and every
+commit got slower with it. So when the thread is done, the loop copies the few frames
+written meanwhile itself (``_catch_up``), and the next write starts the WAL over. A passive checkpoint
 leaves old page images in the ``-wal`` file, though, deleted rows among them (``parley
 forget`` from a shell cannot empty it while the server reads): ``truncate_wal`` empties it,
 and the server's scheduler calls it every few minutes without waiting for readers (a reader
@@ -126,6 +130,7 @@ class SqliteRunner:
         self._queue: list[_Write] = []
         self._writes = 0  # on the loop's connection since the last checkpoint
         self._checkpointing: asyncio.Future[None] | None = None
+        self._catch_up_due = False  # a thread checkpoint finished: see _catch_up
         self._closed = False
 
     def _check_open(self) -> None:
@@ -161,6 +166,8 @@ class SqliteRunner:
         else:
             self._count_writes(len(batch))
         self._deliver(batch, outcomes)
+        if self._catch_up_due:
+            self._catch_up()
 
     def _settle(self, batch: list[_Write], done: asyncio.Future[list[Any]]) -> None:
         error = done.exception()
@@ -217,6 +224,21 @@ class SqliteRunner:
         self._checkpointing = None
         if not future.cancelled() and future.exception() is not None:
             log.warning("SQLite checkpoint failed (will try again): %s", future.exception())
+            return
+        self._catch_up_due = True  # after the next batch: writes are usually waiting now
+
+    def _catch_up(self) -> None:
+        """Copy back the few pages written while the thread checkpointed, on the loop and
+        between transactions, so the WAL starts over at the next write (a couple of
+        milliseconds, about once per ``CHECKPOINT_EVERY`` writes)."""
+        self._catch_up_due = False
+        if self._closed or self._loop_conn is None:
+            return
+        driver: Any = self._loop_conn.connection.driver_connection
+        try:
+            driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as err:  # e.g. another process checkpointing: next time
+            log.debug("SQLite catch-up checkpoint skipped: %s", err)
 
     async def read(self, body: Callable[[Connection], T]) -> T:
         self._check_open()
