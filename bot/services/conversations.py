@@ -224,16 +224,8 @@ class Surveys:
         )
         if state.is_open:
             self.recent.keep(Saved(conversation, respondent, flow, state))
-        conversation_id = conversation.id
-        sql.add_event(
-            conn,
-            kind="conversation.started",
-            respondent_id=respondent.id,
-            data={"flow": flow.id, "conversation": conversation_id, "channel": channel},
-            now=now,
-        )
         return Reply(
-            conversation_id,
+            conversation.id,
             flow.id,
             list(outcome.outputs),
             state.status,
@@ -614,7 +606,9 @@ class Surveys:
     ) -> bool:
         """Write the new state, the answer, its tags and profile updates; False on a conflict.
         An anonymous conversation writes no answer rows: closing it queues its answers (to
-        join others' later) and forgets them, so nothing links them to the person."""
+        join others' later) and forgets them, so nothing links them to the person. No event
+        either, for a start or an end: the row itself says when and how (``started_at``,
+        ``status``, ``completed_at``); events are for what has no row of its own."""
         state = outcome.state
         anonymous = flow.anonymous
         if anonymous and not state.is_open:
@@ -685,14 +679,6 @@ class Surveys:
             )
         if profile:
             sql.update_respondent(conn, id=respondent.id, attributes={**stored, **profile})
-        if not state.is_open:
-            sql.add_event(
-                conn,
-                kind=f"conversation.{state.status}",
-                respondent_id=respondent.id,
-                data={"flow": flow.id, "conversation": conversation.id},
-                now=now,
-            )
         return True
 
     @staticmethod
