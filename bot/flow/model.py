@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -95,6 +96,11 @@ class Flow:
 
     def __post_init__(self) -> None:
         self._index.update({s.id: i for i, s in enumerate(self.steps)})
+
+    @cached_property
+    def lifetime(self) -> timedelta | None:
+        """``expires_after`` as a duration (None: never expires)."""
+        return timedelta(seconds=self.expires_after) if self.expires_after is not None else None
 
     def index(self, step_id: str) -> int:
         return self._index[step_id]

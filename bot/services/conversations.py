@@ -302,7 +302,8 @@ class Surveys:
         question) together with the answer, so neither exists without the other."""
         body = functools.partial(self._answer, conversation_id, respondent_key, step, value, within)
         reply = await self._retrying(
-            body, NotCurrentStep("the conversation changed while answering; please reload it")
+            body,
+            lambda: NotCurrentStep("the conversation changed while answering; please reload it"),
         )
         if reply is None:
             raise ConversationClosed("this survey has expired")
@@ -408,7 +409,9 @@ class Surveys:
                 raise _Conflict
             return self._reply(conversation, outcome.outputs, outcome.state, respondent_key)
 
-        return await self._retrying(body, Busy("could not stop the survey just now; try again"))
+        return await self._retrying(
+            body, lambda: Busy("could not stop the survey just now; try again")
+        )
 
     async def show(
         self, *, conversation_id: str, respondent_key: str, with_lead_in: bool = False
@@ -509,7 +512,9 @@ class Surveys:
 
         # IntegrityError: a parallel request stored this (new) person first: use theirs
         return await self._retrying(
-            body, Busy("could not opt out just now; please try again"), also=(IntegrityError,)
+            body,
+            lambda: Busy("could not opt out just now; please try again"),
+            also=(IntegrityError,),
         )
 
     async def is_opted_out(self, *, respondent_key: str) -> bool:
@@ -549,7 +554,7 @@ class Surveys:
     async def _retrying(
         self,
         body: Callable[[Connection], T],
-        give_up: ParleyError,
+        give_up: Callable[[], ParleyError],  # made only when needed: most bodies succeed
         *,
         also: tuple[type[Exception], ...] = (),
     ) -> T:
@@ -560,7 +565,7 @@ class Surveys:
                 return await self.db.run(body)
             except (_Conflict, *also):
                 continue
-        raise give_up
+        raise give_up()
 
     def _load(
         self, conn: Connection, conversation_id: str, key: str, *, allow_opted_out: bool = False
@@ -591,9 +596,8 @@ class Surveys:
 
     @staticmethod
     def _expired(flow: Flow, conversation: sql.ConversationRow, now: datetime) -> bool:
-        if flow.expires_after is None:
-            return False
-        return now - as_utc(conversation.started_at) > timedelta(seconds=flow.expires_after)
+        lifetime = flow.lifetime
+        return lifetime is not None and now - as_utc(conversation.started_at) > lifetime
 
     def _save(
         self,
@@ -635,11 +639,16 @@ class Surveys:
         ):
             return False
         if state.is_open:
-            saved = dataclasses.replace(
-                conversation,
-                status=state.status,
-                state=values["state"],
-                version=conversation.version + 1,
+            saved = sql.ConversationRow(
+                conversation.id,
+                conversation.respondent_id,
+                conversation.flow_id,
+                conversation.flow_version_id,
+                state.status,
+                values["state"],
+                conversation.version + 1,
+                conversation.open_key,
+                conversation.started_at,
             )
             self.recent.keep(Saved(saved, respondent, flow, state))
         else:
