@@ -57,6 +57,9 @@ TEXTS = [
 def run_floor(port: int, db_path: str) -> None:
     from aiohttp import web
 
+    sys.path.insert(0, str(ROOT))
+    from bot.cli import event_loop
+
     conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -79,7 +82,9 @@ def run_floor(port: int, db_path: str) -> None:
     app = web.Application()
     app.router.add_post("/api/v1/conversations/{id}/answers", answer)
     app.router.add_get("/healthz", healthz)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # the event loop `parley serve` runs on (uvloop where installed): the same footing
+    loop = event_loop()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)
 
 
 # --- client ------------------------------------------------------------------------------
