@@ -46,9 +46,23 @@ async def empty_sqlite_wal(app: web.Application) -> None:
     await app[DATABASE].scrub(wait=False)
 
 
+async def let_go_of_recent_conversations(app: web.Application) -> None:
+    """What this process keeps in memory for a conversation's next answer goes within
+    minutes even when no request comes (see services/recent.py)."""
+    from bot.app import SURVEYS
+
+    app[SURVEYS].recent.let_go()
+
+
 async def run_scheduler(app: web.Application) -> AsyncIterator[None]:
     scheduler = AsyncIOScheduler(timezone="UTC")
-    for job in (expire_conversations, release_anonymous_answers, empty_sqlite_wal):
+    jobs = (
+        expire_conversations,
+        release_anonymous_answers,
+        empty_sqlite_wal,
+        let_go_of_recent_conversations,
+    )
+    for job in jobs:
         scheduler.add_job(
             job,
             "interval",

@@ -1080,3 +1080,64 @@ async def test_a_change_another_server_made_is_honoured_by_the_next_answer(
     with pytest.raises(refused):
         await svc.answer(conversation_id=conversation, respondent_key=key, step="score", value=9)
     assert await stored_answers(database) == []
+
+
+@pytest.mark.parametrize("elsewhere", ["answer", "opt_out"])
+async def test_an_answer_that_rolled_back_is_not_remembered(
+    svc: Surveys, other_server: Surveys, database: Database, elsewhere: str
+) -> None:
+    """A save that rolled back must leave nothing to trust: another server may write the
+    same version number next, with other content."""
+    key = "t:aba"
+    started = await svc.start(flow_id="nps", respondent_key=key, channel="test")
+    conversation = started.conversation_id
+
+    def refuse(conn: Connection, reply: Any) -> None:
+        raise RuntimeError("the channel could not claim the next question")
+
+    with pytest.raises(RuntimeError):  # score 2 is saved, then rolled back
+        await svc.answer(
+            conversation_id=conversation, respondent_key=key, step="score", value=2, within=refuse
+        )
+    if elsewhere == "opt_out":
+        await other_server.opt_out(respondent_key=key, source="test")
+        with pytest.raises(OptedOut):
+            await svc.answer(
+                conversation_id=conversation, respondent_key=key, step="why", value="x"
+            )
+        assert await stored_answers(database) == []
+        return
+    await other_server.answer(
+        conversation_id=conversation, respondent_key=key, step="score", value=10
+    )
+    reply = await svc.answer(
+        conversation_id=conversation, respondent_key=key, step="why", value="x"
+    )
+    assert reply.step == "role"
+    assert await stored_answers(database) == [("score", 10), ("why", "x")]
+    async with database.reads() as session:
+        state = json.loads((await session.get(Conversation, conversation)).state)  # type: ignore[union-attr]
+    assert state["answers"] == {"score": 10, "why": "x"}
+
+
+def test_what_is_remembered_goes_after_a_while() -> None:
+    from bot.services.recent import RecentConversations, Saved
+
+    now = [0.0]
+    recent = RecentConversations(limit=2, keep_for=60, clock=lambda: now[0])
+
+    def saved(cid: str) -> Saved:
+        row = conversations.sql.ConversationRow(cid, 1, "nps", 1, "active", "{}", 1, None, utcnow())
+        return Saved(row, None, None, None)  # type: ignore[arg-type]
+
+    recent.keep(saved("a"))
+    now[0] = 30
+    recent.keep(saved("b"))
+    recent.keep(saved("c"))  # over the limit: the oldest goes
+    assert recent.take("a") is None and len(recent) == 2
+    now[0] = 95  # "b" and "c" were kept at 30: older than a minute now
+    recent.let_go()
+    assert len(recent) == 0
+    recent.keep(saved("d"))
+    now[0] = 200
+    assert recent.take("d") is None  # too old to trust, even if still there

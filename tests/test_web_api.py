@@ -7,6 +7,7 @@ Database-backed tests take ``db_url``, so they run on SQLite and, when
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import hmac
 import json
@@ -721,6 +722,31 @@ async def test_body_over_64_kib_is_413_json(client: Client, db_url: str) -> None
     assert await counts(db_url) == before
 
 
+@pytest.mark.parametrize("encodings", [["gzip"], ["", "gzip"]])
+async def test_a_compressed_body_is_held_to_64_kib_unpacked(
+    client: Client, db_url: str, encodings: list[str]
+) -> None:
+    """A few hundred bytes of gzip that unpack to 600 KB: refused as they unpack, however the
+    Content-Encoding header is written (an empty one first must not hide the gzip)."""
+    before = await counts(db_url)
+    body = gzip.compress(json.dumps({"flow": "nps", "pad": "x" * 600_000}).encode())
+    head = "".join(f"Content-Encoding: {e}\r\n" for e in encodings)
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        (
+            f"POST /api/v1/conversations HTTP/1.1\r\nHost: x\r\n{head}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        + body
+    )
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"body_too_large"' in answer
+    assert await counts(db_url) == before
+
+
 async def test_wrong_method_and_unknown_api_path_are_json(client: Client) -> None:
     resp = await client.delete("/api/v1/conversations")
     assert resp.status == 405 and (await resp.json())["code"] == "method_not_allowed"
@@ -1001,6 +1027,11 @@ async def test_the_server_runs_its_jobs_on_a_schedule(make_client: MakeClient) -
     """Expiry and the release of anonymous answers in batches happen without anyone asking."""
     client = await make_client()
     jobs = {job.id for job in client.app[SCHEDULER].get_jobs()}
-    assert jobs == {"expire_conversations", "release_anonymous_answers", "empty_sqlite_wal"}
+    assert jobs == {
+        "expire_conversations",
+        "release_anonymous_answers",
+        "empty_sqlite_wal",
+        "let_go_of_recent_conversations",
+    }
     await release_anonymous_answers(client.app)  # nothing waits: nothing happens
     await empty_sqlite_wal(client.app)

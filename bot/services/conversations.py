@@ -135,14 +135,22 @@ class Surveys:
         once the reply is known (Slack claims the first question with the conversation)."""
         self.catalog.refresh()
         flow = self.catalog.get(flow_id)
+        saved: list[Saved] = []
         body = functools.partial(
-            self._start, flow, respondent_key, channel[:32], attributes or {}, timezone, minted
+            self._start,
+            flow,
+            respondent_key,
+            channel[:32],
+            attributes or {},
+            timezone,
+            minted,
+            saved,
         )
         if within is not None:
             body = functools.partial(self._then, body, within)
         for _ in range(MAX_RETRIES):
             try:
-                return await self.db.run(body)
+                reply = await self.db.run(body)
             except (IntegrityError, _Conflict):
                 # a parallel request opened it first: go round and resume that one; and a
                 # flow version stored in the transaction that rolled back is stored no more
@@ -151,6 +159,8 @@ class Surveys:
             except Exception:  # the transaction rolled back: what it stored is not stored
                 self.catalog.forget_version(flow)
                 raise
+            self._remember(saved)
+            return reply
         raise Busy("could not start the conversation just now; please try again")
 
     @staticmethod
@@ -171,8 +181,10 @@ class Surveys:
         attributes: dict[str, Any],
         timezone: str | None,
         minted: bool,
+        saved: list[Saved],
         conn: Connection,
     ) -> Reply:
+        saved.clear()  # a retry starts afresh
         now = self.clock()
         if minted:
             respondent = sql.add_respondent(
@@ -223,7 +235,7 @@ class Surveys:
             completed_at=None if state.is_open else now,
         )
         if state.is_open:
-            self.recent.keep(Saved(conversation, respondent, flow, state))
+            saved.append(Saved(conversation, respondent, flow, state))
         return Reply(
             conversation.id,
             flow.id,
@@ -300,11 +312,15 @@ class Surveys:
         ``within`` runs in the answer's own transaction once the reply is known (not for a
         duplicate): a channel stores what it owes the person (Slack claims the next
         question) together with the answer, so neither exists without the other."""
-        body = functools.partial(self._answer, conversation_id, respondent_key, step, value, within)
+        saved: list[Saved] = []
+        body = functools.partial(
+            self._answer, conversation_id, respondent_key, step, value, within, saved
+        )
         reply = await self._retrying(
             body,
             lambda: NotCurrentStep("the conversation changed while answering; please reload it"),
         )
+        self._remember(saved)
         if reply is None:
             raise ConversationClosed("this survey has expired")
         return reply
@@ -316,12 +332,14 @@ class Surveys:
         step: str,
         value: Any,
         within: Callable[[Connection, Reply], None] | None,
+        saved: list[Saved],
         conn: Connection,
     ) -> Reply | None:
+        saved.clear()  # a retry starts afresh
         now = self.clock()
-        saved = self.recent.take(conversation_id)
-        if saved is not None:
-            reply = self._answer_saved(saved, key, step, value, within, conn, now)
+        last = self.recent.take(conversation_id)
+        if last is not None:
+            reply = self._answer_saved(last, key, step, value, within, saved, conn, now)
             if reply is not None:
                 return reply
         conversation, respondent, flow = self._load(conn, conversation_id, key)
@@ -346,26 +364,27 @@ class Surveys:
         outcome = advance(flow, state, Answer(step, value))
         if outcome.error is not None:
             raise InvalidAnswer(outcome.error, step=step, outputs=outcome.outputs)
-        if not self._save(conn, conversation, flow, outcome, respondent, now):
+        if not self._save(conn, conversation, flow, outcome, respondent, now, saved):
             raise _Conflict
         return self._recorded(conn, conversation, outcome, key, within)
 
     def _answer_saved(
         self,
-        saved: Saved,
+        last: Saved,
         key: str,
         step: str,
         value: Any,
         within: Callable[[Connection, Reply], None] | None,
+        saved: list[Saved],
         conn: Connection,
         now: datetime,
     ) -> Reply | None:
         """The plain path — the current question answered validly, in time — from what this
         process saved last (see services/recent.py). None, having written nothing: decide
         from the database (anything else, or the row changed since)."""
-        conversation, flow, state = saved.conversation, saved.flow, saved.state
+        conversation, flow, state = last.conversation, last.flow, last.state
         if (
-            saved.respondent.key != key
+            last.respondent.key != key
             or step != state.current
             or self._expired(flow, conversation, now)
         ):
@@ -373,7 +392,7 @@ class Surveys:
         outcome = advance(flow, state, Answer(step, value))
         if outcome.error is not None:
             return None
-        if not self._save(conn, conversation, flow, outcome, saved.respondent, now):
+        if not self._save(conn, conversation, flow, outcome, last.respondent, now, saved):
             return None
         return self._recorded(conn, conversation, outcome, key, within)
 
@@ -567,6 +586,12 @@ class Surveys:
                 continue
         raise give_up()
 
+    def _remember(self, saved: list[Saved]) -> None:
+        """Keep what a body saved, now that it is committed: a version that rolled back could
+        be taken again by another process's write, with other content (see recent.py)."""
+        for each in saved:
+            self.recent.keep(each)
+
     def _load(
         self, conn: Connection, conversation_id: str, key: str, *, allow_opted_out: bool = False
     ) -> tuple[sql.ConversationRow, sql.RespondentRow, Flow]:
@@ -607,6 +632,7 @@ class Surveys:
         outcome: Outcome,
         respondent: sql.RespondentRow,
         now: datetime,
+        saved: list[Saved] | None = None,
     ) -> bool:
         """Write the new state, the answer, its tags and profile updates; False on a conflict.
         An anonymous conversation writes no answer rows: closing it queues its answers (to
@@ -638,8 +664,9 @@ class Surveys:
             conn, id=conversation.id, expected_version=conversation.version, values=values
         ):
             return False
-        if state.is_open:
-            saved = sql.ConversationRow(
+        self.recent.drop(conversation.id)
+        if saved is not None and state.is_open:  # remembered once committed (_remember)
+            row = sql.ConversationRow(
                 conversation.id,
                 conversation.respondent_id,
                 conversation.flow_id,
@@ -650,9 +677,7 @@ class Surveys:
                 conversation.open_key,
                 conversation.started_at,
             )
-            self.recent.keep(Saved(saved, respondent, flow, state))
-        else:
-            self.recent.drop(conversation.id)
+            saved.append(Saved(row, respondent, flow, state))
         recorded = outcome.recorded
         if anonymous:
             if not state.is_open:  # its answers wait to join others' (services/anonymous.py)

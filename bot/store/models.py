@@ -145,7 +145,8 @@ class Tag(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
-    """Append-only log: conversation started/completed, opt-out, behaviour events from the API."""
+    """Append-only log of what has no row of its own: opt-outs, undeliverable Slack messages
+    (a conversation's start and end are on its row)."""
 
     __tablename__ = "event"
     id: int | None = Field(default=None, primary_key=True)

@@ -90,7 +90,7 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise _too_large()
-    if length is not None and not request.headers.get(hdrs.CONTENT_ENCODING):
+    if length is not None and hdrs.CONTENT_ENCODING not in request.headers:  # even empty
         return await request.read()  # exactly `length` bytes: nothing more is read
     chunks: list[bytes] = []
     size = 0
