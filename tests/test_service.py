@@ -5,6 +5,7 @@ expiry, anonymous flows, export and forget."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import textwrap
@@ -1141,3 +1142,51 @@ def test_what_is_remembered_goes_after_a_while() -> None:
     recent.keep(saved("d"))
     now[0] = 200
     assert recent.take("d") is None  # too old to trust, even if still there
+
+
+async def test_a_start_rolled_back_within_a_batch_pins_no_other_start_to_its_version(
+    svc: Surveys,
+) -> None:
+    """Three first starts arrive together (one SQLite transaction, a savepoint each): the
+    first rolls back, the second stores another flow's version (SQLite may give it the id
+    that just rolled back), the third must still run on its own flow's version."""
+
+    def broken_within(conn: Any, reply: Any) -> None:
+        raise ValueError("the channel's part failed")
+
+    outcomes = await asyncio.gather(
+        svc.start(flow_id="nps", respondent_key="web:one", channel="test", within=broken_within),
+        svc.start(flow_id="anon", respondent_key="web:two", channel="test"),
+        svc.start(flow_id="nps", respondent_key="web:three", channel="test"),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], ValueError)
+    async with svc.db.reads() as session:
+        rows = (
+            await session.execute(
+                select(Conversation.flow_id, FlowVersion.flow_id).join(
+                    FlowVersion, FlowVersion.id == Conversation.flow_version_id
+                )
+            )
+        ).all()
+    assert sorted(rows) == [("anon", "anon"), ("nps", "nps")]
+
+
+async def test_an_opt_out_between_reading_the_person_and_starting_is_seen(
+    svc: Surveys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server opts the person out after this start read their row (as it was): the
+    start sees it once it holds the row, and opens nothing."""
+    from bot.store import statements
+
+    await svc.opt_out(respondent_key="t:late", source="test")
+    stale = statements.find_respondent
+
+    def as_read_before(conn: Connection, *, key: str) -> Any:
+        row = stale(conn, key=key)
+        return dataclasses.replace(row, opted_out=False) if row is not None else None
+
+    monkeypatch.setattr(statements, "find_respondent", as_read_before)
+    with pytest.raises(OptedOut):
+        await svc.start(flow_id="nps", respondent_key="t:late", channel="test")
+    assert await count(svc.db, Conversation) == 0

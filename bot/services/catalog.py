@@ -113,11 +113,15 @@ class FlowCatalog:
         return [self._flows[k] for k in sorted(self._flows)]
 
     def version_id(self, conn: Connection, flow: Flow, now: datetime) -> int:
-        """The ``flow_version`` row id for a flow, storing the version on first use."""
+        """The ``flow_version`` row id for a flow, storing the version on first use.
+
+        Remembered only once found stored: an id stored by this very transaction may roll
+        back (with its savepoint, while the rest of a SQLite batch commits) and SQLite then
+        gives the same id to another flow's version; the next start looks it up again."""
         cached = self._version_ids.get(flow.hash)
         if cached is not None:
             return cached
-        version_id = sql.flow_version_id(
+        version_id, stored_before = sql.flow_version_id(
             conn,
             flow_id=flow.id,
             hash=flow.hash,
@@ -125,8 +129,9 @@ class FlowCatalog:
             definition=flow.definition,
             now=now,
         )
-        self._flows_by_version[version_id] = flow
-        self._version_ids[flow.hash] = version_id
+        if stored_before:
+            self._flows_by_version[version_id] = flow
+            self._version_ids[flow.hash] = version_id
         return version_id
 
     def forget_version(self, flow: Flow) -> None:

@@ -258,6 +258,11 @@ class Surveys:
         if sql.mark_surveyed(
             conn, id=respondent.id, now=now, not_since=now - window if window else None
         ):
+            # The person's row is this transaction's now (PostgreSQL locked it): an opt-out
+            # committed since it was read shows here, and a later one waits for this start
+            # to commit, then closes the conversation it opened.
+            if sql.is_opted_out(conn, id=respondent.id):
+                raise OptedOut("this person opted out of surveys and will not be asked again")
             return
         assert window is not None
         last = respondent.last_surveyed_at

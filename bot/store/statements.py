@@ -100,6 +100,7 @@ _MARK_SURVEYED = Prepared(
     )
     .values(last_surveyed_at=bindparam("_now"))
 )
+_IS_OPTED_OUT = Prepared(select(R.c.opted_out).where(R.c.id == bindparam("id")))
 _OPEN_CONVERSATION = Prepared(
     select(*_CONVERSATION_COLUMNS).where(C.c.open_key == bindparam("open_key"))
 )
@@ -203,6 +204,10 @@ def mark_surveyed(conn: Connection, *, id: int, now: datetime, not_since: dateti
     return marked.rowcount == 1
 
 
+def is_opted_out(conn: Connection, *, id: int) -> bool:
+    return bool(_IS_OPTED_OUT(conn, {"id": id}).scalar_one_or_none())
+
+
 def open_conversation(conn: Connection, *, open_key: str) -> ConversationRow | None:
     row = _OPEN_CONVERSATION(conn, {"open_key": open_key}).one_or_none()
     return ConversationRow(*row) if row is not None else None
@@ -266,12 +271,13 @@ def flow_version_id(
     title: str,
     definition: dict[str, Any],
     now: datetime,
-) -> int:
-    """The row id of a flow version, storing it on first use (safe against a parallel insert)."""
+) -> tuple[int, bool]:
+    """The row id of a flow version, storing it on first use (safe against a parallel
+    insert); and whether it was stored before this transaction (False: stored just now)."""
     key = {"flow_id": flow_id, "hash": hash}
     found = _FIND_FLOW_VERSION(conn, key).scalar_one_or_none()
     if found is not None:
-        return int(found)
+        return int(found), True
     try:
         with conn.begin_nested():
             return int(
@@ -279,9 +285,9 @@ def flow_version_id(
                     conn,
                     {**key, "title": title, "definition": definition, "created_at": now},
                 ).scalar_one()
-            )
+            ), False
     except IntegrityError:
-        return int(_FIND_FLOW_VERSION(conn, key).scalar_one())
+        return int(_FIND_FLOW_VERSION(conn, key).scalar_one()), True
 
 
 def flow_version(conn: Connection, *, id: int) -> tuple[str, dict[str, Any]] | None:
