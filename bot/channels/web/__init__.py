@@ -66,8 +66,10 @@ def setup(app: web.Application) -> None:
     router.add_get("/healthz", api.healthz)
     router.add_get("/widget.js", api.widget_js)
     router.add_get("/", api.demo_page)
+    # answers first: the most frequent request, and aiohttp tries routes sharing a prefix in
+    # the order they were added
+    router.add_post("/api/v1/conversations/{id}/answers", api.answer)
     router.add_post("/api/v1/conversations", api.start_conversation)
     router.add_get("/api/v1/conversations/{id}", api.show_conversation)
-    router.add_post("/api/v1/conversations/{id}/answers", api.answer)
     router.add_post("/api/v1/respondents/me/opt-out", api.opt_out)
     dashboard.setup(app)
