@@ -842,6 +842,17 @@ def fail_once(
     return calls
 
 
+async def flows_and_their_versions(db: Database) -> list[tuple[str, str]]:
+    """Each conversation's flow and the flow of the version it is pinned to."""
+    async with db.reads() as session:
+        rows = await session.execute(
+            select(Conversation.flow_id, FlowVersion.flow_id).join(
+                FlowVersion, FlowVersion.id == Conversation.flow_version_id
+            )
+        )
+        return [(conversation, version) for conversation, version in rows]
+
+
 @pytest.mark.parametrize("error", ["database", "channel"])
 async def test_a_start_that_rolled_back_does_not_leave_its_flow_version_cached(
     svc: Surveys, monkeypatch: pytest.MonkeyPatch, error: str
@@ -867,14 +878,7 @@ async def test_a_start_that_rolled_back_does_not_leave_its_flow_version_cached(
     await svc.start(flow_id="anon", respondent_key="web:other", channel="test")
     again = await svc.start(flow_id="nps", respondent_key="web:second", channel="test")
     assert again.created and again.flow_id == "nps"
-    async with svc.db.reads() as session:
-        rows = (
-            await session.execute(
-                select(Conversation.flow_id, FlowVersion.flow_id).join(
-                    FlowVersion, FlowVersion.id == Conversation.flow_version_id
-                )
-            )
-        ).all()
+    rows = await flows_and_their_versions(svc.db)
     assert all(conversation == version for conversation, version in rows), rows
 
 
@@ -1036,6 +1040,12 @@ async def stored_answers(db: Database) -> list[tuple[str, Any]]:
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
 
+async def say(svc: Surveys, conversation: str, key: str, step: str, value: Any) -> Any:
+    return await svc.answer(
+        conversation_id=conversation, respondent_key=key, step=step, value=value
+    )
+
+
 async def test_the_next_answer_starts_from_what_this_server_saved(svc: Surveys) -> None:
     """The conversation is kept in memory between answers while it is open, and only then."""
     started = await svc.start(flow_id="nps", respondent_key="t:mem", channel="test")
@@ -1056,16 +1066,10 @@ async def test_a_change_another_server_made_is_honoured_by_the_next_answer(
     started = await svc.start(flow_id="nps", respondent_key=key, channel="test")
     conversation = started.conversation_id
     if elsewhere == "answer":
-        await other_server.answer(
-            conversation_id=conversation, respondent_key=key, step="score", value=3
-        )
+        await say(other_server, conversation, key, "score", 3)
         with pytest.raises(NotCurrentStep):  # "score" was answered, with another value
-            await svc.answer(
-                conversation_id=conversation, respondent_key=key, step="score", value=9
-            )
-        reply = await svc.answer(
-            conversation_id=conversation, respondent_key=key, step="why", value="slow"
-        )
+            await say(svc, conversation, key, "score", 9)
+        reply = await say(svc, conversation, key, "why", "slow")
         assert reply.step == "role"
         assert await stored_answers(database) == [("score", 3), ("why", "slow")]
         return
@@ -1079,7 +1083,7 @@ async def test_a_change_another_server_made_is_honoured_by_the_next_answer(
         await privacy.forget(other_server.db, key=key)
         refused = ConversationNotFound
     with pytest.raises(refused):
-        await svc.answer(conversation_id=conversation, respondent_key=key, step="score", value=9)
+        await say(svc, conversation, key, "score", 9)
     assert await stored_answers(database) == []
 
 
@@ -1103,17 +1107,11 @@ async def test_an_answer_that_rolled_back_is_not_remembered(
     if elsewhere == "opt_out":
         await other_server.opt_out(respondent_key=key, source="test")
         with pytest.raises(OptedOut):
-            await svc.answer(
-                conversation_id=conversation, respondent_key=key, step="why", value="x"
-            )
+            await say(svc, conversation, key, "why", "x")
         assert await stored_answers(database) == []
         return
-    await other_server.answer(
-        conversation_id=conversation, respondent_key=key, step="score", value=10
-    )
-    reply = await svc.answer(
-        conversation_id=conversation, respondent_key=key, step="why", value="x"
-    )
+    await say(other_server, conversation, key, "score", 10)
+    reply = await say(svc, conversation, key, "why", "x")
     assert reply.step == "role"
     assert await stored_answers(database) == [("score", 10), ("why", "x")]
     async with database.reads() as session:
@@ -1161,15 +1159,7 @@ async def test_a_start_rolled_back_within_a_batch_pins_no_other_start_to_its_ver
         return_exceptions=True,
     )
     assert isinstance(outcomes[0], ValueError)
-    async with svc.db.reads() as session:
-        rows = (
-            await session.execute(
-                select(Conversation.flow_id, FlowVersion.flow_id).join(
-                    FlowVersion, FlowVersion.id == Conversation.flow_version_id
-                )
-            )
-        ).all()
-    assert sorted(rows) == [("anon", "anon"), ("nps", "nps")]
+    assert sorted(await flows_and_their_versions(svc.db)) == [("anon", "anon"), ("nps", "nps")]
 
 
 async def test_an_opt_out_between_reading_the_person_and_starting_is_seen(
