@@ -11,8 +11,9 @@ check), and versions only go up, so a version that matches is the content kept. 
 taken out when it is used. Anything but the plain path (a repeat, a late or invalid answer,
 an expired survey) is decided from the database too.
 
-Nothing is kept longer than ``KEEP_FOR``: a person forgotten by ``parley forget`` in another
-process can no longer be written back (their row is gone), and is not held in memory either.
+Nothing is used after ``KEEP_FOR``, and the scheduler lets it go within five minutes more
+(``let_go``): a person forgotten by ``parley forget`` in another process can no longer be
+written back (their row is gone), and is not held in memory for long either.
 """
 
 from __future__ import annotations
