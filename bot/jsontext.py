@@ -2,17 +2,15 @@
 
 Why: encoding was the largest single cost of an answer after SQLite itself (callgrind on
 ``parley serve`` under ``bench/web_api.py``: 6% of its instructions in ``json``'s encoder —
-the saved state, the stored answer and event, the response). orjson does the same in a
-fraction of that.
+the saved state, the stored answer, the response). orjson does the same in a fraction.
 
 Why the fallback: orjson refuses what ``json`` writes (integers beyond 64 bits, non-text
-dict keys) and writes what ``json`` refuses (dates, dataclasses, subclasses, which the
-passthrough options send back here). Whatever orjson refuses goes to ``json``, so every
-value encodes exactly as it did, or fails with ``json``'s own TypeError. The text differs
-only in spelling (no spaces, UTF-8 instead of ``\\uXXXX``; a lone surrogate, which orjson
-refuses, stays escaped), never in meaning — except NaN,
-which ``json`` writes as the non-JSON ``NaN`` and orjson as ``null``; Parley refuses
-non-finite numbers at the door, so none reaches here.
+dict keys, lone surrogates) and writes what ``json`` refuses (dates, dataclasses,
+subclasses, which the passthrough options send back here). Whatever orjson refuses goes to
+``json``, so every value encodes as it did, or fails with ``json``'s own TypeError. The
+text differs only in spelling (no spaces, UTF-8 instead of ``\\uXXXX``), never in meaning —
+except NaN, which ``json`` writes as the non-JSON ``NaN`` and orjson as ``null``; Parley
+refuses non-finite numbers at the door, so none reaches here.
 """
 
 from __future__ import annotations
@@ -40,7 +38,4 @@ def dumps_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
 
 def dumps(value: Any, *, sort_keys: bool = False) -> str:
     """Compact JSON text."""
-    try:
-        return orjson.dumps(value, option=_SORTED if sort_keys else _PASS).decode()
-    except TypeError:
-        return (_COMPACT_SORTED if sort_keys else _COMPACT).encode(value)
+    return dumps_bytes(value, sort_keys=sort_keys).decode()

@@ -22,8 +22,8 @@ thread runs a passive checkpoint, which waits for nobody and blocks no one. The 
 over only once every frame in it has been copied back, which never happened while writes
 kept coming: it grew by some 40 KB per respondent for as long as the load lasted, and every
 commit got slower with it. So when the thread is done, the loop copies the few frames
-written meanwhile itself (``_catch_up``), and the next write starts the WAL over. A passive checkpoint
-leaves old page images in the ``-wal`` file, though, deleted rows among them (``parley
+written meanwhile itself (``_catch_up``), and the next write starts the WAL over. A
+passive checkpoint leaves old page images in the ``-wal`` file, though, deleted rows among them (``parley
 forget`` from a shell cannot empty it while the server reads): ``truncate_wal`` empties it,
 and the server's scheduler calls it every few minutes without waiting for readers (a reader
 in the way means "next time"; waiting would hold every write up for as long).
