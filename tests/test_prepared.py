@@ -104,3 +104,22 @@ def test_datetimes_and_none_in_turn(conn) -> None:  # type: ignore[no-untyped-de
         None,
         "2026-11-23 13:10:07.000000",
     ]
+
+
+def test_inserted_id_from_lastrowid(conn) -> None:  # type: ignore[no-untyped-def]
+    """``on_sqlite``: the INSERT runs without RETURNING, and its row is the new row's id."""
+    add = Prepared(insert(THING).returning(THING.c.id), on_sqlite=insert(THING))
+    first = add(conn, {"name": "a"}).scalar_one()
+    conn.execute(insert(THING), {"name": "b"})  # an id taken meanwhile by someone else
+    second = add(conn, {"name": "c", "at": WHEN}).scalar_one()
+    stored = dict(conn.exec_driver_sql("SELECT name, id FROM thing").all())
+    assert (first, second) == (stored["a"], stored["c"])
+    with pytest.raises(IntegrityError):
+        add(conn, {"name": "a"})
+
+
+def test_one_and_no_parameters(conn) -> None:  # type: ignore[no-untyped-def]
+    Prepared(insert(THING))(conn, {"name": "only"})
+    by_name = Prepared(select(THING.c.name).where(THING.c.name == bindparam("n")))
+    assert by_name(conn, {"n": "only"}).scalar_one() == "only"
+    assert [tuple(row) for row in Prepared(select(THING.c.name))(conn)] == [("only",)]

@@ -6,12 +6,14 @@ import hashlib
 import hmac
 import json
 from typing import Any
+from unittest import mock
 
 import pytest
-from aiohttp import web
+from aiohttp import streams, web
 from aiohttp.test_utils import make_mocked_request
 
 from bot.channels.web import ratelimit
+from bot.channels.web.api import read_json
 from bot.channels.web.errors import parley_error_response
 from bot.channels.web.identity import session_token, sign, token_key
 from bot.channels.web.ratelimit import IP_FACTOR, RateLimiter, WebRateLimit
@@ -197,3 +199,25 @@ def test_the_frequency_cap_takes_a_duration_and_errors_name_the_variable() -> No
         load_settings(recontact_days="7x")
     with pytest.raises(ConfigError, match=r"^bad setting: SLACK_API_URL: "):
         load_settings(slack_api_url=5)
+
+
+@pytest.mark.parametrize(
+    ("raw", "read"),
+    [
+        (b'{"value": 123456789012345678901234567890}', {"value": 123456789012345678901234567890}),
+        (b'{"value": -9223372036854775808, "n": 18446744073709551615}', None),
+        (b'{"value": 0.1, "e": 2.5e-300, "s": "\\ud83d\\ude00 \\u00e9"}', None),
+        (b'\xef\xbb\xbf{"value": [1, {"a": null}]}', {"value": [1, {"a": None}]}),
+    ],
+)
+async def test_bodies_read_exactly_as_json_reads_them(raw: bytes, read: Any) -> None:
+    """orjson reads bodies; integers past 64 bits must stay exact integers all the same."""
+    payload = streams.StreamReader(mock.Mock(_reading_paused=False), 2**16, loop=mock.Mock())
+    payload.feed_data(raw)
+    payload.feed_eof()
+    request = make_mocked_request(
+        "POST", "/", headers={"Content-Length": str(len(raw))}, payload=payload
+    )
+    expected = read if read is not None else json.loads(raw)
+    got = await read_json(request)
+    assert got == expected and json.dumps(got) == json.dumps(expected)

@@ -84,7 +84,7 @@ _LOAD_CONVERSATION = Prepared(
 )
 _FIND_RESPONDENT = Prepared(select(*_RESPONDENT_COLUMNS).where(R.c.key == bindparam("key")))
 _IS_SUPPRESSED = Prepared(select(S.c.key_hash).where(S.c.key_hash == bindparam("hash")))
-_ADD_RESPONDENT = Prepared(insert(R).returning(R.c.id))
+_ADD_RESPONDENT = Prepared(insert(R).returning(R.c.id), on_sqlite=insert(R))
 _UPDATE_RESPONDENT = Prepared(update(R).where(R.c.id == bindparam("_id")))
 _ADD_SUPPRESSION = insert_or_skip(S)
 _MARK_OPTED_OUT = Prepared(
@@ -119,7 +119,7 @@ _ADD_EVENT = Prepared(insert(E))
 _FIND_FLOW_VERSION = Prepared(
     select(V.c.id).where(V.c.flow_id == bindparam("flow_id"), V.c.hash == bindparam("hash"))
 )
-_ADD_FLOW_VERSION = Prepared(insert(V).returning(V.c.id))
+_ADD_FLOW_VERSION = Prepared(insert(V).returning(V.c.id), on_sqlite=insert(V))
 _FLOW_VERSION = Prepared(select(V.c.hash, V.c.definition).where(V.c.id == bindparam("id")))
 
 

@@ -1,11 +1,7 @@
 """The web chat channel: public JSON API, embeddable widget and demo page.
 
-``setup(app)`` registers the routes and four middlewares, outermost first:
-
-1. ``json_errors`` — every failure leaves as ``{"error", "code"}`` JSON;
-2. CORS — origin checks and headers for ``/api/`` (``PARLEY_ALLOWED_ORIGINS``);
-3. wrong keys — ten wrong API keys a minute per address (also the dashboard's passwords);
-4. rate limit — per-client and per-IP token buckets for ``/api/`` (``PARLEY_RATE_LIMIT``).
+``setup(app)`` registers the routes and the API's middleware (``gate.py``: CORS, wrong API
+keys, rate limit, JSON errors).
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ from aiohttp import web
 from bot.app import CATALOG, SETTINGS
 from bot.channels.web import api, dashboard
 from bot.channels.web.cors import Cors
-from bot.channels.web.errors import json_errors
+from bot.channels.web.gate import api_middleware
 from bot.channels.web.ratelimit import WRONG_KEYS, WebRateLimit, WrongKeys
 
 log = logging.getLogger("parley.web")
@@ -52,15 +48,14 @@ def setup(app: web.Application) -> None:
             ", ".join(sorted(known)),
         )
     app[WRONG_KEYS] = WrongKeys(settings.api_keys, settings.trusted_proxies)
-    app.middlewares.append(json_errors)
-    app.middlewares.append(
-        Cors(settings.allowed_origins, public_url=settings.public_url).middleware()
-    )
-    app.middlewares.append(app[WRONG_KEYS].middleware())
     per_minute = settings.rate_limit_per_minute
-    if per_minute is not None:
-        limit = WebRateLimit(per_minute, trusted_proxies=settings.trusted_proxies)
-        app.middlewares.append(limit.middleware())
+    limit = (
+        WebRateLimit(per_minute, trusted_proxies=settings.trusted_proxies)
+        if per_minute is not None
+        else None
+    )
+    cors = Cors(settings.allowed_origins, public_url=settings.public_url)
+    app.middlewares.append(api_middleware(cors, app[WRONG_KEYS], limit))
 
     router = app.router
     router.add_get("/healthz", api.healthz)

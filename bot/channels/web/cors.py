@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from bot.channels.web.errors import ApiError, Handler, guarded, is_api
+from bot.channels.web.errors import ApiError
 from bot.channels.web.identity import CROSS_ORIGIN
 from bot.config import web_origin
 
@@ -61,32 +61,35 @@ class Cors:
         log.info("refused a request from %s: not in PARLEY_ALLOWED_ORIGINS", origin[:200])
         return message
 
-    def middleware(self) -> web.middleware:  # type: ignore[valid-type]
-        @web.middleware
-        async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if not is_api(request):
-                return await handler(request)
-            origin = request.headers.get("Origin")
-            if origin is None:
-                return await handler(request)  # not a browser cross-origin call (curl, server)
-            same = self.same_origin(request, origin)
-            request[CROSS_ORIGIN] = not same
-            cross_ok = not same and self.allows(origin)
-            if not same and not cross_ok:
-                raise ApiError(403, "origin_not_allowed", self._refusal(request, origin))
-            if request.method == "OPTIONS":
-                response: web.StreamResponse = web.Response(status=204)
-                response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
-                response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
-                response.headers["Access-Control-Max-Age"] = MAX_AGE
-            else:
-                # Errors too must be readable by the widget, so turn them into responses here.
-                response = await guarded(request, handler)
-            if cross_ok:
-                response.headers.update(_cors_headers(origin))
-            return response
+    def check(self, request: web.Request) -> str | None:
+        """The origin to answer with CORS headers, None for none (no ``Origin``, or the
+        server's own); 403 for an origin that is neither own nor allowed."""
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is None:
+            return None  # not a browser cross-origin call (curl, a server)
+        same = self.same_origin(request, origin)
+        request[CROSS_ORIGIN] = not same
+        if same:
+            return None
+        if not self.allows(origin):
+            raise ApiError(403, "origin_not_allowed", self._refusal(request, origin))
+        return origin
 
-        return cors
+
+def is_preflight(request: web.Request) -> bool:
+    return request.method == "OPTIONS" and hdrs.ORIGIN in request.headers
+
+
+def preflight_response() -> web.Response:
+    response = web.Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = ALLOW_METHODS
+    response.headers["Access-Control-Allow-Headers"] = ALLOW_HEADERS
+    response.headers["Access-Control-Max-Age"] = MAX_AGE
+    return response
+
+
+def add_cors_headers(response: web.StreamResponse, origin: str) -> None:
+    response.headers.update(_cors_headers(origin))
 
 
 def _cors_headers(origin: str) -> dict[str, str]:

@@ -125,38 +125,24 @@ def parley_error_response(err: ParleyError) -> web.Response:
     return error_response(status, err.code, err.message)
 
 
-async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Run ``handler``; whatever goes wrong comes back as a JSON error response."""
-    try:
-        return await handler(request)
-    except ApiError as err:
+def failure_response(request: web.Request, err: Exception) -> web.StreamResponse:
+    """The JSON error response for an API request that failed with ``err``. Raises it again
+    where there is nobody to answer (the client left) or aiohttp answers (a redirect)."""
+    if isinstance(err, ApiError):
         return error_response(err.status, err.code, err.message, headers=err.headers)
-    except ParleyError as err:
+    if isinstance(err, ParleyError):
         return parley_error_response(err)
-    except ConnectionResetError:
-        raise  # the client left mid-request: nobody to answer, nothing went wrong here
-    except web.HTTPException as err:
+    if isinstance(err, ConnectionResetError):
+        raise err
+    if isinstance(err, web.HTTPException):
         if err.status < 400:
-            raise
+            raise err
         headers = {k: v for k, v in err.headers.items() if k.lower() in ("allow", "retry-after")}
         code = HTTP_CODES.get(err.status, "http_error")
         message = err.reason if err.status != 413 else "the request body is larger than 64 KiB"
         return error_response(err.status, code, message, headers=headers)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "something went wrong on our side")
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware for ``/api/``, so even other middlewares' errors are JSON.
-
-    Other paths (the Slack endpoint, the demo page) keep aiohttp's own behaviour: this
-    channel should not decide how another channel reports its errors.
-    """
-    if not is_api(request):
-        return await handler(request)
-    return await guarded(request, handler)
+    log.error("unhandled error in %s %s", request.method, request.path, exc_info=err)
+    return error_response(500, "internal_error", "something went wrong on our side")
 
 
 _API_PATH = re.compile(r"^/+api(?:/|\Z)")

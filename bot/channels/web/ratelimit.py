@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from bot.channels.web.errors import ApiError, Handler, is_api
+from bot.channels.web.errors import ApiError
 from bot.channels.web.identity import COOKIE, TOKEN_HEADER, api_client, bearer_key
 
 MAX_BUCKETS = 100_000
@@ -96,16 +96,12 @@ class WebRateLimit:
         self.ips.take(ip)
         return 0.0
 
-    def middleware(self) -> web.middleware:  # type: ignore[valid-type]
-        @web.middleware
-        async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if is_api(request) and request.method != "OPTIONS":
-                wait = self.take(request)
-                if wait > 0:
-                    raise too_many("too many requests", wait)
-            return await handler(request)
-
-        return rate_limit
+    def check(self, request: web.Request) -> None:
+        """429 when this client or its address is over the limit; else the request is spent."""
+        if request.method != "OPTIONS":
+            wait = self.take(request)
+            if wait > 0:
+                raise too_many("too many requests", wait)
 
 
 def client_of(request: web.Request) -> str | None:
@@ -184,27 +180,21 @@ class WrongKeys:
     def failed(self, request: web.Request) -> None:
         self.wrong.take(self._client(request))
 
-    def middleware(self) -> web.middleware:  # type: ignore[valid-type]
-        """API requests that carry a Bearer key: refused while this client is guessing; a
-        wrong key counts as a guess. Checked here, before anything is awaited, so many
-        requests at once cannot all pass the check before any is counted. Other schemes are
-        not counted (a site-wide auth proxy's Basic header is nobody guessing)."""
-
-        @web.middleware
-        async def wrong_keys(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if not (is_api(request) and bearer_key(request)):
-                return await handler(request)
-            wait = self.wait(request)
-            if wait > 0:
-                raise too_many("too many wrong API keys", wait)
-            try:
-                api_client(request, self.api_keys)
-            except ApiError:
-                self.failed(request)
-                raise
-            return await handler(request)
-
-        return wrong_keys
+    def check(self, request: web.Request) -> None:
+        """For an API request that carries a Bearer key: 429 while this client is guessing,
+        401 for a wrong key, which counts as a guess. Checked before anything is awaited, so
+        many requests at once cannot all pass before any is counted. Other schemes are not
+        counted (a site-wide auth proxy's Basic header is nobody guessing)."""
+        if not bearer_key(request):
+            return
+        wait = self.wait(request)
+        if wait > 0:
+            raise too_many("too many wrong API keys", wait)
+        try:
+            api_client(request, self.api_keys)
+        except ApiError:
+            self.failed(request)
+            raise
 
 
 WRONG_KEYS_PER_MINUTE = 10
