@@ -114,7 +114,10 @@ async def test_start_returns_201_token_cookie_and_first_question(
     # Only a hash of the token is stored, never the token itself.
     stored = await rows(db_url, "SELECT key, timezone FROM respondent")
     assert stored == [(token_key(body["respondent_token"]), "Europe/Paris")]
-    assert stored[0][0] == "web:" + hashlib.sha256(body["respondent_token"].encode()).hexdigest()
+    token = body["respondent_token"]
+    made = token[:12]  # the time the token was made, then its hash: never the token
+    assert stored[0][0] == f"web:{made}" + hashlib.sha256(token.encode()).hexdigest()
+    assert token[12:] not in stored[0][0]
 
 
 async def test_bad_timezone_is_ignored_not_fatal(client: Client, db_url: str) -> None:

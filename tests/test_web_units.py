@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 from unittest import mock
 
@@ -15,7 +17,7 @@ from aiohttp.test_utils import make_mocked_request
 from bot.channels.web import ratelimit
 from bot.channels.web.api import read_json
 from bot.channels.web.errors import parley_error_response
-from bot.channels.web.identity import session_token, sign, token_key
+from bot.channels.web.identity import new_token, session_token, sign, token_key
 from bot.channels.web.ratelimit import IP_FACTOR, RateLimiter, WebRateLimit
 from bot.config import load_settings
 from bot.errors import Busy, ConfigError
@@ -93,6 +95,22 @@ def test_session_token_is_not_a_user_signature() -> None:
 def test_token_key_stores_only_a_hash() -> None:
     key = token_key("abc")
     assert key == "web:" + hashlib.sha256(b"abc").hexdigest()
+    old = "gk2V" * 10 + "abc"  # made before tokens carried their time: its key stays
+    assert token_key(old) == "web:" + hashlib.sha256(old.encode()).hexdigest()
+
+
+def test_new_tokens_and_their_keys_sort_by_time() -> None:
+    tokens = []
+    for _ in range(3):
+        tokens.append(new_token())
+        time.sleep(0.002)
+    keys = [token_key(token) for token in tokens]
+    assert keys == sorted(keys) and len(set(keys)) == 3
+    for token, key in zip(tokens, keys, strict=True):
+        secret = token[12:]
+        assert len(token) == 55 and len(base64.urlsafe_b64decode(secret + "=")) == 32
+        assert key == f"web:{token[:12]}" + hashlib.sha256(token.encode()).hexdigest()
+        assert secret not in key
 
 
 def test_behind_a_trusted_proxy_each_client_gets_its_own_bucket() -> None:

@@ -28,7 +28,7 @@ def _ts(nullable: bool = False, index: bool = False) -> Any:
 
 
 class Respondent(SQLModel, table=True):
-    """A person, known by a channel key: ``web:<token>``, ``slack:<team>:<user>``, ``cli:<name>``."""
+    """A person, known by a channel key: ``web:<hash of the token>``, ``slack:<team>:<user>``, ``cli:<name>``."""
 
     __tablename__ = "respondent"
     id: int | None = Field(default=None, primary_key=True)

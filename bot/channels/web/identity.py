@@ -1,8 +1,12 @@
 """Who is asking: an anonymous browser token, a host app's signed user, or an API client.
 
-* Anonymous respondents get a random ``respondent_token`` (``secrets.token_urlsafe(32)``).
-  Only ``web:`` + sha256(token) is stored, so a leaked database does not leak credentials
-  that could answer as someone else.
+* Anonymous respondents get a ``respondent_token``: the time it was made (12 hex digits of
+  milliseconds), then 256 random bits (``secrets.token_urlsafe(32)``). Only ``web:`` + that
+  time + sha256(token) is stored, so a leaked database does not leak credentials that could
+  answer as someone else. The time comes first so that new respondents land at the end of
+  the key's index: with bare hashes every start wrote into a page of its own, anywhere in
+  the index (``bench/web_api.py``: 2% more answers a second without). Tokens made before
+  (43 characters, no time) keep their ``web:`` + sha256 keys.
 * A host app names its own user with ``user`` + ``signature`` (hex HMAC-SHA256 of the user id
   under ``PARLEY_WEB_SECRET``); the respondent key is then ``user:<id>``, the same person on
   every device. The token returned to a signed user is itself signed (``s.<b64 id>.<mac>``),
@@ -23,6 +27,7 @@ import hashlib
 import hmac
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,11 +65,19 @@ class Identity:
 
 def new_token() -> str:
     # secrets.token_urlsafe(32), without its detour through random.SystemRandom
-    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
+    secret = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode("ascii")
+    return f"{time.time_ns() // 1_000_000:012x}{secret}"
 
 
 def token_key(token: str) -> str:
-    return "web:" + hashlib.sha256(token.encode()).hexdigest()
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    if len(token) == _TIMED_LENGTH and _TIMED.match(token):
+        return f"web:{token[:12]}{digest}"
+    return "web:" + digest
+
+
+_TIMED = re.compile(r"[0-9a-f]{12}")
+_TIMED_LENGTH = 12 + 43
 
 
 def sign(secret: str, user: str) -> str:
