@@ -216,3 +216,60 @@ def test_only_sqlite_and_postgresql_are_taken() -> None:
 
     with pytest.raises(ConfigError, match="SQLite or PostgreSQL, not mysql"):
         database_url("mysql://u@h/x")
+
+
+async def test_0007_keeps_answers_and_anonymous_answers_stay_unique(db_url: str) -> None:
+    """0007 rebuilds answer's anonymous uniqueness as a partial index: stored answers stay,
+    a repeated (response, step) is still refused, and going back restores the constraint."""
+    from alembic import command
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.store.database import alembic_config
+
+    def to(revision: str):  # type: ignore[no-untyped-def]
+        def run(conn):  # type: ignore[no-untyped-def]
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            if revision < head_revision():
+                command.downgrade(config, revision)
+            else:
+                command.upgrade(config, revision)
+
+        return run
+
+    answer = (
+        "INSERT INTO answer (id, conversation_id, response_id, flow_id, flow_version_id, "
+        "step_id, step_type, value, created_at) VALUES "
+        "(:id, NULL, :response, 'pulse', 1, 'mood', 'csat', '4', CURRENT_TIMESTAMP)"
+    )
+    db = Database(db_url)
+    try:
+        await db.upgrade()
+        async with db.engine.begin() as conn:
+            await conn.run_sync(to("0006"))
+            await conn.execute(
+                text(
+                    "INSERT INTO flow_version (id, flow_id, hash, title, definition, created_at) "
+                    "VALUES (1, 'pulse', 'h', 'Pulse', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+            await conn.execute(text(answer), {"id": -5, "response": "r1"})
+            await conn.execute(text(answer), {"id": 6, "response": None})
+            await conn.execute(text(answer), {"id": 7, "response": None})
+        async with db.engine.begin() as conn:
+            await conn.run_sync(to(head_revision()))
+            indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("conversation"))
+            assert "ix_conversation_status" not in {index["name"] for index in indexes}
+        for revision in (head_revision(), "0006"):
+            async with db.engine.begin() as conn:
+                await conn.run_sync(to(revision))
+            async with db.engine.connect() as conn:
+                ids = (await conn.execute(text("SELECT id FROM answer ORDER BY id"))).scalars()
+                assert list(ids) == [-5, 6, 7]
+                with pytest.raises(IntegrityError):
+                    await conn.execute(text(answer), {"id": 8, "response": "r1"})
+                await conn.rollback()
+                await conn.execute(text(answer), {"id": 9, "response": None})  # never conflicts
+                await conn.rollback()
+    finally:
+        await db.dispose()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -71,7 +71,7 @@ class Conversation(SQLModel, table=True):
     flow_id: str = Field(max_length=64, index=True)
     flow_version_id: int = Field(foreign_key="flow_version.id")
     channel: str = Field(max_length=32)
-    status: str = Field(max_length=16, index=True)
+    status: str = Field(max_length=16)  # no index: nothing picks by status alone (0007)
     current_step: str | None = Field(default=None, max_length=64)
     state: str
     version: int = Field(default=0)
@@ -93,7 +93,15 @@ class Answer(SQLModel, table=True):
     __tablename__ = "answer"
     __table_args__ = (
         UniqueConstraint("conversation_id", "step_id", name="uq_answer_conversation_step"),
-        UniqueConstraint("response_id", "step_id", name="uq_answer_response_step"),
+        # anonymous answers only: any other answer's (NULL, step) entry could never conflict
+        Index(
+            "uq_answer_response_step",
+            "response_id",
+            "step_id",
+            unique=True,
+            sqlite_where=text("response_id IS NOT NULL"),
+            postgresql_where=text("response_id IS NOT NULL"),
+        ),
         Index("ix_answer_flow_created", "flow_id", "created_at"),
     )
     # 64 bits: anonymous answers take random negative ids (see Surveys._save); SQLite's
