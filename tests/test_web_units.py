@@ -224,6 +224,7 @@ def test_the_frequency_cap_takes_a_duration_and_errors_name_the_variable() -> No
     [
         (b'{"value": 123456789012345678901234567890}', {"value": 123456789012345678901234567890}),
         (b'{"value": -9223372036854775808, "n": 18446744073709551615}', None),
+        (b'{"value": -9999999999999999999}', {"value": -9999999999999999999}),
         (b'{"value": 0.1, "e": 2.5e-300, "s": "\\ud83d\\ude00 \\u00e9"}', None),
         (b'\xef\xbb\xbf{"value": [1, {"a": null}]}', {"value": [1, {"a": None}]}),
     ],

@@ -74,7 +74,7 @@ async def read_json(request: web.Request, *, optional: bool = False) -> dict[str
         raise ApiError(400, "bad_json", "send a JSON object as the request body")
     try:
         data = orjson.loads(text)  # refuses NaN, Infinity, 1e999 and lone surrogates too
-        if _LONG_NUMBER.search(text):  # orjson reads integers past 64 bits as floats
+        if _LONG_NUMBER.search(text):  # orjson reads integers past 64 bits (or -2**63) as floats
             data = _DECODER.decode(text)
     except (ValueError, RecursionError) as err:
         raise ApiError(400, "bad_json", "the request body is not valid JSON") from err
@@ -105,7 +105,7 @@ def _too_large() -> ApiError:
     return ApiError(413, "body_too_large", "the request body is larger than 64 KiB")
 
 
-_LONG_NUMBER = re.compile(r"[0-9]{20}")
+_LONG_NUMBER = re.compile(r"[0-9]{19}")
 _DECODER = json.JSONDecoder()  # exact integers (what orjson let through is valid JSON)
 
 
