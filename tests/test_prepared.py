@@ -21,6 +21,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from bot import jsontext
@@ -116,6 +117,13 @@ def test_inserted_id_from_lastrowid(conn) -> None:  # type: ignore[no-untyped-de
     assert (first, second) == (stored["a"], stored["c"])
     with pytest.raises(IntegrityError):
         add(conn, {"name": "a"})
+    skipping = sqlite_insert(THING).on_conflict_do_nothing()
+    with pytest.raises(TypeError, match="plain INSERT"):
+        Prepared(insert(THING).returning(THING.c.id), on_sqlite=skipping)
+    with pytest.raises(TypeError, match="plain INSERT"):
+        Prepared(
+            insert(THING).returning(THING.c.id), on_sqlite=insert(THING).prefix_with("OR IGNORE")
+        )
 
 
 def test_one_and_no_parameters(conn) -> None:  # type: ignore[no-untyped-def]

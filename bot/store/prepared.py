@@ -119,6 +119,12 @@ class Prepared:
     """
 
     def __init__(self, statement: Executable, *, on_sqlite: Executable | None = None) -> None:
+        if on_sqlite is not None and (
+            getattr(on_sqlite, "_post_values_clause", None) is not None
+            or getattr(on_sqlite, "_prefixes", ())
+        ):
+            # a skipped row (ON CONFLICT, OR IGNORE) leaves lastrowid at the previous insert's
+            raise TypeError("on_sqlite takes a plain INSERT: a skipped row has no new id")
         self.statement = statement
         self._on_sqlite = on_sqlite
         self._plans: dict[frozenset[str], _Plan] = {}
